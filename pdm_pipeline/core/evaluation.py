@@ -1,0 +1,43 @@
+"""The common shape of every model's test-set evaluation.
+
+Each model module computes its own metrics on the test split (touched once, for these numbers) beside a
+baseline, and pictures as markdown. The Dagster layer turns `metrics` and `baseline` into numeric metadata
+(plotted across materializations) and `pictures` into markdown metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Evaluation:
+    model_type: str
+    # Headline test metrics of the model, e.g. {"f1": 0.91, "roc_auc": 0.97}.
+    metrics: dict[str, float] = field(default_factory=dict)
+    # The same metrics for the baseline (majority class, mean RUL, seasonal naive, ...).
+    baseline: dict[str, float] = field(default_factory=dict)
+    baseline_name: str = ""
+    # JSON-able detail: confusion matrix, per-band errors, per-detector metrics, per-sensor metrics...
+    details: dict[str, Any] = field(default_factory=dict)
+    # title -> markdown (images inlined as data URIs, or markdown tables).
+    pictures: dict[str, str] = field(default_factory=dict)
+    # Set when the model was skipped: then metrics are empty and this says why.
+    skipped_reason: str | None = None
+
+    def flat_metrics(self) -> dict[str, float]:
+        """metrics and baseline_<name> in one flat dict of finite floats (for MLflow / numeric metadata)."""
+        out: dict[str, float] = {}
+        for k, v in self.metrics.items():
+            if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v)):
+                out[k] = float(v)
+        for k, v in self.baseline.items():
+            if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v)):
+                out[f"baseline_{k}"] = float(v)
+        return out
+
+    @classmethod
+    def skipped(cls, model_type: str, reason: str) -> Evaluation:
+        return cls(model_type=model_type, skipped_reason=reason)
