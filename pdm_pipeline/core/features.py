@@ -1,0 +1,354 @@
+"""Causal rolling-window sensor features, computed per unit.
+
+A row's features use that row and the rows before it in the same unit, nothing else: rolling windows (in
+rows) restart at every unit, and `timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are
+never inputs (timestamps are only checked for order and used, on train, to turn window hours into rows).
+
+Per sensor: the raw value and, per window, mean, std, min, max, RMS, peak (largest |x - window mean|) and
+least-squares slope per row step. Vibration sensors (name contains "vib") also get the energy of three
+frequency bands (low, mid, high) over the largest window. Every window feature is defined from the start of a
+unit (`min_periods=1`); a row with at least `min_history_rows(spec)` rows of history (itself included) gets
+the same values whatever came before that history, so the prediction path (a buffer of recent rows) matches
+the training path. Running (expanding) statistics are deliberately absent: they would depend on the whole
+unit history, which a prediction buffer does not hold.
+
+Without time order (e.g. AI4I 2020, independent rows) the features are the raw sensor values only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.indexers import BaseIndexer
+from pandas.api.typing import Rolling
+
+from pdm_pipeline.core.schema import EVAL_ANOMALY, LABEL, RESERVED_COLUMNS, RUL, TIMESTAMP, UNIT_ID
+
+DEFAULT_WINDOW_HOURS: tuple[float, ...] = (1.0, 6.0, 24.0)
+WINDOW_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max", "rms", "peak", "slope")
+BANDS: tuple[str, ...] = ("low", "mid", "high")
+PASS_THROUGH_COLUMNS: tuple[str, ...] = (TIMESTAMP, UNIT_ID, RUL, LABEL, EVAL_ANOMALY)
+# Band energies use at most this many points per window: longer windows are first averaged in blocks of
+# consecutive rows (anchored at the current row, so still causal and independent of older history).
+MAX_BAND_POINTS = 128
+# Fewer points leave fewer than one FFT bin per band.
+MIN_BAND_POINTS = 6
+_BAND_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything needed to compute the same features at training and at prediction time (JSON-able)."""
+
+    sensors: tuple[str, ...]
+    vibration_sensors: tuple[str, ...]
+    # Median sampling step on train, in seconds; None = no time order (raw values only).
+    step_seconds: float | None
+    # Window lengths in rows, aligned with window_hours.
+    windows: tuple[int, ...]
+    window_hours: tuple[float, ...]
+    feature_names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (the inverse of `from_dict`)."""
+        return {
+            "sensors": list(self.sensors),
+            "vibration_sensors": list(self.vibration_sensors),
+            "step_seconds": self.step_seconds,
+            "windows": list(self.windows),
+            "window_hours": list(self.window_hours),
+            "feature_names": list(self.feature_names),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+        """Rebuild a spec from `to_dict` output; raises ValueError when fields are missing or inconsistent."""
+        fields = ("sensors", "vibration_sensors", "step_seconds", "windows", "window_hours", "feature_names")
+        missing = [k for k in fields if k not in d]
+        if missing:
+            raise ValueError(f"feature spec is missing field(s) {missing}")
+        spec = cls(
+            sensors=tuple(str(s) for s in d["sensors"]),
+            vibration_sensors=tuple(str(s) for s in d["vibration_sensors"]),
+            step_seconds=None if d["step_seconds"] is None else float(d["step_seconds"]),
+            windows=tuple(int(w) for w in d["windows"]),
+            window_hours=tuple(float(h) for h in d["window_hours"]),
+            feature_names=tuple(str(f) for f in d["feature_names"]),
+        )
+        expected = _feature_names(spec.sensors, spec.vibration_sensors, spec.windows, spec.window_hours)
+        if spec.feature_names != expected:
+            raise ValueError(
+                "feature spec is inconsistent: its feature_names do not match its sensors and windows "
+                "(written by another version of the pipeline?)"
+            )
+        return spec
+
+
+def fit_feature_spec(
+    train: pd.DataFrame,
+    sensors: Sequence[str],
+    *,
+    window_hours: Sequence[float] = DEFAULT_WINDOW_HOURS,
+    time_order: bool = True,
+) -> FeatureSpec:
+    """Fit the feature spec on the train split: the sampling step (median within units) and window rows.
+
+    With `time_order=False` the spec holds the raw sensor values only. Raises ValueError naming a missing,
+    reserved or non-numeric sensor column, or a train split without usable timestamps.
+    """
+    sensors = tuple(sensors)
+    if not sensors:
+        raise ValueError("fit_feature_spec needs at least one sensor column")
+    reserved = [s for s in sensors if s in RESERVED_COLUMNS]
+    if reserved:
+        raise ValueError(f"sensor column(s) {reserved} are reserved columns and can never be features")
+    if len(set(sensors)) != len(sensors):
+        raise ValueError(f"sensor columns are listed twice: {sorted({s for s in sensors if sensors.count(s) > 1})}")
+    _sensor_matrix(train, sensors, where="train split")  # validates the columns
+    vibration = tuple(s for s in sensors if "vib" in s.lower())
+    if not time_order:
+        return FeatureSpec(sensors, vibration, None, (), (), sensors)
+
+    hours = [float(h) for h in window_hours]
+    if not hours or any(not (math.isfinite(h) and h > 0) for h in hours):
+        raise ValueError(f"window_hours={tuple(window_hours)!r} must be one or more finite numbers > 0")
+    step = _median_step_seconds(train)
+    windows: list[int] = []
+    kept_hours: list[float] = []
+    for h in sorted(set(hours)):
+        rows = max(2, int(round(h * 3600.0 / step)))
+        if rows not in windows:
+            windows.append(rows)
+            kept_hours.append(h)
+    names = _feature_names(sensors, vibration, tuple(windows), tuple(kept_hours))
+    return FeatureSpec(sensors, vibration, step, tuple(windows), tuple(kept_hours), names)
+
+
+def min_history_rows(spec: FeatureSpec) -> int:
+    """Rows (the current one included) a prediction needs so that every window is full."""
+    return max(spec.windows, default=1)
+
+
+def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Features of every row of `df` (columns == spec.feature_names, same index, float32).
+
+    `df` needs the sensor columns; `unit_id` is optional (absent = one unit) and `timestamp`, when present,
+    is only checked to be in order within each unit. Rows must be in time order within each unit.
+    """
+    values = _sensor_matrix(df, spec.sensors, where="feature input")
+    if spec.step_seconds is None:
+        return pd.DataFrame(values.astype(np.float32), index=df.index, columns=list(spec.feature_names))
+
+    codes = unit_codes(df)
+    # Units become contiguous blocks (order inside a unit kept) so windows can be bounded by the unit start.
+    order = np.argsort(codes, kind="stable")
+    codes, values = codes[order], values[order]
+    if TIMESTAMP in df.columns:
+        _check_time_order(timestamp_seconds(df, where="feature input")[order], codes)
+    unit_start = _unit_start(codes)
+    position = (np.arange(len(codes)) - unit_start).astype(float)
+
+    columns: dict[str, np.ndarray] = {}
+    for j, sensor in enumerate(spec.sensors):
+        columns[sensor] = values[:, j]
+    for window, hours in zip(spec.windows, spec.window_hours):
+        label = window_label(hours)
+        stats = _window_statistics(values, position, unit_start, window)
+        for name, matrix in stats.items():
+            for j, sensor in enumerate(spec.sensors):
+                columns[f"{sensor}__{name}_{label}"] = matrix[:, j]
+    if spec.vibration_sensors and spec.windows:
+        label = window_label(spec.window_hours[-1])
+        for sensor in spec.vibration_sensors:
+            energies = _band_energies(values[:, spec.sensors.index(sensor)], unit_start, spec.windows[-1])
+            if energies is not None:
+                for b, band in enumerate(BANDS):
+                    columns[f"{sensor}__band_{band}_{label}"] = energies[:, b]
+
+    matrix = np.empty((len(order), len(spec.feature_names)), dtype=np.float32)
+    matrix[order] = np.column_stack([columns[name] for name in spec.feature_names])
+    return pd.DataFrame(matrix, index=df.index, columns=list(spec.feature_names))
+
+
+def build_feature_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Features followed by the pass-through columns present among timestamp, unit_id, rul, failure_status,
+    anomaly_window (targets and evaluation columns, never features)."""
+    features = compute_features(df, spec)
+    passed = [c for c in PASS_THROUGH_COLUMNS if c in df.columns]
+    return pd.concat([features, df[passed]], axis=1)
+
+
+def window_label(hours: float) -> str:
+    """Readable window label: 1.0 -> "1h", 24.0 -> "24h", 0.5 -> "30min", 1.5 -> "90min"."""
+    if float(hours).is_integer():
+        return f"{int(hours)}h"
+    minutes = hours * 60.0
+    if float(minutes).is_integer():
+        return f"{int(minutes)}min"
+    return f"{hours:g}h"
+
+
+def unit_codes(df: pd.DataFrame) -> np.ndarray:
+    """Integer code per row for its unit (`unit_id`); all zeros when the frame has no unit column."""
+    if UNIT_ID not in df.columns:
+        return np.zeros(len(df), dtype=np.int64)
+    return pd.factorize(df[UNIT_ID], use_na_sentinel=False)[0].astype(np.int64)
+
+
+def timestamp_seconds(df: pd.DataFrame, where: str = "") -> np.ndarray:
+    """The `timestamp` column as float seconds since the epoch; raises ValueError on missing values."""
+    prefix = f"{where}: " if where else ""
+    if TIMESTAMP not in df.columns:
+        raise ValueError(f"{prefix}column {TIMESTAMP!r} is missing")
+    times = pd.to_datetime(df[TIMESTAMP])
+    if times.isna().any():
+        raise ValueError(f"{prefix}column {TIMESTAMP!r} has {int(times.isna().sum())} missing value(s)")
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert(None)
+    return (times - pd.Timestamp(0)).dt.total_seconds().to_numpy(dtype=float)
+
+
+class _UnitWindow(BaseIndexer):
+    """Trailing window of `window_size` rows that never reaches before the row's unit start."""
+
+    unit_start: np.ndarray
+
+    def get_window_bounds(
+        self,
+        num_values: int = 0,
+        min_periods: int | None = None,
+        center: bool | None = None,
+        closed: str | None = None,
+        step: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        end = np.arange(1, num_values + 1, dtype=np.int64)
+        start = np.maximum(end - self.window_size, self.unit_start).astype(np.int64)
+        return start, end
+
+
+def _rolling(matrix: np.ndarray, unit_start: np.ndarray, window: int) -> Rolling:
+    return pd.DataFrame(matrix).rolling(_UnitWindow(window_size=window, unit_start=unit_start), min_periods=1)
+
+
+def _window_statistics(
+    values: np.ndarray, position: np.ndarray, unit_start: np.ndarray, window: int
+) -> dict[str, np.ndarray]:
+    """Per-window statistics of every sensor column (rows x sensors each), NaN readings skipped."""
+    rolling = _rolling(values, unit_start, window)
+    mean = rolling.mean().to_numpy()
+    low = rolling.min().to_numpy()
+    high = rolling.max().to_numpy()
+    std = np.sqrt(np.clip(rolling.var(ddof=0).to_numpy(), 0.0, None))
+    rms = np.sqrt(np.clip(_rolling(values**2, unit_start, window).mean().to_numpy(), 0.0, None))
+    peak = np.maximum(high - mean, mean - low)
+
+    # Least-squares slope against the row position, over the window's non-missing readings.
+    present = ~np.isnan(values)
+    x = np.where(present, values, 0.0)
+    g = position[:, None] * present
+    sums = _rolling(np.hstack([present.astype(float), g, g * position[:, None], x, x * position[:, None]]),
+                    unit_start, window).sum().to_numpy()
+    count, sum_g, sum_gg, sum_x, sum_gx = np.split(sums, 5, axis=1)
+    denominator = count * sum_gg - sum_g**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(denominator > 0, (count * sum_gx - sum_g * sum_x) / denominator, 0.0)
+    slope = np.where(count > 0, slope, np.nan)
+    return {"mean": mean, "std": std, "min": low, "max": high, "rms": rms, "peak": peak, "slope": slope}
+
+
+def _band_layout(window: int) -> tuple[int, int]:
+    """(points, block): the window is seen as `points` averages of `block` consecutive rows (block*points <= window)."""
+    block = math.ceil(window / MAX_BAND_POINTS)
+    return window // block, block
+
+
+def _band_energies(values: np.ndarray, unit_start: np.ndarray, window: int) -> np.ndarray | None:
+    """Low/mid/high band energies (rows x 3) of the trailing window, or None when the window is too short.
+
+    The window is de-meaned and its power spectrum split into three equal-width frequency bands; the three
+    energies add up to the window's variance. Before the unit's first row the window repeats that first value.
+    """
+    points, block = _band_layout(window)
+    if points < MIN_BAND_POINTS:
+        return None
+    series = values if block == 1 else _rolling(values[:, None], unit_start, block).mean().to_numpy()[:, 0]
+    offsets = block * np.arange(points - 1, -1, -1)
+    bins = np.arange(1, points // 2 + 1)
+    weights = np.full(bins.size, 2.0 / points**2)
+    if points % 2 == 0:
+        weights[-1] = 1.0 / points**2  # the Nyquist bin has no mirror image
+    bands = np.array_split(np.arange(bins.size), len(BANDS))
+    out = np.empty((len(values), len(BANDS)))
+    for first in range(0, len(values), _BAND_CHUNK_ROWS):
+        rows = np.arange(first, min(first + _BAND_CHUNK_ROWS, len(values)))
+        index = np.maximum(rows[:, None] - offsets[None, :], unit_start[rows][:, None])
+        windows = series[index]
+        windows = windows - windows.mean(axis=1, keepdims=True)
+        power = np.abs(np.fft.rfft(windows, axis=1)[:, bins]) ** 2 * weights
+        for b, members in enumerate(bands):
+            out[rows, b] = power[:, members].sum(axis=1)
+    return out
+
+
+def _feature_names(
+    sensors: tuple[str, ...], vibration: tuple[str, ...], windows: tuple[int, ...], window_hours: tuple[float, ...]
+) -> tuple[str, ...]:
+    names: list[str] = list(sensors)
+    for hours in window_hours:
+        label = window_label(hours)
+        names += [f"{sensor}__{stat}_{label}" for stat in WINDOW_STATISTICS for sensor in sensors]
+    if windows and _band_layout(windows[-1])[0] >= MIN_BAND_POINTS:
+        label = window_label(window_hours[-1])
+        names += [f"{sensor}__band_{band}_{label}" for sensor in vibration for band in BANDS]
+    return tuple(names)
+
+
+def _sensor_matrix(df: pd.DataFrame, sensors: Sequence[str], where: str) -> np.ndarray:
+    """The sensor columns as a float64 matrix; raises ValueError naming missing, non-numeric or infinite columns."""
+    missing = [s for s in sensors if s not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: sensor column(s) {missing} are missing (columns present: {list(df.columns)})")
+    non_numeric = [s for s in sensors if not pd.api.types.is_numeric_dtype(df[s])]
+    if non_numeric:
+        raise ValueError(f"{where}: sensor column(s) {non_numeric} are not numeric")
+    matrix = df[list(sensors)].to_numpy(dtype=float)
+    infinite = [s for s, bad in zip(sensors, np.isinf(matrix).any(axis=0)) if bad]
+    if infinite:
+        raise ValueError(f"{where}: sensor column(s) {infinite} contain infinite values")
+    return matrix
+
+
+def _median_step_seconds(train: pd.DataFrame) -> float:
+    """Median positive time step between consecutive rows of the same unit in the train split."""
+    seconds = timestamp_seconds(train, where="train split (needed for time-ordered features)")
+    codes = unit_codes(train)
+    order = np.lexsort((seconds, codes))
+    same_unit = codes[order][1:] == codes[order][:-1]
+    steps = np.diff(seconds[order])[same_unit]
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise ValueError(
+            f"train split: cannot infer the sampling step, no unit has two rows with different {TIMESTAMP!r} values"
+        )
+    return float(np.median(steps))
+
+
+def _check_time_order(seconds: np.ndarray, codes: np.ndarray) -> None:
+    """Raise ValueError when timestamps go backwards inside a unit (rows must be sorted by unit, timestamp)."""
+    backwards = (np.diff(seconds) < 0) & (codes[1:] == codes[:-1])
+    if backwards.any():
+        raise ValueError(
+            f"feature input: {int(backwards.sum())} row(s) have a {TIMESTAMP!r} earlier than the previous row "
+            f"of the same unit; sort rows by ({UNIT_ID}, {TIMESTAMP}) first"
+        )
+
+
+def _unit_start(codes: np.ndarray) -> np.ndarray:
+    """For rows grouped in contiguous unit blocks: the index of each row's first unit row."""
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return starts[np.searchsorted(starts, np.arange(len(codes)), side="right") - 1]

@@ -1,0 +1,433 @@
+"""Labels (failure within H hours, fitted on train) and causal per-unit rolling features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pdm_pipeline.core.features import (
+    FeatureSpec,
+    build_feature_frame,
+    compute_features,
+    fit_feature_spec,
+    min_history_rows,
+)
+from pdm_pipeline.core.labels import LabelDefinition, LabelUnavailable, apply_labels, fit_label_definition
+from pdm_pipeline.core.schema import EVAL_ANOMALY, LABEL, RUL, TIMESTAMP, UNIT_ID
+
+SENSORS = ("temperature", "pressure", "motor_vib")
+STEP_MINUTES = 10
+ROWS_PER_UNIT = 240  # 40 h at 10 min: longer than the 24 h window (144 rows)
+
+
+def make_frame(n_units: int = 3, rows: int = ROWS_PER_UNIT, seed: int = 0) -> pd.DataFrame:
+    """Run-to-failure units sampled every 10 min, sorted by (unit_id, timestamp), with every reserved column."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for unit in range(n_units):
+        t = np.arange(rows)
+        parts.append(
+            pd.DataFrame(
+                {
+                    TIMESTAMP: pd.Timestamp("2024-01-01") + pd.to_timedelta(t * STEP_MINUTES + 7 * unit, unit="min"),
+                    UNIT_ID: f"unit_{unit}",
+                    "temperature": 60 + 0.05 * t + rng.normal(0, 0.5, rows),
+                    "pressure": 5 + np.sin(t / 7) + rng.normal(0, 0.1, rows),
+                    "motor_vib": 2 + 0.5 * np.sin(2 * np.pi * t / 2.5) * (1 + t / rows) + rng.normal(0, 0.2, rows),
+                    RUL: (rows - 1 - t) * STEP_MINUTES / 60.0,
+                    LABEL: (t > rows - 30).astype(int),
+                    EVAL_ANOMALY: (t % 50 == 0).astype(int),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture(scope="module")
+def spec(frame: pd.DataFrame) -> FeatureSpec:
+    return fit_feature_spec(frame, SENSORS)
+
+
+@pytest.fixture(scope="module")
+def features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    return compute_features(frame, spec)
+
+
+# ---------------------------------------------------------------- features: spec
+
+
+def test_spec_windows_from_train_step_and_readable_names(spec: FeatureSpec) -> None:
+    assert spec.step_seconds == STEP_MINUTES * 60
+    assert spec.windows == (6, 36, 144)
+    assert spec.window_hours == (1.0, 6.0, 24.0)
+    assert spec.vibration_sensors == ("motor_vib",)
+    assert min_history_rows(spec) == 144
+    names = set(spec.feature_names)
+    assert {"temperature", "temperature__mean_6h", "pressure__slope_24h", "motor_vib__rms_1h"} <= names
+    assert {"motor_vib__band_low_24h", "motor_vib__band_mid_24h", "motor_vib__band_high_24h"} <= names
+    assert not any("band" in n for n in names if not n.startswith("motor_vib"))
+    assert len(names) == len(spec.feature_names) == 3 * (1 + 3 * 7) + 3
+
+
+def test_no_feature_name_mentions_reserved_columns(spec: FeatureSpec) -> None:
+    for name in spec.feature_names:
+        for reserved in ("timestamp", "rul", "failure", "anomaly", "unit", "hour_of", "time"):
+            assert reserved not in name.lower(), name
+
+
+def test_sub_hour_windows_are_labelled_in_minutes(frame: pd.DataFrame) -> None:
+    spec = fit_feature_spec(frame, ["temperature"], window_hours=(2.0, 0.5))
+    assert spec.windows == (3, 12)
+    assert "temperature__mean_30min" in spec.feature_names and "temperature__std_2h" in spec.feature_names
+
+
+def test_windows_are_at_least_two_rows_and_unique(frame: pd.DataFrame) -> None:
+    spec = fit_feature_spec(frame, ["temperature"], window_hours=(0.05, 0.1, 1.0))
+    assert spec.windows == (2, 6)
+    assert spec.window_hours == (0.05, 1.0)
+
+
+def test_spec_json_round_trip_and_tamper_check(frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame) -> None:
+    restored = FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert restored == spec
+    pd.testing.assert_frame_equal(compute_features(frame, restored), features)
+    tampered = spec.to_dict()
+    tampered["windows"] = [6, 36, 100]
+    tampered["window_hours"] = [1.0, 6.0, 16.0]
+    with pytest.raises(ValueError, match="inconsistent"):
+        FeatureSpec.from_dict(tampered)
+
+
+# ---------------------------------------------------------------- features: leakage and causality
+
+
+def test_features_ignore_rul_label_anomaly_and_timestamp_values(
+    frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame
+) -> None:
+    rng = np.random.default_rng(1)
+    changed = frame.copy()
+    changed[RUL] = rng.uniform(0, 1000, len(frame))
+    changed[LABEL] = 1 - changed[LABEL]
+    changed[EVAL_ANOMALY] = 1
+    # New timestamps, same order within each unit: irregular gaps and another start date.
+    gaps = pd.to_timedelta(rng.integers(1, 500, len(frame)).cumsum(), unit="s")
+    changed[TIMESTAMP] = pd.Timestamp("2031-06-15 13:00") + gaps
+    pd.testing.assert_frame_equal(compute_features(changed, spec), features)
+    # Without any of these columns (what a prediction buffer holds): the same values.
+    sensors_only = frame[list(SENSORS) + [UNIT_ID]]
+    pd.testing.assert_frame_equal(compute_features(sensors_only, spec), features)
+
+
+def test_changing_future_rows_never_changes_earlier_features(
+    frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame
+) -> None:
+    cut = 100  # inside unit_0
+    changed = frame.copy()
+    future = changed.index > cut
+    rng = np.random.default_rng(2)
+    for sensor in SENSORS:
+        changed.loc[future, sensor] = rng.normal(500, 100, future.sum())
+    after = compute_features(changed, spec)
+    pd.testing.assert_frame_equal(after.loc[:cut], features.loc[:cut])
+    assert not np.allclose(after.loc[cut + 1 :].to_numpy(), features.loc[cut + 1 :].to_numpy())
+
+
+def test_units_do_not_leak_into_each_other(frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame) -> None:
+    changed = frame.copy()
+    unit_1 = changed[UNIT_ID] == "unit_1"
+    for sensor in SENSORS:
+        changed.loc[unit_1, sensor] *= -3.0
+    after = compute_features(changed, spec)
+    pd.testing.assert_frame_equal(after[~unit_1], features[~unit_1])
+    # unit_2 alone gives the values it gets after unit_1's last row in the full frame.
+    unit_2 = frame[UNIT_ID] == "unit_2"
+    alone = compute_features(frame[unit_2], spec)
+    np.testing.assert_allclose(alone.to_numpy(), features[unit_2].to_numpy(), rtol=1e-6, atol=1e-6)
+    # The first row of a unit only sees itself: zero spread, zero slope.
+    first = features.loc[frame.index[unit_2][0]]
+    assert first["temperature__std_24h"] == 0 and first["temperature__slope_1h"] == 0
+    assert first["temperature__mean_24h"] == pytest.approx(frame.loc[unit_2, "temperature"].iloc[0], rel=1e-6)
+
+
+def test_interleaved_units_give_the_same_features_per_row(
+    frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame
+) -> None:
+    interleaved = frame.sort_values([TIMESTAMP, UNIT_ID], kind="stable")
+    assert not interleaved.index.equals(frame.index)
+    pd.testing.assert_frame_equal(compute_features(interleaved, spec).loc[frame.index], features)
+
+
+def test_prediction_tail_with_enough_history_matches_training_features(
+    frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame
+) -> None:
+    history = min_history_rows(spec)
+    tail = frame.groupby(UNIT_ID).tail(history + 20)[list(SENSORS) + [UNIT_ID, TIMESTAMP]]
+    tail_features = compute_features(tail, spec)
+    position = tail.groupby(UNIT_ID).cumcount()
+    full_history = tail.index[position >= history - 1]
+    assert len(full_history) == 3 * 21
+    np.testing.assert_allclose(
+        tail_features.loc[full_history].to_numpy(), features.loc[full_history].to_numpy(), rtol=1e-5, atol=1e-5
+    )
+    # With less history than needed the values differ: the check above is not vacuous.
+    short = tail.index[position == history - 10]
+    assert not np.allclose(tail_features.loc[short].to_numpy(), features.loc[short].to_numpy(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- features: values
+
+
+def test_window_statistics_match_numpy(frame: pd.DataFrame, features: pd.DataFrame) -> None:
+    row = 200  # unit_0, full 6 h window of 36 rows
+    window = frame["temperature"].to_numpy()[row - 35 : row + 1]
+    got = features.loc[row]
+    assert got["temperature"] == pytest.approx(frame.loc[row, "temperature"], rel=1e-6)
+    assert got["temperature__mean_6h"] == pytest.approx(window.mean(), rel=1e-6)
+    assert got["temperature__std_6h"] == pytest.approx(window.std(), rel=1e-5)
+    assert got["temperature__min_6h"] == pytest.approx(window.min(), rel=1e-6)
+    assert got["temperature__max_6h"] == pytest.approx(window.max(), rel=1e-6)
+    assert got["temperature__rms_6h"] == pytest.approx(np.sqrt(np.mean(window**2)), rel=1e-6)
+    assert got["temperature__peak_6h"] == pytest.approx(np.abs(window - window.mean()).max(), rel=1e-5)
+    assert got["temperature__slope_6h"] == pytest.approx(np.polyfit(np.arange(36), window, 1)[0], rel=1e-4)
+    # A unit's third row: windows hold only that unit's first three rows.
+    start = frame.index[frame[UNIT_ID] == "unit_1"][0]
+    first_three = frame["pressure"].to_numpy()[start : start + 3]
+    assert features.loc[start + 2, "pressure__mean_24h"] == pytest.approx(first_three.mean(), rel=1e-6)
+    assert features.loc[start + 2, "pressure__slope_6h"] == pytest.approx(
+        np.polyfit(np.arange(3), first_three, 1)[0], rel=1e-4
+    )
+
+
+def test_missing_readings_are_skipped_by_window_statistics(frame: pd.DataFrame, spec: FeatureSpec) -> None:
+    gappy = frame.copy()
+    gappy.loc[50, "temperature"] = np.nan
+    got = compute_features(gappy, spec)
+    window = gappy["temperature"].to_numpy()[51 - 5 : 52]  # the 1 h window (6 rows) ending at row 51
+    assert np.isnan(got.loc[50, "temperature"])
+    assert got.loc[51, "temperature__mean_1h"] == pytest.approx(np.nanmean(window), rel=1e-6)
+    kept = ~np.isnan(window)
+    assert got.loc[51, "temperature__slope_1h"] == pytest.approx(
+        np.polyfit(np.arange(6)[kept], window[kept], 1)[0], rel=1e-4
+    )
+
+
+def _single_unit(vibration: np.ndarray) -> pd.DataFrame:
+    t = np.arange(len(vibration))
+    return pd.DataFrame(
+        {TIMESTAMP: pd.Timestamp("2024-01-01") + pd.to_timedelta(t * STEP_MINUTES, unit="min"), "motor_vib": vibration}
+    )
+
+
+def test_band_energies_follow_frequency_and_add_up_to_variance() -> None:
+    t = np.arange(300)
+    slow = _single_unit(np.sin(2 * np.pi * t / 36))
+    fast = _single_unit(np.sin(2 * np.pi * t / 2.5))
+    spec = fit_feature_spec(slow, ["motor_vib"], window_hours=(1.0, 12.0))  # 72-row window: one point per row
+    bands = ["motor_vib__band_low_12h", "motor_vib__band_mid_12h", "motor_vib__band_high_12h"]
+    slow_bands = compute_features(slow, spec).loc[250, bands].to_numpy(dtype=float)
+    fast_bands = compute_features(fast, spec).loc[250, bands].to_numpy(dtype=float)
+    assert slow_bands[0] > 0.9 * slow_bands.sum()
+    assert fast_bands[2] > 0.9 * fast_bands.sum()
+    for frame_, energies in ((slow, slow_bands), (fast, fast_bands)):
+        window = frame_["motor_vib"].to_numpy()[250 - 71 : 251]
+        assert energies.sum() == pytest.approx(window.var(), rel=1e-5)
+
+
+def test_band_energies_of_long_windows_use_block_means() -> None:
+    rng = np.random.default_rng(3)
+    frame = _single_unit(rng.normal(size=400))
+    spec = fit_feature_spec(frame, ["motor_vib"])  # 24 h = 144 rows -> 72 means of 2 rows
+    got = compute_features(frame, spec).loc[399, ["motor_vib__band_low_24h", "motor_vib__band_mid_24h",
+                                                   "motor_vib__band_high_24h"]]
+    blocks = frame["motor_vib"].to_numpy()[400 - 144 :].reshape(72, 2).mean(axis=1)
+    assert float(got.sum()) == pytest.approx(blocks.var(), rel=1e-5)
+    assert compute_features(frame, spec).loc[0, "motor_vib__band_high_24h"] == 0
+
+
+# ---------------------------------------------------------------- features: other shapes and bad input
+
+
+def test_without_time_order_only_raw_values() -> None:
+    rng = np.random.default_rng(4)
+    tabular = pd.DataFrame({"torque": rng.normal(40, 5, 50), "tool_vib": rng.normal(size=50), LABEL: 0})
+    spec = fit_feature_spec(tabular, ["torque", "tool_vib"], time_order=False)
+    assert spec.step_seconds is None and spec.windows == ()
+    assert spec.feature_names == ("torque", "tool_vib")
+    got = compute_features(tabular, spec)
+    assert list(got.columns) == ["torque", "tool_vib"] and (got.dtypes == np.float32).all()
+    np.testing.assert_allclose(got.to_numpy(), tabular[["torque", "tool_vib"]].to_numpy(), rtol=1e-6)
+
+
+def test_build_feature_frame_passes_through_reserved_columns(frame: pd.DataFrame, spec: FeatureSpec) -> None:
+    built = build_feature_frame(frame, spec)
+    assert list(built.columns) == list(spec.feature_names) + [TIMESTAMP, UNIT_ID, RUL, LABEL, EVAL_ANOMALY]
+    pd.testing.assert_series_equal(built[RUL], frame[RUL])
+    assert built.index.equals(frame.index)
+    assert (built[list(spec.feature_names)].dtypes == np.float32).all()
+
+
+def test_bad_feature_input_is_named(frame: pd.DataFrame, spec: FeatureSpec) -> None:
+    with pytest.raises(ValueError, match="pressure"):
+        compute_features(frame.drop(columns=["pressure"]), spec)
+    with pytest.raises(ValueError, match="reserved"):
+        fit_feature_spec(frame, ["temperature", RUL])
+    with pytest.raises(ValueError, match="timestamp"):
+        fit_feature_spec(frame.drop(columns=[TIMESTAMP]), SENSORS)
+    with pytest.raises(ValueError, match="sort rows"):
+        compute_features(frame.iloc[::-1], spec)
+    text = frame.assign(temperature=frame["temperature"].astype(str))
+    with pytest.raises(ValueError, match="temperature.*not numeric"):
+        compute_features(text, spec)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_rul_horizon_chosen_on_train_lands_in_band(frame: pd.DataFrame) -> None:
+    definition = fit_label_definition(frame.drop(columns=[LABEL]), horizon_hours=None)
+    assert definition.method == "rul"
+    assert definition.horizon_source == "chosen on train for target band [0.1, 0.2]"
+    assert definition.horizon_hours % 0.5 == 0
+    assert 0.10 <= definition.train_positive_rate <= 0.20
+    assert definition.train_positive_rate == pytest.approx(np.mean(frame[RUL] <= definition.horizon_hours))
+    # A skewed, continuous RUL distribution too.
+    rng = np.random.default_rng(5)
+    skewed = pd.DataFrame({RUL: rng.exponential(200.0, 5000), "temperature": 0.0})
+    other = fit_label_definition(skewed, horizon_hours=None, target_positive_rate=(0.05, 0.08))
+    assert 0.05 <= other.train_positive_rate <= 0.08
+
+
+def test_test_labels_use_the_train_horizon_only(frame: pd.DataFrame) -> None:
+    train = frame.drop(columns=[LABEL])
+    definition = fit_label_definition(train, horizon_hours=None)
+    for scale in (1.0, 0.1, 10.0):  # test splits with very different RUL distributions
+        test = make_frame(n_units=2, seed=9).drop(columns=[LABEL])
+        test[RUL] *= scale
+        labels = apply_labels(test, definition)
+        assert labels.name == LABEL and labels.dtype == np.int8 and labels.index.equals(test.index)
+        np.testing.assert_array_equal(labels.to_numpy(), (test[RUL] <= definition.horizon_hours).to_numpy())
+    assert apply_labels(test, definition).mean() < 0.05  # scale 10: far outside the band, nothing refitted
+    assert fit_label_definition(train, horizon_hours=None) == definition
+
+
+def test_configured_horizon_is_used_as_is(frame: pd.DataFrame) -> None:
+    definition = fit_label_definition(frame.drop(columns=[LABEL]), horizon_hours=3.25)
+    assert (definition.method, definition.horizon_hours, definition.horizon_source) == ("rul", 3.25, "config")
+    assert definition.train_positive_rate == pytest.approx(np.mean(frame[RUL] <= 3.25))
+
+
+def test_unreachable_band_takes_the_closest_rate_and_says_so() -> None:
+    train = pd.DataFrame({RUL: [0.0] * 50 + [100.0] * 40 + [200.0] * 10, "x": 1.0})
+    definition = fit_label_definition(train, horizon_hours=None)
+    assert definition.horizon_hours == 0.0
+    assert definition.train_positive_rate == 0.5
+    assert "not reachable" in definition.horizon_source
+
+
+def test_given_label_is_kept_on_every_split(frame: pd.DataFrame) -> None:
+    definition = fit_label_definition(frame, horizon_hours=5.0)  # label present: rul and H are not used
+    assert (definition.method, definition.horizon_hours, definition.horizon_source) == ("given", None, "given label")
+    assert definition.train_positive_rate == pytest.approx(frame[LABEL].mean())
+    val = make_frame(n_units=1, seed=3)
+    val[LABEL] = np.arange(len(val)) % 2
+    np.testing.assert_array_equal(apply_labels(val, definition).to_numpy(), val[LABEL].to_numpy())
+    with pytest.raises(ValueError, match="machine m1, val split: column 'failure_status' is missing"):
+        apply_labels(val.drop(columns=[LABEL]), definition, where="machine m1, val split")
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        fit_label_definition(frame.assign(**{LABEL: 2}), horizon_hours=None)
+
+
+def _alarm_frame(seed: int, rows: int = 300) -> pd.DataFrame:
+    """Two units with irregular sampling, temperature spikes (high alarm) and pressure dips (low alarm)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for unit in range(2):
+        minutes = np.cumsum(rng.integers(5, 20, rows))
+        temperature = rng.normal(60, 3, rows)
+        temperature[rng.random(rows) < 0.02] = 90
+        pressure = rng.normal(5, 0.3, rows)
+        pressure[rng.random(rows) < 0.01] = 0.5
+        parts.append(
+            pd.DataFrame(
+                {
+                    TIMESTAMP: pd.Timestamp("2024-03-01") + pd.to_timedelta(minutes, unit="min"),
+                    UNIT_ID: unit,
+                    "temperature": temperature,
+                    "pressure": pressure,
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    frame.loc[300, "temperature"] = 95  # first row of unit 1 crosses: must not label unit 0's last rows
+    frame.loc[299, "temperature"] = 60
+    return frame
+
+
+ALARMS = {"temperature": {"level": 80.0, "direction": "high"}, "pressure": {"level": 1.0, "direction": "low"}}
+
+
+def _brute_force_alarm_labels(frame: pd.DataFrame, hours: float) -> np.ndarray:
+    crossing = (frame["temperature"] >= 80) | (frame["pressure"] <= 1.0)
+    out = np.zeros(len(frame), dtype=int)
+    for i in range(len(frame)):
+        t, unit = frame[TIMESTAMP].iloc[i], frame[UNIT_ID].iloc[i]
+        ahead = (frame[UNIT_ID] == unit) & (frame[TIMESTAMP] >= t) & (frame[TIMESTAMP] <= t + pd.Timedelta(hours=hours))
+        out[i] = int((ahead & crossing).any())
+    return out
+
+
+def test_alarm_label_is_one_iff_a_crossing_follows_within_h_in_the_same_unit() -> None:
+    train = _alarm_frame(seed=6)
+    definition = fit_label_definition(train, horizon_hours=2.0, alarm_levels=ALARMS)
+    assert definition.method == "alarm" and definition.horizon_hours == 2.0
+    assert definition.alarm_levels == ALARMS
+    labels = apply_labels(train, definition).to_numpy()
+    np.testing.assert_array_equal(labels, _brute_force_alarm_labels(train, 2.0))
+    assert labels[299] == 0 and labels[300] == 1
+    test = _alarm_frame(seed=7)
+    np.testing.assert_array_equal(apply_labels(test, definition).to_numpy(), _brute_force_alarm_labels(test, 2.0))
+
+
+def test_alarm_horizon_chosen_on_train_lands_in_band() -> None:
+    definition = fit_label_definition(_alarm_frame(seed=8), horizon_hours=None, alarm_levels=ALARMS)
+    assert definition.method == "alarm" and definition.horizon_hours % 0.5 == 0
+    assert 0.10 <= definition.train_positive_rate <= 0.20
+
+
+def test_no_rul_and_no_alarm_levels_is_a_clear_skip_reason(frame: pd.DataFrame) -> None:
+    no_label = frame.drop(columns=[RUL, LABEL])
+    with pytest.raises(LabelUnavailable) as raised:
+        fit_label_definition(no_label, horizon_hours=None, where="machine pump_07")
+    message = str(raised.value)
+    assert message.startswith("machine pump_07: RUL column 'rul' not found in data")
+    assert "alarm levels" in message and "cannot define failure_status" in message
+    with pytest.raises(LabelUnavailable, match="timestamp"):
+        fit_label_definition(no_label.drop(columns=[TIMESTAMP]), horizon_hours=None, alarm_levels=ALARMS)
+    with pytest.raises(LabelUnavailable, match="no critical sensor reaches its alarm level"):
+        unreachable = {"temperature": {"level": 1e6, "direction": "high"}}
+        fit_label_definition(no_label, horizon_hours=None, alarm_levels=unreachable)
+
+
+def test_a_constant_train_label_is_unavailable(frame: pd.DataFrame) -> None:
+    far_from_failure = frame.drop(columns=[LABEL]).assign(**{RUL: frame[RUL] + 100})
+    with pytest.raises(LabelUnavailable, match="failure_status would be 0 on every train row"):
+        fit_label_definition(far_from_failure, horizon_hours=2.0)
+
+
+def test_label_definition_round_trip(frame: pd.DataFrame) -> None:
+    for definition in (
+        fit_label_definition(frame.drop(columns=[LABEL]), horizon_hours=None),
+        fit_label_definition(_alarm_frame(seed=6), horizon_hours=1.5, alarm_levels=ALARMS),
+        fit_label_definition(frame, horizon_hours=None),
+    ):
+        assert LabelDefinition.from_dict(json.loads(json.dumps(definition.to_dict()))) == definition
+    with pytest.raises(ValueError, match="unknown method"):
+        LabelDefinition.from_dict({**definition.to_dict(), "method": "magic"})
