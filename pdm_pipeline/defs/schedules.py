@@ -21,7 +21,7 @@ RETRAIN_CRON = os.environ.get("PDM_RETRAIN_CRON", "0 2 * * 0")
     description="Retrains every registered machine (one run per machine partition).",
 )
 def weekly_fleet_retrain(context: dg.ScheduleEvaluationContext):
-    tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "manual"
+    tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
     machines = [m for m in context.instance.get_dynamic_partitions(MACHINES_PARTITION_NAME) if is_valid_machine_id(m)]
     if not machines:
         return dg.SkipReason("no machines registered yet")

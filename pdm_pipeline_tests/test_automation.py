@@ -1,0 +1,122 @@
+"""The sensor that trains new generator output, and the weekly fleet retrain schedule."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME
+from pdm_pipeline.defs.resources import DataRootResource
+from pdm_pipeline.defs.schedules import weekly_fleet_retrain
+from pdm_pipeline.defs.sensors import new_machine_data_sensor
+
+
+def _age(root: Path, seconds: float = 3600) -> None:
+    """Make every file look written `seconds` ago (the sensor waits for files to settle)."""
+    past = time.time() - seconds
+    for f in root.rglob("*"):
+        if f.is_file():
+            os.utime(f, (past, past))
+
+
+@pytest.fixture
+def data_root(tiny_fleet_root, tmp_path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    _age(root)
+    return root
+
+
+def _tick(instance, root: Path, cursor: str | None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"data_root": DataRootResource(data_dir=str(root))}
+    )
+    return new_machine_data_sensor(context)
+
+
+def _partition_adds(result) -> list[str]:
+    return [k for req in result.dynamic_partitions_requests for k in req.partition_keys]
+
+
+def test_new_machines_become_partitions_and_runs_in_the_same_tick(dagster_instance, data_root):
+    result = _tick(dagster_instance, data_root, None)
+    assert sorted(r.partition_key for r in result.run_requests) == ["motor_001", "pump_002"]
+    assert sorted(_partition_adds(result)) == ["motor_001", "pump_002"]
+    # Each run key names the machine and its data version; observations carry the same version.
+    for request in result.run_requests:
+        assert request.run_key.startswith(request.partition_key + ":")
+        assert request.tags["pdm/data_version"] == request.run_key.split(":", 1)[1]
+    observed = {(o.asset_key.to_user_string(), o.partition) for o in result.asset_events}
+    assert ("machine_splits", "motor_001") in observed and ("machine_metadata", "pump_002") in observed
+    assert all(o.tags["dagster/data_version"] for o in result.asset_events)
+
+
+def test_nothing_new_triggers_nothing(dagster_instance, data_root):
+    first = _tick(dagster_instance, data_root, None)
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, _partition_adds(first))
+    second = _tick(dagster_instance, data_root, first.cursor)
+    assert second.run_requests == []
+    assert second.dynamic_partitions_requests == []
+    assert json.loads(second.cursor) == json.loads(first.cursor)
+
+
+def test_changed_content_requests_exactly_one_retrain(dagster_instance, data_root):
+    first = _tick(dagster_instance, data_root, None)
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, _partition_adds(first))
+    # Rewriting a file with identical bytes is not a change.
+    meta = data_root / "metadata" / "pump_002_metadata.json"
+    meta.write_text(meta.read_text())
+    _age(data_root)
+    assert _tick(dagster_instance, data_root, first.cursor).run_requests == []
+    # A changed byte is.
+    content = json.loads(meta.read_text())
+    content["note"] = "recalibrated"
+    meta.write_text(json.dumps(content))
+    _age(data_root)
+    changed = _tick(dagster_instance, data_root, first.cursor)
+    assert [r.partition_key for r in changed.run_requests] == ["pump_002"]
+    assert _partition_adds(changed) == []  # known machine: no new partition
+    old_key = next(r.run_key for r in first.run_requests if r.partition_key == "pump_002")
+    assert changed.run_requests[0].run_key != old_key
+    assert _tick(dagster_instance, data_root, changed.cursor).run_requests == []
+
+
+def test_half_written_and_invalid_machines_are_not_triggered(dagster_instance, data_root):
+    # A machine whose test split is still missing, one whose files are still changing, and a bad id.
+    (data_root / "synthetic" / "pump_002" / "test.parquet").unlink()
+    motor_train = data_root / "synthetic" / "motor_001" / "train.parquet"
+    motor_train.write_bytes(motor_train.read_bytes())  # just written: mtime = now
+    bad = data_root / "synthetic" / ".hidden..x"
+    bad.mkdir()
+    bad_dir = data_root / "synthetic" / "bad..id"
+    shutil.copytree(data_root / "synthetic" / "motor_001", bad_dir)
+    _age(bad_dir)
+    result = _tick(dagster_instance, data_root, None)
+    assert result.run_requests == []
+    assert _partition_adds(result) == []
+    # Once the files are complete and settled, the machines are picked up.
+    shutil.copy(data_root / "synthetic" / "motor_001" / "test.parquet", data_root / "synthetic" / "pump_002" / "test.parquet")
+    _age(data_root)
+    later = _tick(dagster_instance, data_root, result.cursor)
+    assert sorted(r.partition_key for r in later.run_requests) == ["motor_001", "pump_002"]
+
+
+def test_weekly_schedule_requests_one_run_per_registered_machine(dagster_instance):
+    sunday = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.timezone.utc)
+    context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=sunday)
+    assert isinstance(weekly_fleet_retrain(context), dg.SkipReason)
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002", "fan_005"])
+    requests = weekly_fleet_retrain(context)
+    assert sorted(r.partition_key for r in requests) == ["fan_005", "motor_001", "pump_002"]
+    assert len({r.run_key for r in requests}) == 3
+    # The next week's tick gets new run keys (a run key is only ever launched once).
+    next_week = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=sunday + datetime.timedelta(days=7))
+    assert not {r.run_key for r in weekly_fleet_retrain(next_week)} & {r.run_key for r in requests}
+    assert weekly_fleet_retrain.cron_schedule == "0 2 * * 0"
