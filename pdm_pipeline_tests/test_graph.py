@@ -63,3 +63,15 @@ def test_evaluations_carry_metrics_baselines_and_pictures(trained):
         ).records[0]
         pictures = [v.value for v in record.asset_materialization.metadata.values() if isinstance(v, dg.MarkdownMetadataValue)]
         assert any("data:image/png;base64," in md for md in pictures), f"{asset} has no picture"
+
+
+def test_run_progress_reports_every_step_done(trained):
+    from pdm_pipeline.defs.launch import run_progress
+
+    _, instance, result = trained
+    progress = run_progress(instance, result.run_id)
+    assert progress["status"] == "SUCCESS"
+    assert progress["machine_id"] == MACHINE
+    assert progress["steps_total"] >= 14
+    assert progress["steps_done"] == progress["steps_total"]
+    assert progress["failed"] == [] and progress["current"] == []

@@ -96,3 +96,72 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str) -> dict[str, 
                 row[metric] = ev[metric]
         out[name] = row
     return out
+
+
+# ---------------------------------------------------------------------------------------------- server & status
+
+DEFAULT_SERVER = "127.0.0.1:3000"
+
+
+def excluded_for(models: list[str] | None) -> list[str]:
+    """The model types to skip so that only `models` train (None = all)."""
+    from pdm_pipeline.core.schema import MODEL_TYPES
+
+    if not models:
+        return []
+    unknown = [m for m in models if m not in MODEL_TYPES]
+    if unknown:
+        raise ValueError(f"unknown model types {unknown}; choose from {', '.join(MODEL_TYPES)}")
+    return [m for m in MODEL_TYPES if m not in models]
+
+
+def server_client(address: str = DEFAULT_SERVER, timeout: float = 2.0):
+    """A GraphQL client for a running Dagster webserver at host:port, or None when nothing answers there."""
+    import urllib.request
+
+    from dagster_graphql import DagsterGraphQLClient
+
+    host, _, port = address.partition(":")
+    try:
+        with urllib.request.urlopen(f"http://{address}/server_info", timeout=timeout) as response:
+            if response.status != 200:
+                return None
+    except OSError:
+        return None
+    return DagsterGraphQLClient(host, port_number=int(port or 80))
+
+
+def submit_to_server(client, machine_id: str, *, training: dict[str, Any] | None = None) -> str:
+    """Queue a train_machine run for one machine partition on the running instance; returns the run id."""
+    validate_machine_id(machine_id)
+    return client.submit_job_execution(
+        TRAIN_JOB,
+        run_config={"resources": {"training": {"config": training}}} if training else {},
+        tags={"dagster/partition": machine_id, "pdm/machine_id": machine_id, "pdm/trigger": "cli"},
+    )
+
+
+def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
+    """Status of a run: state, steps done/total, the step(s) running now, failed steps."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise ValueError(f"no run with id {run_id!r} in this instance ({instance.root_directory})")
+    total = None
+    if run.execution_plan_snapshot_id:
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        total = len(plan.steps)
+    stats = instance.get_run_step_stats(run_id)
+    done = [s.step_key for s in stats if s.status is not None and s.status.value in ("SUCCESS", "SKIPPED")]
+    failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
+    running = [s.step_key for s in stats if s.end_time is None and s.start_time is not None]
+    return {
+        "run_id": run_id,
+        "job": run.job_name,
+        "machine_id": run.tags.get("dagster/partition"),
+        "status": run.status.value,
+        "steps_done": len(done),
+        "steps_total": total,
+        "current": running,
+        "failed": failed,
+        "finished": run.is_finished,
+    }
