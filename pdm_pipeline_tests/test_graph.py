@@ -75,3 +75,30 @@ def test_run_progress_reports_every_step_done(trained):
     assert progress["steps_total"] >= 14
     assert progress["steps_done"] == progress["steps_total"]
     assert progress["failed"] == [] and progress["current"] == []
+
+
+def test_each_model_gets_its_own_tagged_mlflow_run_under_the_dagster_run(trained):
+    from mlflow import MlflowClient
+
+    from pdm_pipeline.core.tracking import current_champion, default_tracking_uri
+
+    root, _, result = trained
+    uri = default_tracking_uri(root.resolve())
+    assert uri.startswith("sqlite:///") and str(root.resolve()) in uri
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("pdm-pipeline")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("dagster_run_id") == result.run_id]
+    assert len(parents) == 1, "dagster-mlflow opens one MLflow run per Dagster run"
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["model_type"] for r in children) == ["anomaly", "classification", "regression", "timeseries"]
+    for child in children:
+        assert child.data.tags["machine_id"] == MACHINE
+        assert len(child.data.tags["data_version"]) == 64
+        assert any(k.startswith("test_") for k in child.data.metrics), "evaluation metrics logged on the model's run"
+        assert client.list_artifacts(child.info.run_id, "model"), "model artifact logged"
+    # First version of each tabular model becomes the champion.
+    assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="classification") is not None
+    assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="regression") is not None

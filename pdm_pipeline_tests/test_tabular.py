@@ -131,7 +131,8 @@ def test_load_round_trip_gives_the_training_predictions(classifier, frames):
     model = tabular.load_tabular_model(classifier.path)
     proba = model.predict_proba(frames["val"])
     assert proba.shape == (len(frames["val"]),)
-    assert average_precision_score(frames["val"][LABEL], proba) == pytest.approx(classifier.val_metrics["average_precision"])
+    val_ap = average_precision_score(frames["val"][LABEL], proba)
+    assert val_ap == pytest.approx(classifier.val_metrics["average_precision"])
     again = tabular.load_tabular_model(classifier.path).predict_proba(frames["test"])
     np.testing.assert_allclose(model.predict_proba(frames["test"]), again)
     np.testing.assert_array_equal(model.predict(frames["test"]), (again >= classifier.threshold).astype(int))
@@ -239,7 +240,9 @@ def test_classifier_skips_single_class_label(frames, tmp_path, split):
     data = {s: frames[s].copy() for s in ("train", "val")}
     data[split][LABEL] = 0
     with pytest.raises(tabular.ModelSkipped, match=rf"single class \(0\) in the {split} split"):
-        tabular.train_failure_classifier(data["train"], data["val"], FEATURES, tmp_path, TrainingConfig(), log=lambda _: None)
+        tabular.train_failure_classifier(
+            data["train"], data["val"], FEATURES, tmp_path, TrainingConfig(), log=lambda _: None
+        )
     assert not (Path(tmp_path) / tabular.PREDICTOR_DIR).exists()
 
 
@@ -250,14 +253,16 @@ def test_reserved_columns_are_refused_as_features(frames, tmp_path):
 
 def test_missing_feature_column_names_split_and_column(frames, tmp_path):
     val = frames["val"].drop(columns=["sensor_3"])
-    with pytest.raises(tabular.TabularInputError, match=r"the val split is missing 1 feature column\(s\): \['sensor_3'\]"):
+    expected = r"the val split is missing 1 feature column\(s\): \['sensor_3'\]"
+    with pytest.raises(tabular.TabularInputError, match=expected):
         tabular.train_rul_regressor(frames["train"], val, FEATURES, tmp_path, TrainingConfig())
 
 
 def test_non_binary_label_is_refused(frames, tmp_path):
     train = frames["train"].copy()
     train.loc[0, LABEL] = 2
-    with pytest.raises(tabular.TabularInputError, match=r"train split has 1 value\(s\) of 'failure_status' other than 0/1"):
+    expected = r"train split has 1 value\(s\) of 'failure_status' other than 0/1"
+    with pytest.raises(tabular.TabularInputError, match=expected):
         tabular.train_failure_classifier(train, frames["val"], FEATURES, tmp_path, TrainingConfig())
 
 

@@ -31,15 +31,17 @@ class TabularPreset:
 
 
 TABULAR_PRESETS: dict[str, TabularPreset] = {
-    # Default. Gradient-boosted trees only, no bagging, no stacking, keep only what the best model needs.
+    # Default. Gradient-boosted trees, no bagging, no stacking, keep only what the best model needs.
+    # Measured at the original size (35,000 train rows x 150 features, 2 cores): LightGBM + XGBoost + CatBoost at
+    # 400 rounds took 43 s (classifier) / 52 s (regressor) for F1 0.9425 / RMSE 10.4 h; LightGBM alone with early
+    # stopping takes 9 s / 9 s for F1 0.9419 / RMSE 10.8 h. XGBoost (12 s) and CatBoost (24 s) never won, so the
+    # Pi preset trains LightGBM only; `seed` and `server` still try the others.
     "pi": TabularPreset(
         name="pi",
-        description="LightGBM/XGBoost/CatBoost, no bagging, no stacking, only the best model kept: small and fast",
-        time_limit_s=60,
+        description="LightGBM with early stopping, no bagging, no stacking, only the best model kept: small and fast",
+        time_limit_s=30,
         hyperparameters={
-            "GBM": [{"num_boost_round": 400, "learning_rate": 0.05}],
-            "XGB": [{"n_estimators": 400, "learning_rate": 0.05, "max_depth": 6}],
-            "CAT": [{"iterations": 400, "learning_rate": 0.08, "depth": 6}],
+            "GBM": [{"num_boost_round": 300, "learning_rate": 0.1, "feature_fraction": 0.6, "max_bin": 63}],
         },
         num_bag_folds=0,
         num_stack_levels=0,

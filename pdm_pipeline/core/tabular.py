@@ -18,8 +18,9 @@ Classifier
     rare positive class at every threshold, is insensitive to the large number of easy negatives (unlike accuracy
     or ROC-AUC), and is threshold-free, so model selection does not depend on an arbitrary 0.5 cut-off. Boosting
     rounds stop early on val log loss instead (computed natively by the tree libraries; see
-    CLASSIFIER_STOPPING_METRIC). The decision threshold is then chosen separately on VAL probabilities: the one that maximises F1 (ties: the lowest
-    such threshold, i.e. the higher recall). A label with a single class in train or val skips the model.
+    CLASSIFIER_STOPPING_METRIC). The decision threshold is then chosen separately on VAL probabilities: the one
+    that maximises F1 (ties: the lowest such threshold, i.e. the higher recall). A label with a single class in
+    train or val skips the model.
 
 Regressor
     Target `rul` (hours), optionally capped (`config.rul_cap_hours`: target = min(rul, cap), the usual
@@ -171,7 +172,8 @@ def _check_feature_names(feature_names: Sequence[str]) -> list[str]:
     reserved = [n for n in names if n in RESERVED_COLUMNS]
     if reserved:
         raise TabularInputError(
-            f"feature_names includes reserved column(s) {reserved}: timestamp, rul, unit_id and labels are never features"
+            f"feature_names includes reserved column(s) {reserved}: "
+            "timestamp, rul, unit_id and labels are never features"
         )
     return names
 
@@ -287,7 +289,10 @@ def _fit_predictor(
     log: Log,
     what: str,
 ) -> tuple[Any, list[dict]]:
-    """Fit AutoGluon on train[features + target] with val as tuning data; prune per preset. Returns (predictor, leaderboard)."""
+    """Fit AutoGluon on train[features + target] with val as tuning data, prune per preset.
+
+    Returns the predictor and the leaderboard recorded before pruning.
+    """
     from autogluon.tabular import TabularPredictor
 
     preset = config.tabular
@@ -383,7 +388,10 @@ def train_failure_classifier(
         "recall": float(recall_score(labels["val"], val_pred, zero_division=0)),
         "positive_rate": float(labels["val"].mean()),
     }
-    log(f"classifier: threshold {threshold:.4f} chosen on val (F1 {val_f1:.3f}, PR-AUC {val_metrics['average_precision']:.3f})")
+    log(
+        f"classifier: threshold {threshold:.4f} chosen on val "
+        f"(F1 {val_f1:.3f}, PR-AUC {val_metrics['average_precision']:.3f})"
+    )
     train_positive_rate = float(labels["train"].mean())
     result = TabularModelResult(
         model_type=CLASSIFICATION,
@@ -458,7 +466,9 @@ def train_rul_regressor(
     })
 
 
-def _save(result: TabularModelResult, config: TrainingConfig, log: Log, what: str, extra: dict[str, Any]) -> TabularModelResult:
+def _save(
+    result: TabularModelResult, config: TrainingConfig, log: Log, what: str, extra: dict[str, Any]
+) -> TabularModelResult:
     """Write the model card, measure the directory, log the size; returns the completed result."""
     card = {
         "model_type": result.model_type,
@@ -500,14 +510,19 @@ def load_tabular_model(path: Path) -> LoadedTabularModel:
 
 
 def _load(model_dir_or_result: Path | TabularModelResult, model_type: str) -> LoadedTabularModel:
-    path = model_dir_or_result.path if isinstance(model_dir_or_result, TabularModelResult) else Path(model_dir_or_result)
+    if isinstance(model_dir_or_result, TabularModelResult):
+        path = model_dir_or_result.path
+    else:
+        path = Path(model_dir_or_result)
     model = load_tabular_model(path)
     if model.model_type != model_type:
         raise TypeError(f"model {path} is a {model.model_type} model, expected {model_type}")
     return model
 
 
-def single_row_latency_ms(predict: Callable[[pd.DataFrame], np.ndarray], row: pd.DataFrame, repeats: int = LATENCY_REPEATS) -> float:
+def single_row_latency_ms(
+    predict: Callable[[pd.DataFrame], np.ndarray], row: pd.DataFrame, repeats: int = LATENCY_REPEATS
+) -> float:
     """Median wall time (ms) of `predict` on a one-row frame, after one warm-up call."""
     predict(row)
     timings = []
@@ -678,11 +693,11 @@ def _rul_over_time_plot(test: pd.DataFrame, truth: np.ndarray, predicted: np.nda
     fig, ax = new_figure(9.0, 3.8)
     for i, unit in enumerate(chosen):
         rows = np.flatnonzero(units == unit)
-        x = pd.to_datetime(test[TIMESTAMP].to_numpy()[rows]) if by_time else np.arange(len(rows))
-        order = np.argsort(x)
+        x = np.asarray(pd.to_datetime(test[TIMESTAMP].to_numpy()[rows])) if by_time else np.arange(len(rows))
+        order = np.argsort(x, kind="stable")
         color = f"C{i}"
-        ax.plot(np.asarray(x)[order], truth[rows][order], color=color, linewidth=1.2, label=f"{unit}: true {truth_label}")
-        ax.plot(np.asarray(x)[order], predicted[rows][order], color=color, linestyle="--", linewidth=1.0, label=f"{unit}: predicted")
+        ax.plot(x[order], truth[rows][order], color=color, linewidth=1.2, label=f"{unit}: true {truth_label}")
+        ax.plot(x[order], predicted[rows][order], color=color, linestyle="--", label=f"{unit}: predicted")
     ax.set_xlabel(TIMESTAMP if by_time else "row within unit")
     ax.set_ylabel("RUL (h)")
     ax.legend(loc="upper right", fontsize=8)
@@ -703,7 +718,11 @@ def evaluate_regressor(model_dir_or_result: Path | TabularModelResult, test: pd.
     band_rows = _band_errors(truth, predicted, rul_bands(float(model.card["train_max_rul"])))
     truth_label = f"RUL capped at {cap:g} h" if cap is not None else "RUL"
     details = {
-        "truth": f"metrics against min(rul, {cap:g} h), the capped target the model was trained on" if cap is not None else "metrics against rul",
+        "truth": (
+            f"metrics against min(rul, {cap:g} h), the capped target the model was trained on"
+            if cap is not None
+            else "metrics against rul"
+        ),
         "rul_cap_hours": cap,
         "error_by_rul_band": band_rows,
         "train_mean_rul": train_mean,

@@ -15,6 +15,7 @@ from pdm_pipeline.defs.jobs import jobs
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
 from pdm_pipeline.defs.schedules import weekly_fleet_retrain
 from pdm_pipeline.defs.sensors import new_machine_data_sensor
+from pdm_pipeline.defs.tracking import mlflow_resource
 
 source_assets = [machine_splits, machine_metadata]
 pipeline_assets = [machine_dataset, failure_labels, machine_features, *model_assets, *evaluation_assets, deployed_models]
@@ -25,6 +26,7 @@ def build_resources() -> dict:
         "data_root": DataRootResource(),
         "training": TrainingResource(),
         "gates": GatesResource(),
+        "mlflow": mlflow_resource(),
     }
 
 

@@ -1,6 +1,8 @@
 """One evaluation asset per model: test-set metrics beside a baseline, and pictures for the UI."""
 
 
+from typing import Any
+
 import dagster as dg
 
 from pdm_pipeline.core.contract import MachineData
@@ -8,6 +10,7 @@ from pdm_pipeline.core.evaluation import Evaluation
 from pdm_pipeline.core.pipeline import FeatureFrames, TrainedModel, evaluate_model
 from pdm_pipeline.defs.assets.models import MODEL_ASSETS
 from pdm_pipeline.defs.partitions import machines_partitions
+from pdm_pipeline.defs.tracking import log_evaluation
 
 BASELINES = {
     "failure_classifier": "majority class",
@@ -49,12 +52,14 @@ def _build_evaluation_asset(model_asset_name: str) -> dg.AssetsDefinition:
         trained: TrainedModel,
         machine_dataset: MachineData,
         machine_features: FeatureFrames,
+        mlflow: dg.ResourceParam[Any],
     ) -> dg.Output[Evaluation]:
         evaluation = evaluate_model(trained, machine_dataset, machine_features)
         if evaluation.skipped_reason:
             context.log.info(f"{model_asset_name} skipped: {evaluation.skipped_reason}")
         else:
             context.log.info(f"{model_asset_name} test metrics: {evaluation.metrics}")
+            log_evaluation(mlflow, trained, evaluation)
         return dg.Output(evaluation, metadata=evaluation_metadata(evaluation))
 
     return _evaluation

@@ -2,13 +2,16 @@
 `deployed_models` renames it into data/models/<type>/<machine_id>/ only after every gate passed."""
 
 
+from typing import Any
+
 import dagster as dg
 
-from pdm_pipeline.core.contract import MachineData
+from pdm_pipeline.core.contract import MachineData, machine_fingerprint
 from pdm_pipeline.core.pipeline import FeatureFrames, LabelResult, TrainedModel, candidate_dir, train_model
 from pdm_pipeline.core.schema import ANOMALY, CLASSIFICATION, REGRESSION, TIMESERIES
 from pdm_pipeline.defs.partitions import machines_partitions
 from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
+from pdm_pipeline.defs.tracking import log_trained_model
 
 # Asset name, model type, what it is, tool kind shown in the UI.
 MODEL_ASSETS: dict[str, tuple[str, str, str]] = {
@@ -51,6 +54,7 @@ def _build_model_asset(name: str, model_type: str, description: str, kind: str) 
         machine_features: FeatureFrames,
         data_root: DataRootResource,
         training: TrainingResource,
+        mlflow: dg.ResourceParam[Any],
     ) -> dg.Output[TrainedModel]:
         config = training.config()
         out_dir = candidate_dir(data_root.root, model_type, context.partition_key, tag=context.run_id[:8])
@@ -58,7 +62,9 @@ def _build_model_asset(name: str, model_type: str, description: str, kind: str) 
         trained = train_model(
             model_type, machine_dataset, failure_labels, machine_features, out_dir, config, log=context.log.info
         )
-        return dg.Output(trained, metadata=trained_model_metadata(trained))
+        data_version = machine_fingerprint(data_root.root, context.partition_key)
+        tracked = log_trained_model(context, mlflow, trained, config.as_dict(), data_version)
+        return dg.Output(trained, metadata={**trained_model_metadata(trained), **tracked})
 
     return _model
 

@@ -1,0 +1,89 @@
+"""Experiment tracking through dagster-mlflow.
+
+`mlflow_tracking` (dagster-mlflow) opens one MLflow run per Dagster run; every model materialization gets its
+own child run under it (params of different assets would collide in one run), created with explicit run ids by
+`pdm_pipeline.core.tracking`, so nothing depends on MLflow's global active run, which mlflow 3 ends at process
+exit. The tracking store is `MLFLOW_TRACKING_URI`, else SQLite + artifacts under the data root.
+"""
+
+import atexit
+from typing import Any
+
+import dagster as dg
+
+from pdm_pipeline.core import paths, tracking
+from pdm_pipeline.core.evaluation import Evaluation
+from pdm_pipeline.core.pipeline import TrainedModel
+
+EXPERIMENT = "pdm-pipeline"
+MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+# The part of dagster-mlflow's config we use (importing dagster_mlflow imports mlflow: ~4 s, so only at run time).
+CONFIG_SCHEMA = {
+    "experiment_name": dg.Field(str, description="MLflow experiment name"),
+    "mlflow_tracking_uri": dg.Field(dg.Noneable(str), default_value=None, is_required=False,
+                                    description="default: $MLFLOW_TRACKING_URI, else sqlite under the data root"),
+    "extra_tags": dg.Field(dg.Permissive(), is_required=False, description="extra tags for the Dagster run's MLflow run"),
+}
+
+
+@dg.resource(config_schema=CONFIG_SCHEMA, description="dagster-mlflow's MLflow run per Dagster run; experiment under the data root")
+def pdm_mlflow(init_context) -> Any:
+    import mlflow
+    from dagster_mlflow.resources import MlFlow
+
+    config = init_context.resource_config
+    # Resolved when a run starts (not when definitions load), so $PDM_DATA_DIR / $MLFLOW_TRACKING_URI apply.
+    uri = config.get("mlflow_tracking_uri") or tracking.default_tracking_uri(paths.data_root().resolve())
+    mlflow.set_tracking_uri(uri)
+    # Create the experiment ourselves first, so its artifacts go under the data root, not ./mlruns.
+    tracking.ensure_experiment(tracking_uri=uri, experiment=config["experiment_name"])
+    resource = MlFlow(init_context)
+    resource.tracking_uri = uri
+    # dagster-mlflow unregisters mlflow.end_run; mlflow 3 registers _safe_end_run instead, which would end the
+    # Dagster run's MLflow run when each step's process exits.
+    import mlflow.tracking.fluent as fluent
+
+    atexit.unregister(fluent._safe_end_run)
+    return resource
+
+
+def mlflow_resource() -> dg.ResourceDefinition:
+    return pdm_mlflow.configured({"experiment_name": EXPERIMENT})
+
+
+def _uri(mlflow: Any) -> str:
+    return mlflow.tracking_uri
+
+
+def log_trained_model(
+    context: dg.AssetExecutionContext, mlflow: Any, trained: TrainedModel, params: dict[str, Any], data_version: str
+) -> dict[str, Any]:
+    """One child MLflow run for this model: params, validation metrics, the model directory. Returns metadata."""
+    if trained.skipped or trained.path is None:
+        return {}
+    record = tracking.log_model_run(
+        tracking_uri=_uri(mlflow),
+        experiment=mlflow.experiment_name,
+        parent_run_id=mlflow.active_run().info.run_id,
+        machine_id=trained.machine_id,
+        model_type=trained.model_type,
+        dagster_run_id=context.run_id,
+        data_version=data_version,
+        params={**params, "summary": trained.summary},
+        metrics={
+            "size_mb": trained.size_mb,
+            "train_seconds": trained.train_seconds,
+            **{f"val_{k}": v for k, v in (trained.summary.get("val_metrics") or {}).items()},
+        },
+        artifact_dir=trained.path,
+    )
+    trained.summary["mlflow_run_id"] = record.run_id
+    return {"mlflow_run_id": record.run_id, "mlflow_run": dg.MetadataValue.url(tracking.ui_url(_uri(mlflow), record.experiment_id, record.run_id, MLFLOW_UI))}
+
+
+def log_evaluation(mlflow: Any, trained: TrainedModel, evaluation: Evaluation) -> None:
+    run_id = trained.summary.get("mlflow_run_id")
+    if run_id and not evaluation.skipped_reason:
+        tracking.log_metrics(tracking_uri=_uri(mlflow), run_id=run_id, metrics=evaluation.flat_metrics(), prefix="test_")
