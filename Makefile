@@ -2,6 +2,8 @@
 #   make demo   sample data for 3 machines, train and evaluate everything, print a summary
 #   make test   the test suite
 #   make dev    the Dagster UI on http://127.0.0.1:3000 over the same instance as the demo
+#   make mlflow the MLflow UI on http://127.0.0.1:5000 (one run per model per machine, the champion aliases)
+#   make bench  pi vs seed preset on a machine of the original size: time, memory, size, metrics, latency
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,12 +14,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export DAGSTER_HOME := $(CURDIR)
 export PDM_DATA_DIR ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
+export MLFLOW_DISABLE_TELEMETRY := true
 
 MACHINES ?= 3
 SEED ?= 0
 PORT ?= 3000
 
-.PHONY: install demo demo-real test dev bench clean
+.PHONY: install demo demo-real test dev mlflow bench clean
 
 install: $(STAMP)
 
@@ -40,6 +43,9 @@ test: install
 
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+mlflow: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(PDM_DATA_DIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 bench: install
 	$(BIN)/pdm-pipeline bench

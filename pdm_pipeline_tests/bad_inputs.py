@@ -1,0 +1,421 @@
+"""A corpus of broken variants of one machine's data, for the end-to-end bad-input test.
+
+Each `BadInput` is a small function that breaks a copy of a valid machine's files (written by the simulator)
+plus what the run must end in: a failed step (the data contract, publication), a failed blocking check
+(ERROR), or an invalid machine id refused before anything runs, and the substrings the failure message must
+contain. The test (test_bad_input_corpus.py) runs the whole Dagster graph on every variant and proves that the
+failure is clear and that the previously published models are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pdm_pipeline.core.paths import metadata_path, profile_path, split_path
+from pdm_pipeline.core.schema import LABEL, MODEL_TYPES, RUL, SPLITS, TIMESTAMP, UNIT_ID
+
+# Where a variant must fail.
+STEP = "step"  # a failed step (dagster Failure); `fails_at` is the step key
+CHECK = "check"  # a failed blocking check with severity ERROR; `fails_at` is the check name
+MACHINE_ID = "machine_id"  # InvalidMachineIdError before any run starts; `fails_at` is unused
+
+# A sensor name that no machine type of the simulator has.
+FOREIGN_COLUMN = "oil_viscosity_cSt"
+# Fixed seed for every random byte or row a breaker picks: the corpus is deterministic.
+SEED = 11
+
+
+@dataclass(frozen=True)
+class MachineFiles:
+    """The files of one machine under a data root, with small read/write helpers for the breakers."""
+
+    root: Path
+    machine_id: str
+
+    def split(self, name: str) -> Path:
+        return split_path(self.root, self.machine_id, name)
+
+    @property
+    def metadata(self) -> Path:
+        return metadata_path(self.root, self.machine_id)
+
+    @property
+    def profile(self) -> Path:
+        return profile_path(self.root, self.machine_id)
+
+    def files(self) -> list[Path]:
+        """The three splits, the metadata and the profile (whether or not they exist)."""
+        return [self.split(s) for s in SPLITS] + [self.metadata, self.profile]
+
+    def read_split(self, name: str) -> pd.DataFrame:
+        return pd.read_parquet(self.split(name))
+
+    def write_split(self, name: str, df: pd.DataFrame) -> None:
+        df.to_parquet(self.split(name), index=False, engine="pyarrow")
+
+    def edit_splits(self, edit: Callable[[pd.DataFrame], pd.DataFrame], splits: tuple[str, ...] = SPLITS) -> None:
+        """Rewrite each named split as `edit(split frame)`."""
+        for name in splits:
+            self.write_split(name, edit(self.read_split(name)))
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def write_json(self, path: Path, content: Any) -> None:
+        path.write_text(json.dumps(content, indent=2), encoding="utf-8")
+
+    def sensors(self) -> list[str]:
+        """Sensor columns of the (still valid) metadata: numerical, not rul."""
+        columns = self.read_json(self.metadata)["columns"]
+        return [c for c, spec in columns.items() if spec.get("sdtype") == "numerical" and c != RUL]
+
+    def critical_sensor(self) -> str:
+        return self.read_json(self.metadata)["rul_parameters"]["critical_sensors"][0]
+
+    def plain_sensor(self) -> str:
+        """The last sensor that is not critical."""
+        critical = set(self.read_json(self.metadata)["rul_parameters"]["critical_sensors"])
+        return [s for s in self.sensors() if s not in critical][-1]
+
+
+def copy_machine(source: MachineFiles, target: MachineFiles) -> None:
+    """Make `target`'s files an exact copy of `source`'s (same machine id, another root); removes extras."""
+    shutil.rmtree(target.split(SPLITS[0]).parent, ignore_errors=True)
+    for src, dst in zip(source.files(), target.files(), strict=True):
+        dst.unlink(missing_ok=True)
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One broken variant: how to break the files, and where and how the run must fail."""
+
+    name: str
+    # Breaks the machine's files in place (None: the files stay valid, e.g. a bad id or a too strict gate).
+    breaker: Callable[[MachineFiles], None] | None
+    where: str
+    fails_at: str
+    # Substrings (case-sensitive) the failure message must contain.
+    expected: tuple[str, ...]
+    machine_id: str | None = None
+    training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    gates: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # A known product bug: the test is marked xfail(strict=True) with this reason.
+    known_bug: str | None = None
+
+    def break_files(self, files: MachineFiles) -> None:
+        if self.breaker is not None:
+            self.breaker(files)
+
+
+# ------------------------------------------------------------------------------------------------ breakers
+
+
+def _remove_split(name: str) -> Callable[[MachineFiles], None]:
+    def breaker(files: MachineFiles) -> None:
+        files.split(name).unlink()
+
+    return breaker
+
+
+def _truncate_train(files: MachineFiles) -> None:
+    path = files.split("train")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _random_bytes_val(files: MachineFiles) -> None:
+    files.split("val").write_bytes(np.random.default_rng(SEED).bytes(4096))
+
+
+def _csv_as_parquet_test(files: MachineFiles) -> None:
+    path = files.split("test")
+    files.read_split("test").to_csv(path, index=False)
+
+
+def _garbled_parquet_body(files: MachineFiles) -> None:
+    """Keep the b'PAR1' magic at both ends, overwrite the bytes in between."""
+    path = files.split("train")
+    data = bytearray(path.read_bytes())
+    middle = len(data) - 8
+    data[4:-4] = np.random.default_rng(SEED).bytes(middle)
+    path.write_bytes(bytes(data))
+
+
+def _split_is_directory(files: MachineFiles) -> None:
+    path = files.split("val")
+    path.unlink()
+    path.mkdir()
+
+
+def _sensor_as_strings(files: MachineFiles) -> None:
+    sensor = files.plain_sensor()
+
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(**{sensor: df[sensor].map(lambda v: f"{v:.2f}")})
+
+    files.edit_splits(edit, ("train",))
+
+
+def _extra_column(files: MachineFiles) -> None:
+    files.edit_splits(lambda df: df.assign(**{FOREIGN_COLUMN: np.linspace(0.0, 1.0, len(df))}))
+
+
+def _missing_column(files: MachineFiles) -> None:
+    sensor = files.plain_sensor()
+    files.edit_splits(lambda df: df.drop(columns=[sensor]))
+
+
+def _val_lacks_column(files: MachineFiles) -> None:
+    sensor = files.plain_sensor()
+    files.edit_splits(lambda df: df.drop(columns=[sensor]), ("val",))
+
+
+def _all_nan_sensor(files: MachineFiles) -> None:
+    sensor = files.plain_sensor()
+    files.edit_splits(lambda df: df.assign(**{sensor: np.nan}), ("train",))
+
+
+def _inf_values(files: MachineFiles) -> None:
+    sensor = files.critical_sensor()
+
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df.loc[[10, 20, 30], sensor] = [np.inf, np.inf, -np.inf]
+        return df
+
+    files.edit_splits(edit, ("test",))
+
+
+def _constant_sensor(files: MachineFiles) -> None:
+    sensor = files.plain_sensor()
+    files.edit_splits(lambda df: df.assign(**{sensor: 1.0}), ("train",))
+
+
+def _critical_nan(files: MachineFiles) -> None:
+    """10 % NaN in a critical sensor: within the contract's hard limit (50 %), above the check's tolerance (0 %)."""
+    sensor = files.critical_sensor()
+
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df.loc[df.index[::10], sensor] = np.nan
+        return df
+
+    files.edit_splits(edit, ("train",))
+
+
+def _unsorted_timestamps(files: MachineFiles) -> None:
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        order = np.arange(len(df))
+        order[[100, 101]] = [101, 100]  # two neighbouring rows of the first unit swapped
+        return df.iloc[order].reset_index(drop=True)
+
+    files.edit_splits(edit, ("train",))
+
+
+def _duplicate_timestamps(files: MachineFiles) -> None:
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df.loc[200, TIMESTAMP] = df.loc[199, TIMESTAMP]
+        return df
+
+    files.edit_splits(edit, ("val",))
+
+
+def _timestamps_as_strings(files: MachineFiles) -> None:
+    files.edit_splits(lambda df: df.assign(**{TIMESTAMP: df[TIMESTAMP].dt.strftime("%Y-%m-%d %H:%M:%S")}), ("train",))
+
+
+def _negative_rul(files: MachineFiles) -> None:
+    files.edit_splits(lambda df: df.assign(**{RUL: df[RUL] - 5.0}), ("test",))
+
+
+def _unit_id_as_float(files: MachineFiles) -> None:
+    files.edit_splits(lambda df: df.assign(**{UNIT_ID: pd.factorize(df[UNIT_ID])[0] + 0.5}))
+
+
+def _empty_split(files: MachineFiles) -> None:
+    files.edit_splits(lambda df: df.iloc[:0], ("test",))
+
+
+def _with_label(files: MachineFiles, label: Callable[[str, pd.DataFrame], np.ndarray]) -> None:
+    """Add a given failure_status column (declared in the metadata) computed per split by `label`."""
+    meta = files.read_json(files.metadata)
+    meta["columns"][LABEL] = {"sdtype": "categorical"}
+    files.write_json(files.metadata, meta)
+    for name in SPLITS:
+        df = files.read_split(name)
+        files.write_split(name, df.assign(**{LABEL: label(name, df).astype(np.int64)}))
+
+
+def _label_single_class_in_val(files: MachineFiles) -> None:
+    """A given label that fires within 12 h of failure, except in val where it was never recorded (all 0)."""
+    _with_label(files, lambda split, df: np.zeros(len(df)) if split == "val" else (df[RUL] <= 12.0).to_numpy())
+
+
+def _label_all_zero(files: MachineFiles) -> None:
+    _with_label(files, lambda split, df: np.zeros(len(df)))
+
+
+def _rul_far_from_failure_after_train(files: MachineFiles) -> None:
+    """val and test never come near a failure: the horizon fitted on train labels them all 0."""
+    files.edit_splits(lambda df: df.assign(**{RUL: df[RUL] + 10_000.0}), ("val", "test"))
+
+
+def _label_not_binary(files: MachineFiles) -> None:
+    _with_label(files, lambda split, df: (df[RUL] <= 12.0).to_numpy() * 2)
+
+
+def _metadata_not_json(files: MachineFiles) -> None:
+    text = files.metadata.read_text(encoding="utf-8")
+    files.metadata.write_text(text[: len(text) // 2], encoding="utf-8")
+
+
+def _metadata_top_level_list(files: MachineFiles) -> None:
+    files.write_json(files.metadata, [files.read_json(files.metadata)])
+
+
+def _metadata_other_machine_id(files: MachineFiles) -> None:
+    meta = files.read_json(files.metadata)
+    meta["machine_id"] = "pump_002"
+    files.write_json(files.metadata, meta)
+
+
+def _metadata_other_table(files: MachineFiles) -> None:
+    """The columns of another machine type (the simulator's pump): wrong sensors for this data."""
+    from pdm_pipeline.core.simulate import SPECS
+
+    meta = files.read_json(files.metadata)
+    numerical = {"sdtype": "numerical", "computer_representation": "Float"}
+    columns = {TIMESTAMP: meta["columns"][TIMESTAMP], UNIT_ID: meta["columns"][UNIT_ID]}
+    columns.update({s.name: dict(numerical) for s in SPECS["pump"].sensors})
+    columns[RUL] = dict(numerical)
+    meta["columns"] = columns
+    meta["rul_parameters"].pop("critical_sensors")
+    files.write_json(files.metadata, meta)
+    files.profile.unlink()  # the profile names this machine's sensors; without it only the table mismatch remains
+
+
+def _metadata_without_spec_version(files: MachineFiles) -> None:
+    meta = files.read_json(files.metadata)
+    del meta["METADATA_SPEC_VERSION"]
+    files.write_json(files.metadata, meta)
+
+
+def _metadata_rul_as_categorical(files: MachineFiles) -> None:
+    meta = files.read_json(files.metadata)
+    meta["columns"][RUL] = {"sdtype": "categorical"}
+    files.write_json(files.metadata, meta)
+
+
+def _metadata_unknown_critical_sensor(files: MachineFiles) -> None:
+    meta = files.read_json(files.metadata)
+    meta["rul_parameters"]["critical_sensors"].append(FOREIGN_COLUMN)
+    files.write_json(files.metadata, meta)
+
+
+def _profile_alarm_above_trip(files: MachineFiles) -> None:
+    profile = files.read_json(files.profile)
+    limits = profile["sensors"][files.critical_sensor()]
+    limits["alarm"], limits["trip"] = 130.0, 120.0
+    limits["direction"] = "high"
+    files.write_json(files.profile, profile)
+
+
+def _profile_not_json(files: MachineFiles) -> None:
+    files.profile.write_text("machine_type: motor\nsensors: {}\n", encoding="utf-8")
+
+
+def _profile_unknown_sensor(files: MachineFiles) -> None:
+    profile = files.read_json(files.profile)
+    profile["sensors"][FOREIGN_COLUMN] = {"unit": "cSt", "alarm": 50.0, "trip": 60.0}
+    files.write_json(files.profile, profile)
+
+
+# ------------------------------------------------------------------------------------------------ corpus
+
+# Train only what a gate variant needs (the anomaly ensemble: seconds), skip the rest.
+ANOMALY_ONLY = MappingProxyType(
+    {"excluded_models": [m for m in MODEL_TYPES if m != "anomaly"], "time_limit_s": 10}
+)
+
+_CONTRACT = "machine_dataset"
+_TRAIN, _VAL, _TEST = "train.parquet", "val.parquet", "test.parquet"
+
+VARIANTS: tuple[BadInput, ...] = (
+    # Files missing or unreadable.
+    BadInput("missing_train", _remove_split("train"), STEP, _CONTRACT, (_TRAIN, "file not found")),
+    BadInput("missing_val", _remove_split("val"), STEP, _CONTRACT, (_VAL, "file not found")),
+    BadInput("missing_test", _remove_split("test"), STEP, _CONTRACT, (_TEST, "file not found")),
+    BadInput("truncated_parquet", _truncate_train, STEP, _CONTRACT, (_TRAIN, "truncated or corrupt parquet file")),
+    BadInput("random_bytes_parquet", _random_bytes_val, STEP, _CONTRACT, (_VAL, "not a parquet file")),
+    BadInput("csv_renamed_parquet", _csv_as_parquet_test, STEP, _CONTRACT, (_TEST, "not a parquet file", "b'time'")),
+    BadInput("garbled_parquet_body", _garbled_parquet_body, STEP, _CONTRACT, (_TRAIN, "corrupt parquet file")),
+    BadInput("split_is_a_directory", _split_is_directory, STEP, _CONTRACT, (_VAL, "not a regular file")),
+    # Columns and dtypes.
+    BadInput("sensor_as_strings", _sensor_as_strings, STEP, _CONTRACT, (_TRAIN, "expected a numeric sensor column", "holds strings")),
+    BadInput("extra_column", _extra_column, STEP, _CONTRACT, (FOREIGN_COLUMN, "column in the data but not in the metadata")),
+    BadInput("missing_column", _missing_column, STEP, _CONTRACT, ("column in the metadata but missing from the data",)),
+    BadInput("split_columns_differ", _val_lacks_column, STEP, _CONTRACT, (_VAL, "missing from the data")),
+    BadInput("timestamps_as_strings", _timestamps_as_strings, STEP, _CONTRACT, (_TRAIN, "'timestamp'", "expected datetime")),
+    BadInput("unit_id_as_float", _unit_id_as_float, STEP, _CONTRACT, ("'unit_id'", "expected integer or string unit ids")),
+    BadInput("empty_split", _empty_split, STEP, _CONTRACT, (_TEST, "empty split (0 rows)")),
+    # Values.
+    BadInput("all_nan_sensor", _all_nan_sensor, STEP, _CONTRACT, (_TRAIN, "100.0% NaN")),
+    BadInput("inf_values", _inf_values, STEP, _CONTRACT, (_TEST, "3 infinite values (+inf 2, -inf 1), first at row 10")),
+    BadInput("unsorted_timestamps", _unsorted_timestamps, STEP, _CONTRACT, (_TRAIN, "not sorted within a unit", "first at row 101")),
+    BadInput("duplicate_timestamps", _duplicate_timestamps, STEP, _CONTRACT, (_VAL, "1 duplicate timestamps within a unit", "row 200")),
+    BadInput("negative_rul", _negative_rul, STEP, _CONTRACT, (_TEST, "'rul'", "negative values", "rul must be >= 0")),
+    BadInput("label_not_binary", _label_not_binary, STEP, _CONTRACT, (f"'{LABEL}'", "values other than 0/1")),
+    # Metadata and profile.
+    BadInput("metadata_not_json", _metadata_not_json, STEP, _CONTRACT, ("_metadata.json", "not valid JSON")),
+    BadInput("metadata_top_level_list", _metadata_top_level_list, STEP, _CONTRACT, ("_metadata.json", "top level is a JSON array")),
+    BadInput("metadata_other_machine_id", _metadata_other_machine_id, STEP, _CONTRACT, ('machine_id is "pump_002"', "belongs to machine")),
+    BadInput("metadata_other_table", _metadata_other_table, STEP, _CONTRACT, ("discharge_pressure_bar", "column in the metadata but missing from the data", "column in the data but not in the metadata")),
+    BadInput("metadata_without_spec_version", _metadata_without_spec_version, STEP, _CONTRACT, ("missing METADATA_SPEC_VERSION",)),
+    BadInput("metadata_rul_as_categorical", _metadata_rul_as_categorical, STEP, _CONTRACT, ("'rul'", "sdtype 'categorical' for reserved column")),
+    BadInput("metadata_unknown_critical_sensor", _metadata_unknown_critical_sensor, STEP, _CONTRACT, (FOREIGN_COLUMN, "listed in rul_parameters.critical_sensors but not a sensor column")),
+    BadInput("profile_alarm_above_trip", _profile_alarm_above_trip, STEP, _CONTRACT, ("_profile.json", "alarm 130 is above trip 120")),
+    BadInput("profile_not_json", _profile_not_json, STEP, _CONTRACT, ("_profile.json", "not valid JSON")),
+    BadInput("profile_unknown_sensor", _profile_unknown_sensor, STEP, _CONTRACT, (FOREIGN_COLUMN, "profile sensor is not a sensor column")),
+    # Invalid machine ids: refused before a partition or a run exists.
+    BadInput("machine_id_parent_dir", None, MACHINE_ID, "", ("invalid machine id '../evil'", "must not contain '..'"), machine_id="../evil"),
+    BadInput("machine_id_with_slash", None, MACHINE_ID, "", ("invalid machine id 'a/b'",), machine_id="a/b"),
+    BadInput("machine_id_empty", None, MACHINE_ID, "", ("invalid machine id ''",), machine_id=""),
+    # Valid by the contract, stopped by a blocking data-quality check.
+    BadInput("constant_sensor", _constant_sensor, CHECK, "no_constant_sensor", ("constant sensors on train",)),
+    BadInput("critical_sensor_nan", _critical_nan, CHECK, "critical_sensors_complete", ("10.0% missing in train.", "tolerance 0.0%")),
+    BadInput("label_single_class_in_val", _label_single_class_in_val, CHECK, "label_balance", (LABEL, "single class in ['val']")),
+    BadInput("rul_far_from_failure_after_train", _rul_far_from_failure_after_train, CHECK, "label_balance", (LABEL, "single class in ['val', 'test']")),
+    BadInput(
+        "label_all_zero", _label_all_zero, CHECK, "label_balance", (LABEL, "single class"), training=ANOMALY_ONLY,
+        known_bug="a given failure_status that is 0 on every train row only skips the classifier (LabelUnavailable); "
+        "label_balance passes and the other models are trained and published",
+    ),
+    # Valid data, stopped by a model gate after training (only the anomaly ensemble is trained).
+    BadInput("pi_size_budget_tiny", None, CHECK, "pi_size_gate", ("anomaly model", "OVER the Pi budget of 0.001 MB"), training=ANOMALY_ONLY, gates=MappingProxyType({"anomaly_budget_mb": 0.001})),
+    BadInput(
+        "strict_quality_gate_fails", None, CHECK, "anomaly_single_row_latency", ("single_row_latency_ms", "needs <= 0"), training=ANOMALY_ONLY,
+        gates=MappingProxyType({"strict_quality_gates": ["anomaly_single_row_latency"], "max_single_row_latency_ms": 0.0}),
+    ),
+    BadInput("total_size_budget_tiny", None, STEP, "deployed_models", ("not published", "OVER 0.001 MB", "the previous models stay"), training=ANOMALY_ONLY, gates=MappingProxyType({"total_budget_mb": 0.001})),
+)
+
+
+def variant(name: str) -> BadInput:
+    """The variant called `name`."""
+    for v in VARIANTS:
+        if v.name == name:
+            return v
+    raise KeyError(f"no bad-input variant named {name!r}; known: {', '.join(v.name for v in VARIANTS)}")
