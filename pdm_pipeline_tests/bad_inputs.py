@@ -1,7 +1,7 @@
 """A corpus of broken variants of one machine's data, for the end-to-end bad-input test.
 
-Each `BadInput` is a small function that breaks a copy of a valid machine's files (written by the simulator)
-plus what the run must end in: a failed step (the data contract, publication), a failed blocking check
+Each `BadInput` pairs a small function that breaks a copy of a valid machine's files (written by the simulator)
+with what the run must end in: a failed step (the data contract, publication), a failed blocking check
 (ERROR), or an invalid machine id refused before anything runs, and the substrings the failure message must
 contain. The test (test_bad_input_corpus.py) runs the whole Dagster graph on every variant and proves that the
 failure is clear and that the previously published models are untouched.
@@ -67,10 +67,12 @@ class MachineFiles:
         for name in splits:
             self.write_split(name, edit(self.read_split(name)))
 
-    def read_json(self, path: Path) -> dict[str, Any]:
+    @staticmethod
+    def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
 
-    def write_json(self, path: Path, content: Any) -> None:
+    @staticmethod
+    def write_json(path: Path, content: Any) -> None:
         path.write_text(json.dumps(content, indent=2), encoding="utf-8")
 
     def sensors(self) -> list[str]:
@@ -104,15 +106,17 @@ class BadInput:
     name: str
     # Breaks the machine's files in place (None: the files stay valid, e.g. a bad id or a too strict gate).
     breaker: Callable[[MachineFiles], None] | None
+    # STEP, CHECK or MACHINE_ID, and the step key or check name that must fail ("" for MACHINE_ID).
     where: str
     fails_at: str
     # Substrings (case-sensitive) the failure message must contain.
     expected: tuple[str, ...]
+    # The id to run instead of the good machine's (MACHINE_ID variants).
     machine_id: str | None = None
+    # Run config of the training and gates resources for this variant.
     training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     gates: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # A known product bug: the test is marked xfail(strict=True) with this reason.
-    known_bug: str | None = None
 
     def break_files(self, files: MachineFiles) -> None:
         if self.breaker is not None:
@@ -346,76 +350,99 @@ def _profile_unknown_sensor(files: MachineFiles) -> None:
 # ------------------------------------------------------------------------------------------------ corpus
 
 # Train only what a gate variant needs (the anomaly ensemble: seconds), skip the rest.
-ANOMALY_ONLY = MappingProxyType(
-    {"excluded_models": [m for m in MODEL_TYPES if m != "anomaly"], "time_limit_s": 10}
-)
+ANOMALY_ONLY = MappingProxyType({"excluded_models": [m for m in MODEL_TYPES if m != "anomaly"], "time_limit_s": 10})
 
-_CONTRACT = "machine_dataset"
 _TRAIN, _VAL, _TEST = "train.parquet", "val.parquet", "test.parquet"
+
+
+def _contract(name: str, breaker: Callable[[MachineFiles], None], *expected: str) -> BadInput:
+    """A variant the data contract refuses: the machine_dataset step fails."""
+    return BadInput(name, breaker, STEP, "machine_dataset", expected)
+
+
+def _check(name: str, breaker: Callable[[MachineFiles], None] | None, check: str, *expected: str, **kw: Any) -> BadInput:
+    """A variant stopped by the blocking check `check` (ERROR)."""
+    return BadInput(name, breaker, CHECK, check, expected, **kw)
+
+
+def _bad_id(name: str, machine_id: str, *expected: str) -> BadInput:
+    """A machine id refused before anything runs (the files stay valid)."""
+    return BadInput(name, None, MACHINE_ID, "", expected, machine_id=machine_id)
+
+
+def _gates(**limits: Any) -> Mapping[str, Any]:
+    return MappingProxyType(limits)
+
 
 VARIANTS: tuple[BadInput, ...] = (
     # Files missing or unreadable.
-    BadInput("missing_train", _remove_split("train"), STEP, _CONTRACT, (_TRAIN, "file not found")),
-    BadInput("missing_val", _remove_split("val"), STEP, _CONTRACT, (_VAL, "file not found")),
-    BadInput("missing_test", _remove_split("test"), STEP, _CONTRACT, (_TEST, "file not found")),
-    BadInput("truncated_parquet", _truncate_train, STEP, _CONTRACT, (_TRAIN, "truncated or corrupt parquet file")),
-    BadInput("random_bytes_parquet", _random_bytes_val, STEP, _CONTRACT, (_VAL, "not a parquet file")),
-    BadInput("csv_renamed_parquet", _csv_as_parquet_test, STEP, _CONTRACT, (_TEST, "not a parquet file", "b'time'")),
-    BadInput("garbled_parquet_body", _garbled_parquet_body, STEP, _CONTRACT, (_TRAIN, "corrupt parquet file")),
-    BadInput("split_is_a_directory", _split_is_directory, STEP, _CONTRACT, (_VAL, "not a regular file")),
+    _contract("missing_train", _remove_split("train"), _TRAIN, "file not found"),
+    _contract("missing_val", _remove_split("val"), _VAL, "file not found"),
+    _contract("missing_test", _remove_split("test"), _TEST, "file not found"),
+    _contract("truncated_parquet", _truncate_train, _TRAIN, "truncated or corrupt parquet file"),
+    _contract("random_bytes_parquet", _random_bytes_val, _VAL, "not a parquet file"),
+    _contract("csv_renamed_parquet", _csv_as_parquet_test, _TEST, "not a parquet file", "b'time'"),
+    _contract("garbled_parquet_body", _garbled_parquet_body, _TRAIN, "corrupt parquet file"),
+    _contract("split_is_a_directory", _split_is_directory, _VAL, "not a regular file"),
     # Columns and dtypes.
-    BadInput("sensor_as_strings", _sensor_as_strings, STEP, _CONTRACT, (_TRAIN, "expected a numeric sensor column", "holds strings")),
-    BadInput("extra_column", _extra_column, STEP, _CONTRACT, (FOREIGN_COLUMN, "column in the data but not in the metadata")),
-    BadInput("missing_column", _missing_column, STEP, _CONTRACT, ("column in the metadata but missing from the data",)),
-    BadInput("split_columns_differ", _val_lacks_column, STEP, _CONTRACT, (_VAL, "missing from the data")),
-    BadInput("timestamps_as_strings", _timestamps_as_strings, STEP, _CONTRACT, (_TRAIN, "'timestamp'", "expected datetime")),
-    BadInput("unit_id_as_float", _unit_id_as_float, STEP, _CONTRACT, ("'unit_id'", "expected integer or string unit ids")),
-    BadInput("empty_split", _empty_split, STEP, _CONTRACT, (_TEST, "empty split (0 rows)")),
+    _contract("sensor_as_strings", _sensor_as_strings, _TRAIN, "expected a numeric sensor column", "holds strings"),
+    _contract("extra_column", _extra_column, FOREIGN_COLUMN, "column in the data but not in the metadata"),
+    _contract("missing_column", _missing_column, "column in the metadata but missing from the data"),
+    _contract("split_columns_differ", _val_lacks_column, _VAL, "missing from the data"),
+    _contract("timestamps_as_strings", _timestamps_as_strings, _TRAIN, "'timestamp'", "expected datetime"),
+    _contract("unit_id_as_float", _unit_id_as_float, "'unit_id'", "expected integer or string unit ids"),
+    _contract("empty_split", _empty_split, _TEST, "empty split (0 rows)"),
     # Values.
-    BadInput("all_nan_sensor", _all_nan_sensor, STEP, _CONTRACT, (_TRAIN, "100.0% NaN")),
-    BadInput("inf_values", _inf_values, STEP, _CONTRACT, (_TEST, "3 infinite values (+inf 2, -inf 1), first at row 10")),
-    BadInput("unsorted_timestamps", _unsorted_timestamps, STEP, _CONTRACT, (_TRAIN, "not sorted within a unit", "first at row 101")),
-    BadInput("duplicate_timestamps", _duplicate_timestamps, STEP, _CONTRACT, (_VAL, "1 duplicate timestamps within a unit", "row 200")),
-    BadInput("negative_rul", _negative_rul, STEP, _CONTRACT, (_TEST, "'rul'", "negative values", "rul must be >= 0")),
-    BadInput("label_not_binary", _label_not_binary, STEP, _CONTRACT, (f"'{LABEL}'", "values other than 0/1")),
+    _contract("all_nan_sensor", _all_nan_sensor, _TRAIN, "100.0% NaN"),
+    _contract("inf_values", _inf_values, _TEST, "3 infinite values (+inf 2, -inf 1), first at row 10"),
+    _contract("unsorted_timestamps", _unsorted_timestamps, _TRAIN, "not sorted within a unit", "first at row 101"),
+    _contract("duplicate_timestamps", _duplicate_timestamps, _VAL, "1 duplicate timestamps within a unit", "row 200"),
+    _contract("negative_rul", _negative_rul, _TEST, "'rul'", "negative values", "rul must be >= 0"),
+    _contract("label_not_binary", _label_not_binary, f"'{LABEL}'", "values other than 0/1"),
     # Metadata and profile.
-    BadInput("metadata_not_json", _metadata_not_json, STEP, _CONTRACT, ("_metadata.json", "not valid JSON")),
-    BadInput("metadata_top_level_list", _metadata_top_level_list, STEP, _CONTRACT, ("_metadata.json", "top level is a JSON array")),
-    BadInput("metadata_other_machine_id", _metadata_other_machine_id, STEP, _CONTRACT, ('machine_id is "pump_002"', "belongs to machine")),
-    BadInput("metadata_other_table", _metadata_other_table, STEP, _CONTRACT, ("discharge_pressure_bar", "column in the metadata but missing from the data", "column in the data but not in the metadata")),
-    BadInput("metadata_without_spec_version", _metadata_without_spec_version, STEP, _CONTRACT, ("missing METADATA_SPEC_VERSION",)),
-    BadInput("metadata_rul_as_categorical", _metadata_rul_as_categorical, STEP, _CONTRACT, ("'rul'", "sdtype 'categorical' for reserved column")),
-    BadInput("metadata_unknown_critical_sensor", _metadata_unknown_critical_sensor, STEP, _CONTRACT, (FOREIGN_COLUMN, "listed in rul_parameters.critical_sensors but not a sensor column")),
-    BadInput("profile_alarm_above_trip", _profile_alarm_above_trip, STEP, _CONTRACT, ("_profile.json", "alarm 130 is above trip 120")),
-    BadInput("profile_not_json", _profile_not_json, STEP, _CONTRACT, ("_profile.json", "not valid JSON")),
-    BadInput("profile_unknown_sensor", _profile_unknown_sensor, STEP, _CONTRACT, (FOREIGN_COLUMN, "profile sensor is not a sensor column")),
+    _contract("metadata_not_json", _metadata_not_json, "_metadata.json", "not valid JSON"),
+    _contract("metadata_top_level_list", _metadata_top_level_list, "_metadata.json", "top level is a JSON array"),
+    _contract("metadata_other_machine_id", _metadata_other_machine_id, 'machine_id is "pump_002"', "belongs to machine"),
+    _contract(
+        "metadata_other_table", _metadata_other_table, "'discharge_pressure_bar'",
+        "column in the metadata but missing from the data", "column in the data but not in the metadata",
+    ),
+    _contract("metadata_without_spec_version", _metadata_without_spec_version, "missing METADATA_SPEC_VERSION"),
+    _contract("metadata_rul_as_categorical", _metadata_rul_as_categorical, "'rul'", "sdtype 'categorical' for reserved"),
+    _contract(
+        "metadata_unknown_critical_sensor", _metadata_unknown_critical_sensor, FOREIGN_COLUMN,
+        "listed in rul_parameters.critical_sensors but not a sensor column",
+    ),
+    _contract("profile_alarm_above_trip", _profile_alarm_above_trip, "_profile.json", "alarm 130 is above trip 120"),
+    _contract("profile_not_json", _profile_not_json, "_profile.json", "not valid JSON"),
+    _contract("profile_unknown_sensor", _profile_unknown_sensor, FOREIGN_COLUMN, "profile sensor is not a sensor column"),
     # Invalid machine ids: refused before a partition or a run exists.
-    BadInput("machine_id_parent_dir", None, MACHINE_ID, "", ("invalid machine id '../evil'", "must not contain '..'"), machine_id="../evil"),
-    BadInput("machine_id_with_slash", None, MACHINE_ID, "", ("invalid machine id 'a/b'",), machine_id="a/b"),
-    BadInput("machine_id_empty", None, MACHINE_ID, "", ("invalid machine id ''",), machine_id=""),
-    # Valid by the contract, stopped by a blocking data-quality check.
-    BadInput("constant_sensor", _constant_sensor, CHECK, "no_constant_sensor", ("constant sensors on train",)),
-    BadInput("critical_sensor_nan", _critical_nan, CHECK, "critical_sensors_complete", ("10.0% missing in train.", "tolerance 0.0%")),
-    BadInput("label_single_class_in_val", _label_single_class_in_val, CHECK, "label_balance", (LABEL, "single class in ['val']")),
-    BadInput("rul_far_from_failure_after_train", _rul_far_from_failure_after_train, CHECK, "label_balance", (LABEL, "single class in ['val', 'test']")),
-    BadInput(
-        "label_all_zero", _label_all_zero, CHECK, "label_balance", (LABEL, "single class"), training=ANOMALY_ONLY,
-        known_bug="a given failure_status that is 0 on every train row only skips the classifier (LabelUnavailable); "
-        "label_balance passes and the other models are trained and published",
+    _bad_id("machine_id_parent_dir", "../evil", "invalid machine id '../evil'", "must not contain '..'"),
+    _bad_id("machine_id_with_slash", "a/b", "invalid machine id 'a/b'"),
+    _bad_id("machine_id_empty", "", "invalid machine id ''"),
+    # Valid by the contract, stopped by a blocking data-quality or label check before any training.
+    _check("constant_sensor", _constant_sensor, "no_constant_sensor", "constant sensors on train"),
+    _check("critical_sensor_nan", _critical_nan, "critical_sensors_complete", "10.0% missing in train.", "tolerance 0.0%"),
+    _check("label_single_class_in_val", _label_single_class_in_val, "label_balance", LABEL, "single class in ['val']"),
+    _check(
+        "rul_far_from_failure_after_train", _rul_far_from_failure_after_train, "label_balance",
+        LABEL, "single class in ['val', 'test']",
+    ),
+    _check(
+        "label_all_zero", _label_all_zero, "label_balance", f"{LABEL} would be 0 on every train row",
     ),
     # Valid data, stopped by a model gate after training (only the anomaly ensemble is trained).
-    BadInput("pi_size_budget_tiny", None, CHECK, "pi_size_gate", ("anomaly model", "OVER the Pi budget of 0.001 MB"), training=ANOMALY_ONLY, gates=MappingProxyType({"anomaly_budget_mb": 0.001})),
-    BadInput(
-        "strict_quality_gate_fails", None, CHECK, "anomaly_single_row_latency", ("single_row_latency_ms", "needs <= 0"), training=ANOMALY_ONLY,
-        gates=MappingProxyType({"strict_quality_gates": ["anomaly_single_row_latency"], "max_single_row_latency_ms": 0.0}),
+    _check(
+        "pi_size_budget_tiny", None, "pi_size_gate", "anomaly model", "OVER the Pi budget of 0.001 MB",
+        training=ANOMALY_ONLY, gates=_gates(anomaly_budget_mb=0.001),
     ),
-    BadInput("total_size_budget_tiny", None, STEP, "deployed_models", ("not published", "OVER 0.001 MB", "the previous models stay"), training=ANOMALY_ONLY, gates=MappingProxyType({"total_budget_mb": 0.001})),
+    _check(
+        "strict_quality_gate_fails", None, "anomaly_single_row_latency", "single_row_latency_ms", "needs <= 0",
+        training=ANOMALY_ONLY,
+        gates=_gates(strict_quality_gates=["anomaly_single_row_latency"], max_single_row_latency_ms=0.0),
+    ),
+    BadInput(
+        "total_size_budget_tiny", None, STEP, "deployed_models", ("not published", "OVER 0.001 MB", "previous models stay"),
+        training=ANOMALY_ONLY, gates=_gates(total_budget_mb=0.001),
+    ),
 )
-
-
-def variant(name: str) -> BadInput:
-    """The variant called `name`."""
-    for v in VARIANTS:
-        if v.name == name:
-            return v
-    raise KeyError(f"no bad-input variant named {name!r}; known: {', '.join(v.name for v in VARIANTS)}")

@@ -46,6 +46,10 @@ class LabelUnavailable(Exception):
     """No failure label can be defined for this data; the message is the user-facing skip reason."""
 
 
+class ConstantLabel(LabelUnavailable):
+    """The data defines a label, but it is constant on train: a data defect that must block training."""
+
+
 @dataclass(frozen=True)
 class LabelDefinition:
     """How `failure_status` is computed from a frame; fitted on train, applied to every split."""
@@ -137,7 +141,7 @@ def fit_label_definition(
 
     if definition.train_positive_rate in (0.0, 1.0):
         value = int(definition.train_positive_rate)
-        raise LabelUnavailable(
+        raise ConstantLabel(
             _prefix(where) + f"failure_status would be {value} on every train row "
             f"(method {definition.method!r}, horizon {definition.horizon_hours} h): cannot train a classifier"
         )

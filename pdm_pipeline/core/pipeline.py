@@ -23,7 +23,13 @@ from pdm_pipeline.core.config import TrainingConfig
 from pdm_pipeline.core.contract import MachineData, load_machine
 from pdm_pipeline.core.evaluation import Evaluation
 from pdm_pipeline.core.features import FeatureSpec, build_feature_frame, fit_feature_spec
-from pdm_pipeline.core.labels import LabelDefinition, LabelUnavailable, apply_labels, fit_label_definition
+from pdm_pipeline.core.labels import (
+    ConstantLabel,
+    LabelDefinition,
+    LabelUnavailable,
+    apply_labels,
+    fit_label_definition,
+)
 from pdm_pipeline.core.publish import discard_dir, new_candidate_dir, publish_dir, size_mb
 from pdm_pipeline.core.schema import (
     ANOMALY,
@@ -49,6 +55,8 @@ class LabelResult:
     # Per split: the 0/1 failure_status, aligned with the split's rows. Empty when skipped.
     labels: dict[str, pd.Series] = field(default_factory=dict)
     skipped_reason: str | None = None
+    # True when the data defines a label that is unusable (constant on train): a defect, not a missing feature.
+    defective: bool = False
 
     @property
     def positive_rate(self) -> dict[str, float]:
@@ -79,7 +87,7 @@ def prepare_labels(data: MachineData, config: TrainingConfig) -> LabelResult:
             where=f"machine {data.machine_id}",
         )
     except LabelUnavailable as exc:
-        return LabelResult(definition=None, skipped_reason=str(exc))
+        return LabelResult(definition=None, skipped_reason=str(exc), defective=isinstance(exc, ConstantLabel))
     labels = {
         split: apply_labels(df, definition, where=f"machine {data.machine_id}, {split} split")
         for split, df in data.splits.items()

@@ -146,7 +146,7 @@ def _ambient_sensor() -> SensorSpec:
 def _vibration(name: str, typical: float, load: float, alarm: float = 7.1, trip: float = 11.2) -> SensorSpec:
     """A critical vibration velocity sensor (ISO 10816-style alarm and trip levels); noisy readings."""
     distance = alarm - typical
-    return SensorSpec(name, "mm/s", typical, alarm, trip, 0.0, 25.0, wear=1.3, load=load, noise=0.07 * distance, white=0.18 * distance)
+    return SensorSpec(name, "mm/s", typical, alarm, trip, 0.0, 25.0, wear=1.3, load=load, noise=0.07 * distance, white=0.25 * distance)
 
 
 S = SensorSpec
@@ -154,39 +154,39 @@ SPECS: dict[str, MachineTypeSpec] = {
     spec.name: spec
     for spec in (
         MachineTypeSpec("motor", 10, "exponential", (
-            S("winding_temp_C", "C", 75.0, 105.0, 120.0, 10.0, 160.0, wear=1.25, load=25.0, noise=2.0, white=0.3, ambient=0.8, lag_hours=1.5),
-            S("bearing_temp_C", "C", 55.0, 80.0, 95.0, 5.0, 130.0, wear=1.25, load=12.0, noise=1.8, white=0.3, ambient=0.7, lag_hours=2.0),
+            S("winding_temp_C", "C", 75.0, 105.0, 120.0, 10.0, 160.0, wear=1.25, load=30.0, noise=2.0, white=0.3, ambient=0.8, lag_hours=1.5),
+            S("bearing_temp_C", "C", 55.0, 80.0, 95.0, 5.0, 130.0, wear=1.25, load=18.0, noise=1.8, white=0.3, ambient=0.7, lag_hours=2.0),
             _vibration("vibration_mm_s", 2.0, load=0.6),
             S("motor_current_A", "A", 42.0, 55.0, 62.0, 0.0, 80.0, wear=0.4, load=30.0, noise=0.6, white=0.8),
             S("rotational_speed_rpm", "rpm", 1480.0, 1455.0, 1440.0, 1400.0, 1500.0, wear=0.3, load=-15.0, noise=1.5, white=1.5),
             _ambient_sensor(),
         )),
         MachineTypeSpec("pump", 15, "linear", (
-            S("bearing_temp_C", "C", 50.0, 75.0, 90.0, 5.0, 120.0, wear=1.25, load=10.0, noise=1.8, white=0.3, ambient=0.7, lag_hours=2.0),
+            S("bearing_temp_C", "C", 50.0, 75.0, 90.0, 5.0, 120.0, wear=1.25, load=16.0, noise=1.8, white=0.3, ambient=0.7, lag_hours=2.0),
             _vibration("vibration_mm_s", 2.8, load=0.8),
-            S("discharge_pressure_bar", "bar", 6.0, 4.8, 4.2, 0.0, 10.0, wear=1.25, load=0.6, noise=0.08, white=0.1),
+            S("discharge_pressure_bar", "bar", 6.0, 4.8, 4.2, 0.0, 10.0, wear=1.25, load=0.6, noise=0.08, white=0.25),
             S("flow_rate_m3_h", "m3/h", 120.0, 95.0, 85.0, 0.0, 180.0, wear=0.5, load=40.0, noise=2.0, white=2.5),
             S("suction_pressure_bar", "bar", 1.2, 0.6, 0.4, 0.0, 3.0, wear=0.0, load=-0.2, noise=0.04, white=0.04),
             S("motor_current_A", "A", 30.0, 40.0, 45.0, 0.0, 60.0, wear=0.4, load=18.0, noise=0.5, white=0.6),
             S("fluid_temp_C", "C", 35.0, 60.0, 70.0, 0.0, 90.0, wear=0.0, load=4.0, noise=0.6, white=0.2, ambient=0.5, lag_hours=3.0),
-            S("efficiency_pct", "%", 78.0, 68.0, 62.0, 30.0, 90.0, wear=0.8, load=-3.0, noise=0.6, white=0.6),
+            S("efficiency_pct", "%", 78.0, 68.0, 62.0, 30.0, 90.0, wear=0.8, load=-3.0, noise=0.6, white=1.5),
         )),
         MachineTypeSpec("compressor", 10, "exponential", (
-            S("discharge_temp_C", "C", 85.0, 110.0, 120.0, 10.0, 150.0, wear=1.25, load=15.0, noise=1.8, white=0.3, ambient=0.8, lag_hours=1.0),
+            S("discharge_temp_C", "C", 85.0, 110.0, 120.0, 10.0, 150.0, wear=1.25, load=20.0, noise=1.8, white=0.3, ambient=0.8, lag_hours=1.0),
             S("discharge_pressure_bar", "bar", 7.5, 6.5, 6.0, 0.0, 12.0, wear=0.5, load=0.8, noise=0.07, white=0.08),
             S("suction_pressure_bar", "bar", 1.0, 0.7, 0.5, 0.0, 2.0, wear=0.0, load=-0.1, noise=0.02, white=0.03),
             S("oil_temp_C", "C", 60.0, 80.0, 90.0, 5.0, 110.0, wear=0.5, load=10.0, noise=1.2, white=0.2, ambient=0.6, lag_hours=2.0),
-            S("oil_pressure_bar", "bar", 3.5, 2.5, 2.0, 0.0, 6.0, wear=1.25, load=0.2, noise=0.07, white=0.08),
+            S("oil_pressure_bar", "bar", 3.5, 2.5, 2.0, 0.0, 6.0, wear=1.25, load=0.2, noise=0.07, white=0.2),
             _vibration("vibration_mm_s", 3.0, load=0.7),
             S("motor_current_A", "A", 95.0, 120.0, 130.0, 0.0, 160.0, wear=0.4, load=40.0, noise=1.5, white=2.0),
             S("power_consumption_kW", "kW", 55.0, 70.0, 76.0, 0.0, 95.0, wear=0.4, load=25.0, noise=0.8, white=1.0),
-            S("efficiency_pct", "%", 82.0, 72.0, 66.0, 30.0, 95.0, wear=1.2, load=-2.0, noise=0.6, white=0.6),
+            S("efficiency_pct", "%", 82.0, 72.0, 66.0, 30.0, 95.0, wear=1.2, load=-2.0, noise=0.6, white=1.5),
             _ambient_sensor(),
         )),
         MachineTypeSpec("cnc", 10, "linear", (
-            S("spindle_temp_C", "C", 40.0, 60.0, 70.0, 10.0, 95.0, wear=1.25, load=8.0, noise=1.2, white=0.2, ambient=0.6, lag_hours=1.0),
+            S("spindle_temp_C", "C", 40.0, 60.0, 70.0, 10.0, 95.0, wear=1.25, load=12.0, noise=1.2, white=0.2, ambient=0.6, lag_hours=1.0),
             _vibration("spindle_vibration_mm_s", 1.5, load=0.5, alarm=4.5, trip=7.1),
-            S("acoustic_emission_dB", "dB", 72.0, 85.0, 92.0, 40.0, 110.0, wear=1.2, load=4.0, noise=0.8, white=2.0),
+            S("acoustic_emission_dB", "dB", 72.0, 85.0, 92.0, 40.0, 110.0, wear=1.2, load=4.0, noise=0.8, white=2.6),
             S("spindle_torque_Nm", "Nm", 45.0, 65.0, 75.0, 0.0, 100.0, wear=0.4, load=25.0, noise=1.0, white=1.5),
             S("power_consumption_kW", "kW", 11.0, 15.0, 17.0, 0.0, 22.0, wear=0.4, load=6.0, noise=0.2, white=0.3),
             S("motor_current_A", "A", 22.0, 30.0, 34.0, 0.0, 45.0, wear=0.3, load=12.0, noise=0.4, white=0.6),
@@ -198,7 +198,7 @@ SPECS: dict[str, MachineTypeSpec] = {
             _ambient_sensor(),
         )),
         MachineTypeSpec("fan", 15, "exponential", (
-            S("bearing_temp_C", "C", 45.0, 70.0, 85.0, 0.0, 110.0, wear=1.25, load=8.0, noise=1.5, white=0.3, ambient=0.8, lag_hours=2.0),
+            S("bearing_temp_C", "C", 45.0, 70.0, 85.0, 0.0, 110.0, wear=1.25, load=14.0, noise=1.5, white=0.3, ambient=0.8, lag_hours=2.0),
             _vibration("vibration_mm_s", 2.2, load=0.8),
             S("motor_current_A", "A", 12.0, 16.0, 18.0, 0.0, 25.0, wear=0.4, load=7.0, noise=0.25, white=0.3),
             S("airflow_m3_h", "m3/h", 9000.0, 7500.0, 6800.0, 0.0, 12000.0, wear=0.5, load=2000.0, noise=100.0, white=150.0),

@@ -51,6 +51,13 @@ def machine_data_quality(machine_dataset: MachineData, gates: GatesResource):
     description="Train positive rate of failure_status within 10-20 % (WARN outside); ERROR when a split has one class",
 )
 def label_balance(failure_labels: LabelResult, gates: GatesResource) -> dg.AssetCheckResult:
+    if failure_labels.defective:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=failure_labels.skipped_reason,
+            metadata={"problem": failure_labels.skipped_reason},
+        )
     if failure_labels.definition is None:
         return dg.AssetCheckResult(
             passed=True,
