@@ -9,6 +9,17 @@ import pytest
 TINY_ROWS = (2500, 700, 700)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_tracking_store():
+    """Tests use the MLflow store under their own data root, never one from the developer's environment."""
+    import os
+
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_fleet_root(tmp_path_factory) -> Path:
     """Two small machines (motor_001, pump_002) written by the simulator, shared read-only by tests."""

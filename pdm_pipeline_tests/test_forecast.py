@@ -1,12 +1,14 @@
 """Per-sensor Prophet forecasts: training, stored and refitted forecasts, and the rolling-origin backtest.
 
 Real Prophet on small synthetic data made here: a 10-minute series with a daily load cycle, a slow upward
-trend (wear) and AR(1) noise; 21 days of history (train + val) followed by 4 days of test.
+trend (wear) and AR(1) noise; 21 days of history (train + val, val = the last 5 days) followed by 4 days of
+test. Tests that are not about model selection switch it off (`validation_windows` 0) to stay fast.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,11 @@ import pytest
 
 from pdm_pipeline.core.config import ConfigError, TrainingConfig
 from pdm_pipeline.core.forecast import (
+    CANDIDATE_GRID,
     FORECAST_COLUMNS,
     MODEL_CARD,
     ForecastModelResult,
+    ForecastSettings,
     ForecastSkipped,
     evaluate_sensor_forecasts,
     forecast_sensors,
@@ -29,8 +33,11 @@ from pdm_pipeline.core.schema import LABEL, RUL, TIMESTAMP, UNIT_ID
 pytestmark = pytest.mark.slow
 
 SENSORS = ["bearing_temp_C", "vibration_mm_s"]
-HISTORY_DAYS, TEST_DAYS = 21, 4
+HISTORY_DAYS, TEST_DAYS, VAL_DAYS = 21, 4, 5
 START = pd.Timestamp("2024-03-04")
+VAL_START = START + pd.Timedelta(days=HISTORY_DAYS - VAL_DAYS)
+# No model selection and no interval calibration: one candidate, Prophet's own bands.
+NO_SELECTION = TrainingConfig(extra={"forecast_validation_windows": 0})
 
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
@@ -80,7 +87,8 @@ def training(data, tmp_path_factory) -> tuple[ForecastModelResult, list[str]]:
     history, _ = data
     messages: list[str] = []
     out = tmp_path_factory.mktemp("forecast") / "model"
-    return train_sensor_forecasts(history, SENSORS, out, TrainingConfig(), log=messages.append), messages
+    result = train_sensor_forecasts(history, SENSORS, out, TrainingConfig(), log=messages.append, val_start=VAL_START)
+    return result, messages
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +114,13 @@ def test_training_writes_one_prophet_per_sensor_and_a_card(training):
     assert trained.sensors == SENSORS
     assert trained.freq == "h" and trained.step_seconds == 600.0
     assert trained.horizon_hours == 24
-    # 21 days of history: both seasonalities, and the fit window is the trailing 21 days.
-    assert trained.seasonalities == {"daily": True, "weekly": True}
-    assert trained.history_hours == pytest.approx(HISTORY_DAYS * 24)
+    # The fit window is the chosen trailing window; weekly seasonality needs a window of >= 2 weeks.
+    days = trained.settings["history_days"]
+    assert trained.seasonalities == {"daily": True, "weekly": days >= 14}
+    assert trained.history_hours == pytest.approx(days * 24)
     card = json.loads((trained.path / MODEL_CARD).read_text())
+    assert card["settings"] == trained.settings
+    assert card["selection"] == json.loads(json.dumps(trained.selection))
     assert set(card["files"]) == set(SENSORS)
     for name in card["files"].values():
         assert json.loads((trained.path / name).read_text())  # prophet.serialize JSON
@@ -171,25 +182,26 @@ def test_forecast_after_recent_rows_starts_after_their_last_timestamp_and_follow
 def test_no_timestamp_column_is_skipped_with_its_reason(data, tmp_path):
     history, _ = data
     with pytest.raises(ForecastSkipped, match="no 'timestamp' column: nothing to forecast"):
-        train_sensor_forecasts(
-            history.drop(columns=[TIMESTAMP]), SENSORS, tmp_path, TrainingConfig(), log=lambda m: None
-        )
+        train_sensor_forecasts(history.drop(columns=[TIMESTAMP]), SENSORS, tmp_path, NO_SELECTION, log=lambda m: None)
 
 
 def test_five_minute_data_is_inferred_and_resampled_to_hourly_means(tmp_path):
     raw = make_sensors(4, step_minutes=5, seed=3)
-    result = train_sensor_forecasts(raw, ["bearing_temp_C"], tmp_path, TrainingConfig(), log=lambda m: None)
+    result = train_sensor_forecasts(raw, ["bearing_temp_C"], tmp_path, NO_SELECTION, log=lambda m: None)
     assert result.step_seconds == 300.0 and result.freq == "h"
     assert result.seasonalities == {"daily": True, "weekly": False}
     fitted = load_forecaster(tmp_path).models["bearing_temp_C"].history.set_index("ds")["y"]
     hourly = raw.set_index(TIMESTAMP)["bearing_temp_C"].resample("h").mean()
     assert len(fitted) == 4 * 24
+    # validation_windows 0: no selection, no calibration.
+    assert result.selection["chosen"] is None and "validation_windows=0" in result.selection["reason"]
+    assert load_forecaster(tmp_path).interval_scales == {"bearing_temp_C": {"80": 1.0, "95": 1.0}}
     pd.testing.assert_series_equal(fitted, hourly.loc[fitted.index], check_names=False, check_freq=False)
 
 
 def test_coarse_data_keeps_its_own_step(tmp_path):
     raw = make_sensors(20, step_minutes=120, seed=4)
-    result = train_sensor_forecasts(raw, ["vibration_mm_s"], tmp_path, TrainingConfig(), log=lambda m: None)
+    result = train_sensor_forecasts(raw, ["vibration_mm_s"], tmp_path, NO_SELECTION, log=lambda m: None)
     assert result.step_seconds == 7200.0 and result.freq == "2h"
     fc = load_forecaster(tmp_path).forecast()
     assert len(fc) == 12
@@ -212,12 +224,87 @@ def test_a_recent_repair_resets_the_forecast_level(tmp_path):
     assert fc["yhat"].mean() < raw.loc[worn, "bearing_temp_C"].tail(144).mean() - 15
 
 
+# ---------------------------------------------------------------------------------------------- selection
+
+
+def _hourly(frame: pd.DataFrame, sensor: str) -> pd.Series:
+    return frame.set_index(TIMESTAMP)[sensor].resample("h").mean()
+
+
+def test_validation_origins_lie_in_val_and_every_candidate_is_scored(trained, data):
+    history, _ = data
+    selection = trained.selection
+    origins = [pd.Timestamp(o) for o in selection["origins"]]
+    assert len(origins) == ForecastSettings().validation_windows
+    assert all(VAL_START <= o and o + pd.Timedelta(hours=23) <= history[TIMESTAMP].max() for o in origins)
+    labels = [c["label"] for c in selection["candidates"]]
+    assert len(labels) == len(CANDIDATE_GRID) == len(set(labels))
+    assert all(set(c["val_mae"]) == set(SENSORS) and c["score"] > 0 for c in selection["candidates"])
+    assert selection["chosen"] == ForecastSettings(**trained.settings).label()
+
+
+def test_chosen_setting_is_the_best_on_validation_when_recomputed(trained, data, tmp_path):
+    """Recompute every candidate's validation score through the public API: a model with that candidate's
+    settings fixed, refitted on the rows before each validation origin (forecast(recent))."""
+    history, _ = data
+    selection = trained.selection
+    origins = [pd.Timestamp(o) for o in selection["origins"]]
+    train_part = history[history[TIMESTAMP] < VAL_START]
+    scales = {s: (_hourly(train_part, s) - _hourly(train_part, s).shift(24)).abs().mean() for s in SENSORS}
+    recomputed = {}
+    for k, candidate in enumerate(selection["candidates"]):
+        settings = {**asdict(ForecastSettings()), **candidate["changes"], "validation_windows": 0}
+        config = TrainingConfig(extra={f"forecast_{name}": v for name, v in settings.items() if name != "seed"})
+        train_sensor_forecasts(history, SENSORS, tmp_path / str(k), config, log=lambda m: None)
+        forecaster = load_forecaster(tmp_path / str(k))
+        errors = {s: [] for s in SENSORS}
+        for origin in origins:
+            fc = forecaster.forecast(history[history[TIMESTAMP] < origin])
+            for sensor in SENSORS:
+                part = fc[fc["sensor"] == sensor]
+                actual = _hourly(history, sensor).reindex(part["ds"]).to_numpy()
+                errors[sensor].append(np.abs(actual - part["yhat"].to_numpy()))
+        mae = {s: np.concatenate(e).mean() for s, e in errors.items()}
+        assert mae == pytest.approx(candidate["val_mae"], rel=1e-6)
+        recomputed[candidate["label"]] = np.mean([mae[s] / scales[s] for s in SENSORS])
+        assert recomputed[candidate["label"]] == pytest.approx(candidate["score"], rel=1e-6)
+    assert selection["chosen"] == min(recomputed, key=recomputed.get)
+
+
+def test_test_data_does_not_change_the_choice(trained, data, evaluation):
+    history, test = data
+    changed = test.assign(**{s: test[s] * 1.5 + 20 for s in SENSORS})
+    other = evaluate_sensor_forecasts(trained, history, changed)
+    assert other.metrics["mae"] != evaluation.metrics["mae"]  # the test rows were used ...
+    for ev in (evaluation, other):  # ... but not to choose the settings
+        assert ev.details["selection"] == json.loads(json.dumps(trained.selection))
+        assert ev.details["settings"] == trained.settings
+
+
+def test_settings_fixed_in_the_config_are_not_varied():
+    base = ForecastSettings(history_days=10.0)
+    candidates = base.candidates(fixed={"history_days"})
+    assert candidates[0] == base
+    assert {c.history_days for c in candidates} == {10.0}
+    # Grid entries that differ only in the fixed field collapse into one candidate.
+    assert [c.label() for c in candidates] == ["10d linear cr0.8", "10d linear cr0.95", "10d flat cr0.8"]
+    assert len(base.candidates()) == len(CANDIDATE_GRID)
+
+
+def test_val_start_outside_the_history_is_named(data, tmp_path):
+    history, _ = data
+    with pytest.raises(ValueError, match="val_start 2030-01-01 00:00:00 is not inside the history"):
+        train_sensor_forecasts(
+            history, SENSORS, tmp_path, TrainingConfig(), log=lambda m: None, val_start=pd.Timestamp("2030-01-01")
+        )
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
 def test_backtest_beats_seasonal_naive_with_plausible_coverage(evaluation):
     m = evaluation.metrics
-    assert m["n_windows"] == 5
+    assert m["n_windows"] == 10
     assert m["mase"] < 1
     assert m["mase"] < evaluation.baseline["mase"]
     assert m["mae"] < evaluation.baseline["mae"]
@@ -225,10 +312,11 @@ def test_backtest_beats_seasonal_naive_with_plausible_coverage(evaluation):
     assert 0.5 <= m["coverage_80"] <= m["coverage_95"]
     for sensor in SENSORS:
         per = evaluation.details["per_sensor"][sensor]
-        assert per["n_points"] == 5 * 24
+        assert per["n_points"] == 10 * 24
         assert per["mase"] == pytest.approx(per["mae"] / per["mase_scale"])
     assert evaluation.baseline_name.startswith("seasonal naive")
     assert evaluation.skipped_reason is None
+    assert evaluation.details["selection"]["chosen"] == ForecastSettings(**evaluation.details["settings"]).label()
     for sensor in SENSORS:
         assert "data:image/png;base64," in evaluation.pictures[f"forecast {sensor}"]
     assert "| bearing_temp_C |" in evaluation.pictures["per-sensor backtest metrics"]
@@ -263,6 +351,7 @@ def test_backtest_skips_origins_whose_window_holds_a_repair(trained, data):
     ev = evaluate_sensor_forecasts(trained.path, history, test, n_windows=5)
     origins = [pd.Timestamp(o) for o in ev.details["origins"]]
     assert ev.details["origins_excluded_for_lifecycle_start"] > 0
+    assert len(origins) == 5  # the excluded origins are replaced by others: every asked-for window survives
     assert all(not (o - pd.Timedelta(hours=1) < repair < o + pd.Timedelta(hours=24)) for o in origins)
 
 
@@ -292,7 +381,7 @@ def test_forecast_sensors_prefers_critical_sensors():
 def test_missing_sensor_column_is_named(data, tmp_path):
     history, _ = data
     with pytest.raises(ValueError, match="pressure_bar"):
-        train_sensor_forecasts(history, ["pressure_bar"], tmp_path, TrainingConfig(), log=lambda m: None)
+        train_sensor_forecasts(history, ["pressure_bar"], tmp_path, NO_SELECTION, log=lambda m: None)
 
 
 @pytest.mark.parametrize(

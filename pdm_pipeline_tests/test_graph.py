@@ -83,6 +83,9 @@ def test_each_model_gets_its_own_tagged_mlflow_run_under_the_dagster_run(trained
     from pdm_pipeline.core.tracking import current_champion, default_tracking_uri
 
     root, _, result = trained
+    # mlflow.set_tracking_uri exported the run's store as $MLFLOW_TRACKING_URI; a later run with another data
+    # root must still use its own store, not this one.
+    assert str(root.parent / "elsewhere") in default_tracking_uri(root.parent / "elsewhere")
     uri = default_tracking_uri(root.resolve())
     assert uri.startswith("sqlite:///") and str(root.resolve()) in uri
     client = MlflowClient(tracking_uri=uri)

@@ -271,6 +271,8 @@ def test_dagster_mlflow_resource_nests_each_model_under_the_dagster_run(store, t
     # The resource sets MLflow's global tracking URI and experiment and leaves its run active: undo after.
     monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    # ... and exports it as $MLFLOW_TRACKING_URI: recorded here so that it is removed after the test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.ensure_experiment(tracking_uri=uri, experiment=experiment)
 
     def model_asset(model_type: str, time_limit_s: int) -> dg.AssetsDefinition:
@@ -304,5 +306,42 @@ def test_dagster_mlflow_resource_nests_each_model_under_the_dagster_run(store, t
             assert child.data.tags[tracking.TAG_DAGSTER_RUN_ID] == result.run_id
             assert child.data.params == {"time_limit_s": limit}
             assert child.info.status == "FINISHED"
+    finally:
+        mlflow.end_run()
+
+
+def test_a_failed_run_does_not_capture_the_next_runs_mlflow_run(tmp_path, monkeypatch):
+    """Two in-process Dagster runs with different data roots: the first fails while its MLflow run is active
+    (its last step, which ends that run, never runs). The second must get its own MLflow run in its own
+    store, and the stale one is marked FAILED in the first store."""
+    from pdm_pipeline.defs.tracking import EXPERIMENT, mlflow_resource
+
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "placeholder")  # restored (removed) after the test
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+    @dg.asset(required_resource_keys={"mlflow"})
+    def step(context: dg.AssetExecutionContext) -> str:
+        if context.run.tags.get("fail") == "yes":
+            raise RuntimeError("boom")
+        return mlflow.active_run().info.run_id
+
+    roots = [tmp_path / "first", tmp_path / "second"]
+    try:
+        monkeypatch.setenv("PDM_DATA_DIR", str(roots[0]))
+        failed = dg.materialize([step], resources={"mlflow": mlflow_resource()}, tags={"fail": "yes"},
+                                raise_on_error=False)
+        assert not failed.success
+        monkeypatch.setenv("PDM_DATA_DIR", str(roots[1]))
+        second = dg.materialize([step], resources={"mlflow": mlflow_resource()})
+        assert second.success
+        stores = [default_tracking_uri(r) for r in roots]
+        assert str(roots[1]) in stores[1]
+        runs = [_client(u).search_runs([_client(u).get_experiment_by_name(EXPERIMENT).experiment_id]) for u in stores]
+        assert [r.data.tags["dagster_run_id"] for r in runs[0]] == [failed.run_id]
+        assert runs[0][0].info.status == "FAILED"
+        assert [r.info.run_id for r in runs[1]] == [second.output_for_node("step")]
+        assert runs[1][0].data.tags["dagster_run_id"] == second.run_id
     finally:
         mlflow.end_run()

@@ -20,10 +20,21 @@ Fit window
     lifecycle start inside it gets a 0/1 level-shift regressor (1 from that start on, and 1 in the forecast).
     Without `unit_id` a repair is just a trend change for Prophet. Daily seasonality is fitted when the window
     spans >= 2 days, weekly when >= 2 weeks (and only if the trained model used it); no yearly or holiday
-    terms. Linear trend, changepoint_prior_scale 0.05, additive seasonality: tuned on simulated machines
-    (history = train, backtest on val; never on test), where 21 days was best or on par among 7/10/14/21/28
-    days, the lifecycle handling cut MASE from 0.81 to 0.71, and other prior scales (0.01, 0.2), changepoint
-    ranges (0.9, 0.95) and multiplicative seasonality made no difference beyond noise.
+    terms. Additive seasonality, changepoint_prior_scale 0.05 (other prior scales and multiplicative
+    seasonality made no difference beyond noise on simulated validation data).
+
+Model selection (on VALIDATION, per machine)
+    The window length, trend type and changepoint range that suit a machine depend on how its wear evolves,
+    so `CANDIDATE_GRID` (21/14/7-day linear, changepoint range 0.95, 21/7-day flat trend) is compared on
+    `validation_windows` (8) 24 h windows spread evenly over the validation period (from `val_start`, the
+    first val timestamp; by default the last 15 % of the history), skipping windows that contain a lifecycle
+    start. Every candidate is fitted at each origin on the data before it only. Score: the mean over sensors
+    of validation MAE / the sensor's in-sample seasonal-naive MAE on the data before the validation period
+    (a validation MASE, so sensors in different units weigh alike). The lowest score wins; ties go to the
+    earlier candidate. One choice per MACHINE, not per sensor: 8 windows x 24 h of autocorrelated errors per
+    sensor is thin evidence, pooling the sensors makes it steadier, and the sensors of a machine share its
+    wear and repair pattern. Settings fixed in `config.extra` are not varied. The grid, every candidate's
+    score and per-sensor MAE, the origins and the choice are stored in the model card (`selection`).
     Prophet cannot update a fitted model with new data, so forecasting on new rows (`recent`) refits on their
     trailing window with the hyperparameters stored in the model card (a fraction of a second per sensor).
 
@@ -33,25 +44,28 @@ Intervals
     10/90 and 2.5/97.5 percentiles, drawn with a fixed seed so a forecast is reproducible. Prophet's bands
     assume independent noise around a smooth fit and are too narrow for autocorrelated sensor noise (about
     60 % / 80 % actual coverage on simulated validation data), so each sensor's band half-widths are
-    multiplied by a factor calibrated at training time on the END of the history (the validation period):
-    `calibration_windows` consecutive 24 h windows before the history end are forecast from their own past,
-    and the factor is the 80 % (95 %) quantile of |error| / half-width (split-conformal scaling). The point
+    multiplied by a factor calibrated at training time on the validation period: the chosen candidate's
+    forecasts of the validation windows (each from its own past) give the 80 % (95 %) quantile of
+    |error| / half-width (split-conformal scaling; the same windows chose the settings, which may make the
+    bands slightly narrow). `validation_windows` 0 turns selection and calibration off. The point
     forecast `yhat` is Prophet's deterministic trend + seasonality; bands always contain it and nest.
 
 Storage
-    `model_card.json` (sensors, step, seasonalities, hyperparameters, interval factors, end of history) and
-    one `prophet/<nn>.json` per sensor written with `prophet.serialize.model_to_json` (file names are indices,
-    not sensor names, so any column name is safe).
+    `model_card.json` (sensors, step, seasonalities, chosen settings, selection record, interval factors,
+    end of history) and one `prophet/<nn>.json` per sensor written with `prophet.serialize.model_to_json`
+    (file names are indices, not sensor names, so any column name is safe).
 
 Evaluation (TEST only, rolling origin)
-    `n_windows` origins spread evenly over the test period; at each origin t every sensor is refitted on the
-    trailing window of history + test rows strictly before t, then forecasts the next 24 h, compared with the
-    actual hourly values. An origin whose forecast period contains a lifecycle start (a repair, known from
-    `unit_id`) is not used: no forecaster can see a repair coming in the sensor values, and the seasonal-naive
-    baseline is equally meaningless there. Metrics per sensor, then averaged over sensors: MAE, sMAPE (%),
-    MASE and 80 %/95 % interval coverage. The MASE scale is the in-sample MAE of the seasonal-naive (24 h lag)
-    forecast over the whole history (train + val), the standard definition. Baseline = the seasonal-naive
-    forecast (the value 24 h earlier) on the same points.
+    `n_windows` (10) origins spread evenly over the test period; at each origin t every sensor is refitted on
+    the trailing window of history + test rows strictly before t, then forecasts the next 24 h, compared with
+    the actual hourly values. An origin whose forecast period contains a lifecycle start (a repair, known
+    from `unit_id`) is not used: no forecaster can see a repair coming in the sensor values, and the
+    seasonal-naive baseline is equally meaningless there. Every hourly grid point is a candidate origin and
+    the picks are spread evenly over the valid ones, so excluded origins are replaced and all `n_windows`
+    survive whenever the test period holds that many repair-free horizons. Metrics per sensor, then averaged
+    over sensors: MAE, sMAPE (%), MASE and 80 %/95 % interval coverage. The MASE scale is the in-sample MAE
+    of the seasonal-naive (24 h lag) forecast over the whole history (train + val), the standard definition.
+    Baseline = the seasonal-naive forecast (the value 24 h earlier) on the same points.
 """
 
 from __future__ import annotations
@@ -60,9 +74,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +103,20 @@ FORECAST_COLUMNS = ["sensor", "ds", "yhat", "yhat_lower_80", "yhat_upper_80", "y
 EXTRA_PREFIX = "forecast_"
 # Level-shift regressors for lifecycle starts (repairs) inside a fit window.
 REPAIR_PREFIX = "repair_"
+# Settings compared on the validation windows (changes to the base settings; the first entry is the base).
+# Trailing window length, trend type and how late the trend may still bend: the choices that matter for a
+# 24 h forecast of a degrading machine. Six candidates keep the selection within ~10 s for 3 sensors.
+CANDIDATE_GRID: tuple[dict[str, Any], ...] = (
+    {},
+    {"history_days": 14.0},
+    {"history_days": 7.0},
+    {"changepoint_range": 0.95},
+    {"growth": "flat"},
+    {"history_days": 7.0, "growth": "flat"},
+)
+# Share of the history taken as the validation period when `val_start` is not given: inside val for the
+# default split, where val is ~18 % of the rows before test.
+DEFAULT_VALIDATION_SHARE = 0.15
 # Fewer calibration points than this keep Prophet's own bands (factor 1).
 MIN_CALIBRATION_POINTS = 24
 # Hours of history shown before the forecast in the evaluation pictures; at most this many sensors are drawn.
@@ -108,6 +136,8 @@ class ForecastSettings:
     history_days: float = 21.0
     # A lifecycle (unit_id) that began inside the window replaces the window once it has run this long.
     min_lifecycle_days: float = 2.0
+    # "linear": piecewise-linear trend; "flat": constant level (plus seasonality and repair shifts).
+    growth: str = "linear"
     changepoint_prior_scale: float = 0.05
     # Share of the window where trend changepoints may sit (Prophet's default).
     changepoint_range: float = 0.8
@@ -115,14 +145,15 @@ class ForecastSettings:
     seasonality_prior_scale: float = 10.0
     # Predictive samples per forecast (both interval levels come from the same draws).
     uncertainty_samples: int = 300
-    # 24 h windows at the end of the history used to calibrate the interval widths (0 = Prophet's own).
-    calibration_windows: int = 7
+    # 24 h windows in the validation period that choose among CANDIDATE_GRID and calibrate the interval
+    # widths (0 = no selection: these settings as they are, with Prophet's own bands).
+    validation_windows: int = 8
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, config: TrainingConfig) -> ForecastSettings:
-        """Defaults, overridden by `config.extra["forecast_<field>"]`, with `seed` from `config.seed`."""
-        names = {f.name for f in fields(cls)} - {"seed"}
+    @staticmethod
+    def overrides(config: TrainingConfig) -> dict[str, Any]:
+        """The settings fixed by `config.extra["forecast_<field>"]` (field -> value); raises on unknown keys."""
+        names = {f.name for f in fields(ForecastSettings)} - {"seed"}
         overrides: dict[str, Any] = {}
         for key, value in config.extra.items():
             if not key.startswith(EXTRA_PREFIX):
@@ -132,7 +163,26 @@ class ForecastSettings:
                 allowed = ", ".join(EXTRA_PREFIX + n for n in sorted(names))
                 raise ConfigError(f"unknown forecast setting extra[{key!r}]; allowed: {allowed}")
             overrides[name] = value
-        return replace(cls(seed=int(config.seed)), **overrides).validate()
+        return overrides
+
+    @classmethod
+    def from_config(cls, config: TrainingConfig) -> ForecastSettings:
+        """Defaults, overridden by `config.extra["forecast_<field>"]`, with `seed` from `config.seed`."""
+        return replace(cls(seed=int(config.seed)), **cls.overrides(config)).validate()
+
+    def candidates(self, fixed: Collection[str] = ()) -> list[ForecastSettings]:
+        """These settings changed by each CANDIDATE_GRID entry, leaving the `fixed` fields alone (duplicates
+        dropped, grid order kept: the first candidate is these settings as they are)."""
+        out: list[ForecastSettings] = []
+        for entry in CANDIDATE_GRID:
+            candidate = replace(self, **{k: v for k, v in entry.items() if k not in fixed})
+            if candidate not in out:
+                out.append(candidate)
+        return out
+
+    def label(self) -> str:
+        """Short name of the choices the grid varies, e.g. '21d linear cr0.8'."""
+        return f"{self.history_days:g}d {self.growth} cr{self.changepoint_range:g}"
 
     def validate(self) -> ForecastSettings:
         """Return self, or raise ConfigError naming every bad setting."""
@@ -141,6 +191,8 @@ class ForecastSettings:
             problems.append(f"history_days={self.history_days!r} must be >= 1")
         if not (self.min_lifecycle_days >= 0):
             problems.append(f"min_lifecycle_days={self.min_lifecycle_days!r} must be >= 0")
+        if self.growth not in ("linear", "flat"):
+            problems.append(f"growth={self.growth!r} must be 'linear' or 'flat'")
         if not (self.changepoint_prior_scale > 0):
             problems.append(f"changepoint_prior_scale={self.changepoint_prior_scale!r} must be > 0")
         if not (0 < self.changepoint_range <= 1):
@@ -151,8 +203,8 @@ class ForecastSettings:
             problems.append(f"seasonality_prior_scale={self.seasonality_prior_scale!r} must be > 0")
         if not (int(self.uncertainty_samples) >= 100):
             problems.append(f"uncertainty_samples={self.uncertainty_samples!r} must be >= 100 (95 % bands need draws)")
-        if not (int(self.calibration_windows) >= 0):
-            problems.append(f"calibration_windows={self.calibration_windows!r} must be >= 0")
+        if not (int(self.validation_windows) >= 0):
+            problems.append(f"validation_windows={self.validation_windows!r} must be >= 0")
         if problems:
             raise ConfigError("invalid forecast settings: " + "; ".join(problems))
         return self
@@ -175,6 +227,10 @@ class ForecastModelResult:
     seasonalities: dict[str, bool]
     # Inferred raw sampling step.
     step_seconds: float
+    # The settings the stored models use (the chosen candidate).
+    settings: dict[str, Any] = field(default_factory=dict)
+    # Model selection on validation: period, origins, every candidate's score and per-sensor MAE, the choice.
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- series
@@ -299,18 +355,29 @@ def _seeded_numpy(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+def _future(model: Any, ds: pd.DatetimeIndex) -> pd.DataFrame:
+    """Prophet's input frame for a forecast at `ds`: the forecast lies in the newest lifecycle, after every
+    repair in the fit window, so every level-shift regressor is 1."""
+    future = pd.DataFrame({"ds": ds})
+    for column in model.extra_regressors:
+        future[column] = 1.0
+    return future
+
+
+def _point_forecast(model: Any, ds: pd.DatetimeIndex) -> np.ndarray:
+    """Prophet's deterministic forecast (trend + seasonality + regressors) at `ds`, without sampling."""
+    prepared = model.setup_dataframe(_future(model, ds))
+    trend = model.predict_trend(prepared)
+    seasonal = model.predict_seasonal_components(prepared)
+    return np.asarray(trend * (1 + seasonal["multiplicative_terms"]) + seasonal["additive_terms"], dtype=float)
+
+
 def _predict(model: Any, ds: pd.DatetimeIndex, seed: int, scales: dict[str, float]) -> pd.DataFrame:
     """Point forecast and nested 80/95 % bands at `ds` (FORECAST_COLUMNS except `sensor`), band half-widths
     multiplied by the calibrated `scales` (level -> factor)."""
-    future = pd.DataFrame({"ds": ds})
-    for column in model.extra_regressors:
-        future[column] = 1.0  # the forecast lies in the newest lifecycle, after every repair in the window
     with _seeded_numpy(seed):
-        draws = model.predictive_samples(future)["yhat"]
-    prepared = model.setup_dataframe(future.copy())
-    trend = model.predict_trend(prepared)
-    seasonal = model.predict_seasonal_components(prepared)
-    yhat = np.asarray(trend * (1 + seasonal["multiplicative_terms"]) + seasonal["additive_terms"], dtype=float)
+        draws = model.predictive_samples(_future(model, ds))["yhat"]
+    yhat = _point_forecast(model, ds)
     out = pd.DataFrame({"ds": ds, "yhat": yhat})
     lower, upper = yhat, yhat
     for level, (lo, hi) in BAND_PERCENTILES.items():
@@ -350,7 +417,7 @@ class _Spec:
         season = _seasonalities(window["ds"].iloc[-1] - window["ds"].iloc[0], self.seasonalities)
         s = self.settings
         model = _prophet_class()(
-            growth="linear",
+            growth=s.growth,
             changepoint_prior_scale=s.changepoint_prior_scale,
             changepoint_range=s.changepoint_range,
             seasonality_mode=s.seasonality_mode,
@@ -378,33 +445,82 @@ class _Spec:
         model = self.fit(grid, sensor, origin, where)
         return _predict(model, self.horizon(origin, hours), self.settings.seed, scales)
 
-    def interval_scales(self, grid: _Grid, sensor: str, end: pd.Timestamp, where: str) -> dict[str, float]:
-        """Band factors from the last `calibration_windows` horizons before `end` (split-conformal scaling):
-        the 80 % (95 %) quantile of |actual - yhat| / band half-width on the side of the error."""
-        ratios: dict[str, list[np.ndarray]] = {level: [] for level in BAND_PERCENTILES}
-        periods = len(self.horizon(end))
-        for k in range(1, int(self.settings.calibration_windows) + 1):
-            origin = end - k * periods * self.step
-            ds = self.horizon(origin)
-            if _has_lifecycle_start(grid, origin, ds[-1], self.step):
-                continue
+
+def _interval_scales(
+    spec: _Spec, grid: _Grid, sensor: str, fits: Sequence[tuple[pd.Timestamp, Any]]
+) -> dict[str, float]:
+    """Band factors from models fitted before validation origins (split-conformal scaling): per level, the
+    80 % (95 %) quantile of |actual - yhat| / band half-width on the side of the error."""
+    ratios: dict[str, list[np.ndarray]] = {level: [] for level in BAND_PERCENTILES}
+    for origin, model in fits:
+        ds = spec.horizon(origin)
+        fc = _predict(model, ds, spec.settings.seed, scales={})
+        actual = grid.values[sensor].reindex(ds).to_numpy(dtype=float)
+        keep = ~np.isnan(actual)
+        yhat = fc["yhat"].to_numpy()[keep]
+        err = actual[keep] - yhat
+        for level in ratios:
+            upper, lower = fc[f"yhat_upper_{level}"].to_numpy()[keep], fc[f"yhat_lower_{level}"].to_numpy()[keep]
+            half = np.where(err >= 0, upper - yhat, yhat - lower)
+            ratios[level].append(np.abs(err) / np.maximum(half, 1e-12))
+    scales = {}
+    for level, parts in ratios.items():
+        r = np.concatenate(parts) if parts else np.array([])
+        scales[level] = float(np.quantile(r, int(level) / 100)) if len(r) >= MIN_CALIBRATION_POINTS else 1.0
+    return scales
+
+
+def _backtest_origins(
+    spec: _Spec, grid: _Grid, start: pd.Timestamp, end: pd.Timestamp, n_windows: int
+) -> tuple[list[pd.Timestamp], int]:
+    """Up to `n_windows` forecast origins spread evenly over `start`..`end` (every forecast period inside it)
+    whose forecast period holds no lifecycle start, and how many candidate origins a lifecycle start excluded.
+
+    Every grid point is a candidate origin; evenly spread picks among the valid ones keep the windows apart
+    (no overlap while the period holds n_windows horizons) and away from repairs."""
+    index = grid.values.index
+    reach = spec.horizon(index[0])[-1] - index[0]  # origin -> last forecast bin
+    candidates = index[(index >= start) & (index + reach <= end)]
+    valid = [t for t in candidates if not _has_lifecycle_start(grid, t, t + reach, spec.step)]
+    if not valid or n_windows < 1:
+        return [], len(candidates) - len(valid)
+    picks = np.unique(np.round(np.linspace(0, len(valid) - 1, min(n_windows, len(valid)))).astype(int))
+    return [valid[i] for i in picks], len(candidates) - len(valid)
+
+
+@dataclass
+class _Candidate:
+    """One candidate's validation backtest: per-sensor MAE and the models fitted before each origin."""
+
+    spec: _Spec
+    mae: dict[str, float]
+    fits: dict[str, list[tuple[pd.Timestamp, Any]]]
+    # Mean over sensors of MAE / MASE scale (sensors in different units weigh alike); inf if a fit failed.
+    score: float
+    failure: str | None = None
+
+
+def _validate_candidate(
+    spec: _Spec, grid: _Grid, sensors: Sequence[str], origins: Sequence[pd.Timestamp], scales: dict[str, float]
+) -> _Candidate:
+    """Fit `spec` before every validation origin and score its point forecasts over the horizon after it."""
+    mae: dict[str, float] = {}
+    fits: dict[str, list[tuple[pd.Timestamp, Any]]] = {}
+    for sensor in sensors:
+        errors, fits[sensor] = [], []
+        for origin in origins:
             try:
-                fc = self.fit_predict(grid, sensor, origin, where, scales={})
-            except ForecastSkipped:
-                continue  # too little data before this window: it does not calibrate anything
+                model = spec.fit(grid, sensor, origin, f"validation window at {origin}")
+            except ForecastSkipped as exc:
+                return _Candidate(spec, mae, fits, math.inf, failure=str(exc))
+            ds = spec.horizon(origin)
             actual = grid.values[sensor].reindex(ds).to_numpy(dtype=float)
-            keep = ~np.isnan(actual)
-            yhat = fc["yhat"].to_numpy()[keep]
-            err = actual[keep] - yhat
-            for level in ratios:
-                upper, lower = fc[f"yhat_upper_{level}"].to_numpy()[keep], fc[f"yhat_lower_{level}"].to_numpy()[keep]
-                half = np.where(err >= 0, upper - yhat, yhat - lower)
-                ratios[level].append(np.abs(err) / np.maximum(half, 1e-12))
-        scales = {}
-        for level, parts in ratios.items():
-            r = np.concatenate(parts) if parts else np.array([])
-            scales[level] = float(np.quantile(r, int(level) / 100)) if len(r) >= MIN_CALIBRATION_POINTS else 1.0
-        return scales
+            errors.append(np.abs(actual - _point_forecast(model, ds))[~np.isnan(actual)])
+            fits[sensor].append((origin, model))
+        all_errors = np.concatenate(errors)
+        mae[sensor] = float(all_errors.mean()) if len(all_errors) else math.nan
+    normalized = [mae[s] / scales[s] for s in sensors if math.isfinite(mae[s]) and scales[s] > 0]
+    return _Candidate(spec, mae, fits, float(np.mean(normalized)) if normalized else math.inf)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -421,15 +537,91 @@ def forecast_sensors(metadata_critical: Sequence[str], all_sensors: Sequence[str
     return critical or list(all_sensors)
 
 
+def _validation_start(history_grid: _Grid, val_start: pd.Timestamp | None) -> pd.Timestamp:
+    """Start of the validation period: `val_start`, else the last DEFAULT_VALIDATION_SHARE of the history."""
+    first, last = history_grid.values.index[0], history_grid.values.index[-1]
+    if val_start is None:
+        return first + (last - first) * (1 - DEFAULT_VALIDATION_SHARE)
+    val_start = pd.Timestamp(val_start)
+    if val_start.tzinfo is not None:
+        val_start = val_start.tz_convert("UTC").tz_localize(None)
+    if not first < val_start <= last:
+        raise ValueError(f"forecast history: val_start {val_start} is not inside the history ({first} to {last})")
+    return val_start
+
+
+def _select(
+    specs: Sequence[_Spec],
+    grid: _Grid,
+    sensors: Sequence[str],
+    val_start: pd.Timestamp,
+    log: Log,
+) -> tuple[_Candidate | None, dict[str, Any]]:
+    """Backtest every candidate on the same validation origins (fitted on data before each origin only) and
+    pick the lowest score; returns the winner (None when no validation window fits) and the record of it."""
+    base = specs[0]
+    n_windows = int(base.settings.validation_windows)
+    origins, excluded = _backtest_origins(base, grid, val_start, grid.values.index[-1], n_windows)
+    record: dict[str, Any] = {
+        "validation_start": val_start.isoformat(),
+        "origins": [o.isoformat() for o in origins],
+        "origins_excluded_for_lifecycle_start": excluded,
+        "score": "mean over sensors of validation MAE / in-sample seasonal-naive MAE before the validation period",
+        "candidates": [],
+        "chosen": None,
+    }
+    if not origins:
+        record["reason"] = (
+            f"no {base.horizon_hours} h validation window (validation_windows={n_windows}, period from {val_start}): "
+            "the base settings are used as they are, with Prophet's own bands"
+        )
+        log(f"forecast: {record['reason']}")
+        return None, record
+    train_values = grid.values[grid.values.index < val_start]
+    scales = {s: _mase_scale(train_values[s], base.step) for s in sensors}
+    results = [_validate_candidate(spec, grid, sensors, origins, scales) for spec in specs]
+    for result in results:
+        record["candidates"].append(
+            {
+                "label": result.spec.settings.label(),
+                "changes": _changes(base.settings, result.spec.settings),
+                "score": result.score if math.isfinite(result.score) else None,
+                "val_mae": result.mae,
+                **({"failure": result.failure} if result.failure else {}),
+            }
+        )
+        log(f"forecast: candidate {result.spec.settings.label()}: validation score {result.score:.4f}")
+    best = min(results, key=lambda r: r.score)  # ties: the earlier (base-nearer) candidate
+    if not math.isfinite(best.score):
+        record["reason"] = "every candidate failed on a validation window: the first candidate is used as it is"
+        return None, record
+    record["chosen"] = best.spec.settings.label()
+    log(f"forecast: chose {best.spec.settings.label()} on {len(origins)} validation window(s)")
+    return best, record
+
+
+def _changes(base: ForecastSettings, other: ForecastSettings) -> dict[str, Any]:
+    """The fields where `other` differs from `base`."""
+    b, o = asdict(base), asdict(other)
+    return {k: v for k, v in o.items() if b[k] != v}
+
+
 def train_sensor_forecasts(
     history: pd.DataFrame,
     sensors: Sequence[str],
     out_dir: Path,
     config: TrainingConfig,
     log: Log = print,
+    *,
+    val_start: pd.Timestamp | None = None,
 ) -> ForecastModelResult:
-    """Fit one Prophet per sensor on the trailing window of `history` (train + val raw rows) into `out_dir`,
-    with interval factors calibrated on the last days of `history`."""
+    """Choose forecast settings on validation windows, then fit one Prophet per sensor on the trailing window
+    of `history` (train + val raw rows, in time order) into `out_dir`.
+
+    The validation period runs from `val_start` (the first val timestamp; default: the last 15 % of the
+    history) to the end of `history`. Each CANDIDATE_GRID setting (fields set in `config.extra` stay fixed)
+    is backtested there at `validation_windows` origins, fitted on the data before each origin only; the
+    lowest mean validation MASE wins, and its validation forecasts calibrate the interval widths."""
     start_time = time.perf_counter()
     settings = ForecastSettings.from_config(config)
     sensors = list(dict.fromkeys(sensors))
@@ -442,17 +634,24 @@ def train_sensor_forecasts(
     freq, step = _model_step(step_seconds)
     grid = _grid(history, sensors, freq, where)
     first, last = grid.values.index[0], grid.values.index[-1]
-    spec = _Spec(
-        settings=settings,
-        freq=freq,
-        step=step,
-        seasonalities=_seasonalities(min(last - first, pd.Timedelta(days=settings.history_days))),
-        horizon_hours=int(config.forecast_hours),
-    )
+    fixed = ForecastSettings.overrides(config)
+    candidates = settings.candidates(fixed) if settings.validation_windows else [settings]
+    specs = [
+        _Spec(
+            settings=candidate,
+            freq=freq,
+            step=step,
+            seasonalities=_seasonalities(min(last - first, pd.Timedelta(days=candidate.history_days))),
+            horizon_hours=int(config.forecast_hours),
+        )
+        for candidate in candidates
+    ]
     log(
         f"forecast: {len(sensors)} sensor(s), raw step {step_seconds:g} s -> grid {freq!r}, "
-        f"{settings.history_days:g}-day window, seasonalities {spec.seasonalities}"
+        f"{len(specs)} candidate setting(s)"
     )
+    chosen, selection = _select(specs, grid, sensors, _validation_start(grid, val_start), log)
+    spec = chosen.spec if chosen else specs[0]
     from prophet.serialize import model_to_json
 
     out_dir = Path(out_dir)
@@ -468,7 +667,7 @@ def train_sensor_forecasts(
         files[sensor] = f"{MODELS_SUBDIR}/{i:02d}.json"
         (out_dir / files[sensor]).write_text(model_to_json(model))
         window_hours = max(window_hours, (origin - model.history["ds"].iloc[0]) / pd.Timedelta(hours=1))
-        scales[sensor] = spec.interval_scales(grid, sensor, origin, f"{where} (interval calibration)")
+        scales[sensor] = _interval_scales(spec, grid, sensor, chosen.fits[sensor] if chosen else [])
         log(
             f"forecast: sensor {i + 1}/{len(sensors)} {sensor}: {len(model.history)} points fitted in "
             f"{fit_seconds:.2f} s, interval factors {', '.join(f'{k} %: {v:.2f}' for k, v in scales[sensor].items())}"
@@ -485,7 +684,8 @@ def train_sensor_forecasts(
         "history_end": last.isoformat(),
         "seasonalities": spec.seasonalities,
         "interval_scales": scales,
-        "settings": asdict(settings),
+        "settings": asdict(spec.settings),
+        "selection": selection,
     }
     (out_dir / MODEL_CARD).write_text(json.dumps(card, indent=1))
     size = size_mb(out_dir)
@@ -501,6 +701,8 @@ def train_sensor_forecasts(
         horizon_hours=spec.horizon_hours,
         seasonalities=spec.seasonalities,
         step_seconds=step_seconds,
+        settings=asdict(spec.settings),
+        selection=selection,
     )
 
 
@@ -600,21 +802,6 @@ def _errors(actual: np.ndarray, predicted: np.ndarray, scale: float) -> dict[str
     return {"mae": mae, "smape": float(100 * smape.mean()), "mase": mae / scale if scale > 0 else float("nan")}
 
 
-def _origins(
-    spec: _Spec, grid: _Grid, test_start: pd.Timestamp, test_end: pd.Timestamp, n_windows: int
-) -> tuple[list[pd.Timestamp], int]:
-    """`n_windows` origins spread evenly over the test period whose forecast period holds no lifecycle start,
-    and how many candidate origins were excluded for a lifecycle start."""
-    index = grid.values.index
-    reach = spec.horizon(index[0])[-1] - index[0]  # origin -> last forecast bin
-    candidates = index[(index >= test_start) & (index + reach <= test_end)]
-    valid = [t for t in candidates if not _has_lifecycle_start(grid, t, t + reach, spec.step)]
-    if not valid:
-        return [], len(candidates)
-    picks = np.unique(np.round(np.linspace(0, len(valid) - 1, min(n_windows, len(valid)))).astype(int))
-    return [valid[i] for i in picks], len(candidates) - len(valid)
-
-
 def _window_picture(sensor: str, grid: _Grid, origin: pd.Timestamp, fc: pd.DataFrame) -> str:
     """History tail, forecast with 80/95 % bands and the actual values of one backtest window."""
     from pdm_pipeline.core.plots import figure_markdown, new_figure
@@ -658,7 +845,7 @@ def evaluate_sensor_forecasts(
     history: pd.DataFrame,
     test: pd.DataFrame,
     *,
-    n_windows: int = 5,
+    n_windows: int = 10,
 ) -> Evaluation:
     """Rolling-origin backtest over TEST: at each origin refit on the past only, forecast the horizon, compare
     with the actual values and with the seasonal-naive baseline."""
@@ -677,7 +864,7 @@ def evaluate_sensor_forecasts(
         )
     history_grid = spec.grid(history, sensors, "forecast history")
     grid = spec.grid(pd.concat([history, test], ignore_index=True), sensors, "history + test")
-    origins, excluded = _origins(spec, grid, test_ts.min(), test_ts.max(), n_windows)
+    origins, excluded = _backtest_origins(spec, grid, test_ts.min(), test_ts.max(), n_windows)
     if not origins:
         period = f"test split ({test_ts.min()} to {test_ts.max()})"
         hours = spec.horizon_hours
@@ -734,6 +921,7 @@ def evaluate_sensor_forecasts(
             "freq": spec.freq,
             "interval_scales": forecaster.interval_scales,
             "settings": asdict(spec.settings),
+            "selection": forecaster.card.get("selection"),
         },
         pictures={"per-sensor backtest metrics": _metric_table(per_sensor, per_sensor_baseline), **pictures},
     )

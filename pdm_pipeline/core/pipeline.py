@@ -38,6 +38,7 @@ from pdm_pipeline.core.schema import (
     MODEL_TYPES,
     REGRESSION,
     TIMESERIES,
+    TIMESTAMP,
 )
 
 Log = Callable[[str], None]
@@ -218,8 +219,9 @@ def train_model(
             if not data.metadata.time_order:
                 raise forecast.ForecastSkipped(f"machine {mid} has no timestamp column: nothing to forecast")
             sensors = forecast.forecast_sensors(data.metadata.critical_sensors, data.sensors)
-            result = forecast.train_sensor_forecasts(_history(data), sensors, out_dir, config, log)
-            summary = _summary(result, "sensors", "freq", "history_hours", "horizon_hours", "seasonalities")
+            val_start = data.splits["val"][TIMESTAMP].min()
+            result = forecast.train_sensor_forecasts(_history(data), sensors, out_dir, config, log, val_start=val_start)
+            summary = _summary(result, "sensors", "freq", "history_hours", "horizon_hours", "seasonalities", "settings")
     except (tabular.ModelSkipped, forecast.ForecastSkipped) as exc:
         log(f"{model_type} skipped: {exc}")
         discard_dir(out_dir)

@@ -1,14 +1,17 @@
 """Deterministic, physics-inspired sample data: run-to-failure sensor histories for a fleet of machines.
 
 Each machine runs through several lifecycles, one after the other in time, each ending in a failure and a
-short repair gap. Within a lifecycle a latent wear state grows from 0 to 1 at failure (flat until a random
-onset, then linear or accelerating, depending on the machine type). Every sensor reading is
+short repair gap; lifecycle lengths vary by about +-30 %. Within a lifecycle a latent wear state stays 0 while
+the machine is healthy and grows to 1 at failure over a degradation interval of about half a mean lifecycle
+(the P-F interval, varying from lifecycle to lifecycle), linearly or accelerating depending on the machine
+type. Every sensor reading is
 
     typical + unit offset + load effect + ambient effect + wear effect + AR(1) drift + white noise
 
-where the load follows a daily cycle (lower at weekends) around operating set points that change every few
-days, the ambient temperature follows a daily and a seasonal cycle, and the wear effect is largest for the
-critical sensors, weak for some and absent for the distractors; its size differs from lifecycle to lifecycle.
+where the load (seen through a thermal lag by temperatures) follows a daily cycle (lower at weekends) around
+operating set points that change every few days, the ambient temperature follows a daily and a seasonal
+cycle, and the wear effect is largest for the critical sensors, weak for some and absent for the
+distractors; its size differs from lifecycle to lifecycle.
 Rare glitches (single-row spikes, short stretches where a sensor is stuck) are added, values are rounded to a
 plausible reading resolution and kept within the profile's min..max.
 
@@ -146,7 +149,7 @@ def _ambient_sensor() -> SensorSpec:
 def _vibration(name: str, typical: float, load: float, alarm: float = 7.1, trip: float = 11.2) -> SensorSpec:
     """A critical vibration velocity sensor (ISO 10816-style alarm and trip levels); noisy readings."""
     distance = alarm - typical
-    return SensorSpec(name, "mm/s", typical, alarm, trip, 0.0, 25.0, wear=1.3, load=load, noise=0.07 * distance, white=0.25 * distance)
+    return SensorSpec(name, "mm/s", typical, alarm, trip, 0.0, 25.0, wear=1.3, load=load, noise=0.07 * distance, white=0.15 * distance)
 
 
 S = SensorSpec
@@ -391,6 +394,7 @@ def _sensor_values(
 
 
 def _metadata(machine_id: str, spec: MachineTypeSpec, timeline: _Timeline) -> dict[str, Any]:
+    """SDV single-table metadata with the columns in file order and the RUL parameters."""
     columns: dict[str, dict[str, str]] = {
         TIMESTAMP: {"sdtype": "datetime", "datetime_format": "%Y-%m-%d %H:%M:%S"},
         UNIT_ID: {"sdtype": "id"},
@@ -412,6 +416,7 @@ def _metadata(machine_id: str, spec: MachineTypeSpec, timeline: _Timeline) -> di
 
 
 def _profile(machine_id: str, spec: MachineTypeSpec) -> dict[str, Any]:
+    """Machine type, per-sensor limits (with the direction wear moves the sensor) and critical sensors."""
     sensors = {
         s.name: {
             "unit": s.unit,
@@ -453,7 +458,7 @@ def _check_arguments(machine_id: str, machine_type: str, seed: int, rows: tuple[
     if machine_type not in SPECS:
         raise ValueError(f"{where}unknown machine_type {machine_type!r}; expected one of {', '.join(MACHINE_TYPES)}")
     _check_seed(seed, where)
-    if len(rows) != len(SPLITS) or not all(_is_int(n) for n in rows):
+    if not isinstance(rows, (tuple, list)) or len(rows) != len(SPLITS) or not all(_is_int(n) for n in rows):
         raise ValueError(f"{where}rows={rows!r} must be three integers ({', '.join(SPLITS)})")
     if not (0.0 <= missing_share < 0.5):
         raise ValueError(f"{where}missing_share={missing_share!r} must be in [0, 0.5)")

@@ -64,6 +64,18 @@ TAG_HIGHER_IS_BETTER = "higher_is_better"
 TAG_DECISION = "champion_decision"
 
 _SQLITE_PREFIX = "sqlite:///"
+# Tracking URIs this process gave to mlflow.set_tracking_uri. MLflow exports each one as $MLFLOW_TRACKING_URI
+# (for its subprocesses), so finding one of them there later is our own echo, not the user's override: a later
+# run of this process with another data root must use that root's store.
+_process_uris: set[str] = set()
+
+
+def activate_tracking_uri(uri: str) -> None:
+    """Make `uri` MLflow's global tracking URI (what dagster-mlflow's fluent calls use) in this process."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    _process_uris.add(uri)
 
 
 def default_tracking_uri(root: Path) -> str:
@@ -75,7 +87,7 @@ def default_tracking_uri(root: Path) -> str:
     `mlflow ui --backend-store-uri sqlite:///<root>/mlflow.db`.
     """
     from_env = os.environ.get(TRACKING_URI_ENV)
-    if from_env:
+    if from_env and from_env not in _process_uris:
         return from_env
     return _SQLITE_PREFIX + (Path(root).resolve() / MLFLOW_DB_NAME).as_posix()
 

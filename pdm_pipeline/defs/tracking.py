@@ -30,13 +30,13 @@ CONFIG_SCHEMA = {
 
 @dg.resource(config_schema=CONFIG_SCHEMA, description="dagster-mlflow's MLflow run per Dagster run; experiment under the data root")
 def pdm_mlflow(init_context) -> Any:
-    import mlflow
     from dagster_mlflow.resources import MlFlow
 
     config = init_context.resource_config
     # Resolved when a run starts (not when definitions load), so $PDM_DATA_DIR / $MLFLOW_TRACKING_URI apply.
     uri = config.get("mlflow_tracking_uri") or tracking.default_tracking_uri(paths.data_root().resolve())
-    mlflow.set_tracking_uri(uri)
+    _end_stale_runs(init_context.log)  # before the URI changes: a stale run lives in its own run's store
+    tracking.activate_tracking_uri(uri)
     # Create the experiment ourselves first, so its artifacts go under the data root, not ./mlruns.
     tracking.ensure_experiment(tracking_uri=uri, experiment=config["experiment_name"])
     resource = MlFlow(init_context)
@@ -47,6 +47,24 @@ def pdm_mlflow(init_context) -> Any:
 
     atexit.unregister(fluent._safe_end_run)
     return resource
+
+
+def _end_stale_runs(log) -> None:
+    """End MLflow runs left active in this process by an earlier Dagster run that failed before its last step.
+
+    dagster-mlflow would otherwise take the stale run as this run's (mlflow.start_run refuses while one is
+    active, and dagster-mlflow then uses the active one). Done before the tracking URI changes: a stale run
+    lives in the store of its own run. Its status becomes FAILED, the truth for a run that never finished.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    while (stale := mlflow.active_run()) is not None:
+        try:
+            mlflow.end_run(status="FAILED")  # pops it from the active-run stack first
+            log.info(f"ended MLflow run {stale.info.run_id} left active by an earlier failed Dagster run")
+        except MlflowException as exc:  # its store is gone (e.g. a deleted data root): nothing left to end
+            log.warning(f"could not mark stale MLflow run {stale.info.run_id} FAILED: {exc}")
 
 
 def mlflow_resource() -> dg.ResourceDefinition:
