@@ -75,6 +75,9 @@ def _print_summary(summaries: dict[str, dict[str, dict]]) -> None:
             if row.get("skipped"):
                 print(f"  {name:<20} skipped: {row['skipped']}")
                 continue
+            if name == "edge_bundle":
+                print(f"  {name:<20} {row.get('size_mb') or 0:.2f} MB at <data root>/{row.get('path')}")
+                continue
             facts = [f"{row.get('size_mb') or 0:.2f} MB", f"train {row.get('train_s') or 0:.1f} s"]
             facts += [f"{k} {v:.3f}" for k, v in row.items() if k not in ("size_mb", "train_s") and isinstance(v, float)]
             print(f"  {name:<20} " + ", ".join(facts))
@@ -248,6 +251,61 @@ def cmd_demo_real(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.bundle import build_bundle
+
+    root = _root(args)
+    out = Path(args.out) if args.out else paths.bundle_dir(root, args.machine_id)
+    info = build_bundle(root, args.machine_id, out)
+    for model_type, fmt in info.formats.items():
+        diff = info.max_abs_diff.get(model_type)
+        print(f"  {model_type:<15} {fmt}" + (f"  (max |native - AutoGluon| {diff:.1e})" if diff is not None else ""))
+    for model_type, reason in info.absent.items():
+        print(f"  {model_type:<15} absent: {reason}")
+    print(f"bundle {info.path}: {info.n_files} files, {info.size_mb:.2f} MB (manifest.json lists their sha256)")
+    return 0
+
+
+def _write_table(frame, out: Path | None) -> None:
+    import pandas as pd
+
+    if out is None:
+        with pd.option_context("display.max_rows", 50, "display.width", 160):
+            print(frame.to_string(index=False) if len(frame) <= 50 else frame)
+        return
+    if out.suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+    print(f"wrote {len(frame)} rows to {out}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.predict import EdgePredictor, read_input
+
+    predictor = EdgePredictor.load(args.bundle)
+    raw = read_input(args.input)
+    if args.forecast:
+        result = predictor.forecast(raw if args.refit else None, hours=args.hours)
+    else:
+        result = predictor.predict(raw, latest_only=args.latest_only)
+    _write_table(result, Path(args.output) if args.output else None)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.bench import run_benchmark
+
+    result = run_benchmark(
+        Path(args.out), args.presets, args.rows, args.machine_type, args.seed, seed_time_limit_s=args.seed_time_limit
+    )
+    failed = [t["rule"] for t in result["targets"].values() if t["passed"] is False]
+    print(f"results: {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'}")
+    if failed:
+        print("targets missed: " + "; ".join(failed))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -325,6 +383,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine-id", action="append", help="machine id (repeatable; default: all)")
     p.add_argument("--preset", default="pi", choices=["pi", "seed", "server"])
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("export", help="write a machine's edge bundle: its published models + manifest.json of hashes")
+    p.add_argument("--machine-id", required=True)
+    p.add_argument("--out", help="bundle directory (default: <data root>/bundles/<machine_id>)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="predict from a bundle on raw sensor rows (parquet or CSV, with history)")
+    p.add_argument("--bundle", required=True, help="bundle directory written by `export`")
+    p.add_argument("--input", required=True, help="parquet or CSV of raw sensor rows (timestamp, sensors[, unit_id])")
+    p.add_argument("--output", help="write the predictions to this .csv or .parquet instead of printing them")
+    p.add_argument("--latest-only", action="store_true", help="only the last row of each unit")
+    p.add_argument("--forecast", action="store_true", help="the next hours per forecast sensor, 80 %%/95 %% intervals")
+    p.add_argument("--hours", type=int, help="with --forecast: hours ahead (default: the trained horizon, 24)")
+    p.add_argument("--refit", action="store_true",
+                   help="with --forecast: forecast from the end of --input (refit on it), not the training history")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="pi vs seed preset on one machine of the original size: time, memory, size, "
+                       "metrics, latency; writes bench.json and bench.md")
+    p.add_argument("--out", default="bench", help="output directory (default ./bench)")
+    p.add_argument("--presets", type=_csv_list, default=["pi", "seed"], help="comma-separated presets (default pi,seed)")
+    p.add_argument("--rows", type=_rows, default=(35_000, 7_500, 7_500), help="train,val,test rows")
+    p.add_argument("--machine-type", default="compressor", help="simulated machine type (compressor: 10 sensors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed-time-limit", type=float, help="AutoGluon time limit per model for seed (default 900 s)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -334,8 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[paths.DATA_DIR_ENV] = str(Path(args.data_dir).resolve())
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, LookupError) as exc:
         # Bad input: one clear line, no traceback.
+        print(f"pdm-pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from pdm_pipeline.core.bundle import BundleExportError, BundleIntegrityError
+
+        if not isinstance(exc, (BundleExportError, BundleIntegrityError)):
+            raise
+        # A refused or unbuildable bundle: its message names the file or the model.
         print(f"pdm-pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -21,7 +21,7 @@ def test_definitions_load_and_validate():
         "machine_splits", "machine_metadata", "machine_dataset", "failure_labels", "machine_features",
         "failure_classifier", "rul_regressor", "anomaly_detector", "sensor_forecasts",
         "failure_classifier_evaluation", "rul_regressor_evaluation", "anomaly_detector_evaluation",
-        "sensor_forecasts_evaluation", "deployed_models",
+        "sensor_forecasts_evaluation", "deployed_models", "edge_bundle",
     } <= keys
 
 

@@ -287,7 +287,7 @@ def test_settings_fixed_in_the_config_are_not_varied():
     assert candidates[0] == base
     assert {c.history_days for c in candidates} == {10.0}
     # Grid entries that differ only in the fixed field collapse into one candidate.
-    assert [c.label() for c in candidates] == ["10d linear cr0.8", "10d linear cr0.95", "10d flat cr0.8"]
+    assert [c.label() for c in candidates] == ["10d linear cr0.8", "10d flat cr0.8"]
     assert len(base.candidates()) == len(CANDIDATE_GRID)
 
 

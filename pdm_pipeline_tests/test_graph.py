@@ -105,3 +105,77 @@ def test_each_model_gets_its_own_tagged_mlflow_run_under_the_dagster_run(trained
     # First version of each tabular model becomes the champion.
     assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="classification") is not None
     assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="regression") is not None
+
+
+def _bundle_check(instance: dg.DagsterInstance):
+    key = dg.AssetCheckKey(dg.AssetKey("edge_bundle"), "bundle_size_gate")
+    return [r.event.dagster_event.event_specific_data
+            for r in instance.event_log_storage.get_asset_check_execution_history(key, limit=5) if r.event]
+
+
+def test_edge_bundle_is_published_gated_and_predicts(trained):
+    from pdm_pipeline.core.bundle import verify_bundle
+
+    root, instance, _ = trained
+    bundle = root / "bundles" / MACHINE
+    manifest = verify_bundle(bundle)
+    assert set(manifest["formats"]) == {"classification", "regression", "anomaly", "timeseries"}
+    evaluation = _bundle_check(instance)[0]
+    assert evaluation.passed
+    assert evaluation.metadata["value"].value == pytest.approx(manifest["total_bytes"] / 1e6)
+    assert evaluation.metadata["limit"].value == 500.0
+    meta = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("edge_bundle"), asset_partitions=[MACHINE]), limit=1
+    ).records[0].asset_materialization.metadata
+    prediction = meta["last_test_row_prediction"].value
+    assert 0.0 <= prediction["failure_probability"] <= 1.0 and prediction["rul_hours"] >= 0.0
+    assert prediction["warmup"] is False
+
+
+def test_export_and_predict_commands_round_trip(trained, tmp_path, capsys):
+    """`pdm-pipeline export` then `predict` on raw test rows gives the bundle asset's own prediction."""
+    import pandas as pd
+
+    from pdm_pipeline.cli import main
+    from pdm_pipeline.core.contract import load_machine
+    from pdm_pipeline.core.predict import EdgePredictor
+
+    root, _, _ = trained
+    out = tmp_path / "bundle"
+    assert main(["--data-dir", str(root), "export", "--machine-id", MACHINE, "--out", str(out)]) == 0
+    raw = load_machine(root, MACHINE).splits["test"].iloc[-400:]
+    raw.to_csv(tmp_path / "recent.csv", index=False)
+    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"),
+                 "--output", str(tmp_path / "pred.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "pred.csv")
+    assert len(predicted) == len(raw)
+    reference = EdgePredictor.load(root / "bundles" / MACHINE).predict(raw)
+    for column in ("failure_probability", "rul_hours", "anomaly_score"):
+        assert predicted[column].to_numpy() == pytest.approx(reference[column].to_numpy(), abs=1e-6), column
+    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"), "--forecast"]) == 0
+    assert "yhat_upper_95" in capsys.readouterr().out
+    # A changed byte in the exported bundle: refused with the file named, exit code 2.
+    model = next(p for p in (out / "classification").iterdir() if p.name.startswith("model."))
+    model.write_bytes(model.read_bytes()[:-1] + b"#")
+    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv")]) == 2
+    assert f"classification/{model.name}" in capsys.readouterr().err
+
+
+def test_oversized_bundle_is_not_published_and_the_previous_one_stays(trained):
+    from pdm_pipeline.core.bundle import verify_bundle
+
+    root, instance, _ = trained
+    before = verify_bundle(root / "bundles" / MACHINE)
+    result = materialize_machine(
+        instance, MACHINE, log_level="WARNING",
+        training={"excluded_models": ["classification", "regression", "timeseries"], "time_limit_s": 10},
+        gates={"bundle_budget_mb": 0.001},
+    )
+    assert not result.success
+    assert [e.step_key for e in result.get_step_failure_events()] == ["edge_bundle"]
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "bundle not published" in failure.description and "OVER 0.001 MB" in failure.description
+    evaluation = _bundle_check(instance)[0]
+    assert not evaluation.passed and evaluation.metadata["limit"].value == 0.001
+    assert verify_bundle(root / "bundles" / MACHINE) == before
+    assert not list((root / "bundles").glob(".*"))

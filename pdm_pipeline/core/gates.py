@@ -68,6 +68,8 @@ DEFAULT_SIZE_BUDGET_MB: dict[str, float] = {
     TIMESERIES: 100.0,
 }
 DEFAULT_TOTAL_BUDGET_MB = 500.0
+# The edge bundle holds the four models plus small JSON files: the same budget as the models together.
+DEFAULT_BUNDLE_BUDGET_MB = DEFAULT_TOTAL_BUDGET_MB
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,13 @@ def check_total_size(sizes_mb: dict[str, float], budget_mb: float) -> GateOutcom
     parts = ", ".join(f"{k} {v:.2f}" for k, v in sizes_mb.items())
     desc = f"all models together {total:.2f} MB ({parts}) {'within' if ok else 'OVER'} {budget_mb:g} MB"
     return GateOutcome("pi_total_size_gate", ok, ERROR, desc, total, budget_mb, {"sizes_mb": sizes_mb})
+
+
+def check_bundle_size(size_mb: float, budget_mb: float) -> GateOutcome:
+    """The edge bundle (every file, manifest excluded) within its Raspberry Pi budget (blocking)."""
+    ok = size_mb <= budget_mb
+    desc = f"edge bundle {size_mb:.2f} MB {'within' if ok else 'OVER'} {budget_mb:g} MB"
+    return GateOutcome("bundle_size_gate", ok, ERROR, desc, size_mb, budget_mb)
 
 
 # ---------------------------------------------------------------------------------------------- quality

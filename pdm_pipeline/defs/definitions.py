@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from pdm_pipeline.defs.assets.edge_bundle import edge_bundle
 from pdm_pipeline.defs.assets.evaluation import evaluation_assets
 from pdm_pipeline.defs.assets.models import model_assets
 from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset, machine_features
@@ -18,7 +19,7 @@ from pdm_pipeline.defs.sensors import new_machine_data_sensor
 from pdm_pipeline.defs.tracking import mlflow_resource
 
 source_assets = [machine_splits, machine_metadata]
-pipeline_assets = [machine_dataset, failure_labels, machine_features, *model_assets, *evaluation_assets, deployed_models]
+pipeline_assets = [machine_dataset, failure_labels, machine_features, *model_assets, *evaluation_assets, deployed_models, edge_bundle]
 
 
 def build_resources() -> dict:

@@ -95,6 +95,9 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str) -> dict[str, 
             if metric in ev:
                 row[metric] = ev[metric]
         out[name] = row
+    bundle = latest_metadata(instance, "edge_bundle", machine_id)
+    if bundle:
+        out["edge_bundle"] = {"size_mb": bundle.get("size_mb"), "path": bundle.get("relative_path")}
     return out
 
 

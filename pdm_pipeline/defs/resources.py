@@ -13,6 +13,7 @@ from pydantic import Field
 from pdm_pipeline.core import paths
 from pdm_pipeline.core.config import TrainingConfig
 from pdm_pipeline.core.gates import (
+    DEFAULT_BUNDLE_BUDGET_MB,
     DEFAULT_SIZE_BUDGET_MB,
     DEFAULT_TOTAL_BUDGET_MB,
     DataQualityLimits,
@@ -65,6 +66,7 @@ class GatesResource(dg.ConfigurableResource):
     anomaly_budget_mb: float = DEFAULT_SIZE_BUDGET_MB[ANOMALY]
     timeseries_budget_mb: float = DEFAULT_SIZE_BUDGET_MB[TIMESERIES]
     total_budget_mb: float = DEFAULT_TOTAL_BUDGET_MB
+    bundle_budget_mb: float = Field(default=DEFAULT_BUNDLE_BUDGET_MB, description="edge bundle, all files (MB)")
     classifier_min_roc_auc: float = 0.90
     classifier_min_precision: float = 0.85
     classifier_min_recall: float = 0.85
