@@ -339,7 +339,7 @@ def _retrain_tabular(trained_root: Path, tmp_path: Path, preset_name: str, types
 )
 def test_xgboost_and_catboost_export_natively(trained_root, test_rows, tmp_path, monkeypatch, key, params, fmt):
     name = f"test_{fmt}"
-    preset = replace(TABULAR_PRESETS["pi"], name=name, hyperparameters={key: [params]})
+    preset = replace(TABULAR_PRESETS["pi"], name=name, hyperparameters={key: [params]}, regressor_hyperparameters=None)
     monkeypatch.setitem(TABULAR_PRESETS, name, preset)
     root = _retrain_tabular(trained_root, tmp_path, name, (CLASSIFICATION, REGRESSION))
     info = build_bundle(root, MACHINE, tmp_path / "bundle", log=_silent)

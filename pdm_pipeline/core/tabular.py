@@ -243,7 +243,9 @@ def _seeded_hyperparameters(hyperparameters: dict[str, Any], seed: int) -> dict[
     return seeded
 
 
-def _fit_kwargs(preset: TabularPreset, seed: int, stopping_metric: str | None) -> dict[str, Any]:
+def _fit_kwargs(
+    preset: TabularPreset, seed: int, stopping_metric: str | None, problem_type: str = "binary"
+) -> dict[str, Any]:
     """Keyword arguments of `TabularPredictor.fit` for one preset (besides the data and the time limit)."""
     kwargs: dict[str, Any] = {
         "fit_weighted_ensemble": preset.fit_weighted_ensemble,
@@ -256,8 +258,9 @@ def _fit_kwargs(preset: TabularPreset, seed: int, stopping_metric: str | None) -
     }
     if preset.presets is not None:
         kwargs["presets"] = preset.presets
-    if preset.hyperparameters is not None:
-        kwargs["hyperparameters"] = _seeded_hyperparameters(preset.hyperparameters, seed)
+    hyperparameters = preset.hyperparameters_for(problem_type)
+    if hyperparameters is not None:
+        kwargs["hyperparameters"] = _seeded_hyperparameters(hyperparameters, seed)
     if preset.presets is None or preset.num_bag_folds > 0:
         kwargs["num_bag_folds"] = preset.num_bag_folds
         kwargs["num_stack_levels"] = preset.num_stack_levels
@@ -298,7 +301,7 @@ def _fit_predictor(
     preset = config.tabular
     random.seed(config.seed)
     np.random.seed(config.seed)
-    kwargs = _fit_kwargs(preset, config.seed, stopping_metric)
+    kwargs = _fit_kwargs(preset, config.seed, stopping_metric, problem_type)
     log(
         f"{what}: fitting AutoGluon (preset {preset.name}, {eval_metric}, {preset.time_limit_s:g} s limit, "
         f"{kwargs['num_cpus']} CPUs) on {len(train)} train / {len(val)} val rows x {len(feature_names)} features"

@@ -41,6 +41,7 @@ def _smoke_prediction(bundle, root, machine_id: str) -> dict:
             BUNDLE_CHECK,
             asset="edge_bundle",
             blocking=True,
+            partitions_def=machines_partitions,
             description="edge bundle (all files) within its Raspberry Pi budget (MB); over budget it is not "
             "published and the previous bundle stays",
         )
