@@ -127,7 +127,7 @@ def test_edge_bundle_is_published_gated_and_predicts(trained):
     meta = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("edge_bundle"), asset_partitions=[MACHINE]), limit=1
     ).records[0].asset_materialization.metadata
-    prediction = meta["last_test_row_prediction"].value
+    prediction = meta["last_val_row_prediction"].value
     assert 0.0 <= prediction["failure_probability"] <= 1.0 and prediction["rul_hours"] >= 0.0
     assert prediction["warmup"] is False
 

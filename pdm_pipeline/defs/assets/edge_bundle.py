@@ -21,14 +21,16 @@ BUNDLE_CHECK = "bundle_size_gate"
 
 
 def _smoke_prediction(bundle, root, machine_id: str) -> dict:
-    """The bundle's prediction for the last test row (with its history), as the edge would compute it."""
+    """The bundle's prediction for the last val row (with its history), as the edge would compute it.
+
+    Val, not test: test is used once, by the evaluations."""
     from pdm_pipeline.core.predict import EdgePredictor
 
     predictor = EdgePredictor.load(bundle)
     if not predictor.sensors:  # forecasts only: nothing to predict per row
         return {}
-    test = load_machine(root, machine_id).splits["test"]
-    row = predictor.predict(test.iloc[-predictor.min_history_rows:], latest_only=True).iloc[-1]
+    val = load_machine(root, machine_id).splits["val"]
+    row = predictor.predict(val.iloc[-predictor.min_history_rows:], latest_only=True).iloc[-1]
     return json.loads(row.to_json(date_format="iso"))
 
 
@@ -79,7 +81,7 @@ def edge_bundle(context: dg.AssetExecutionContext, data_root: DataRootResource, 
             "files": info.n_files,
             "models": dg.MetadataValue.md(files),
             "absent": dg.MetadataValue.json(info.absent),
-            "last_test_row_prediction": dg.MetadataValue.json(prediction),
+            "last_val_row_prediction": dg.MetadataValue.json(prediction),
             "export": f"pdm-pipeline export --machine-id {machine_id} --out DIR",
             "relative_path": str(info.path.relative_to(root)) if info.path.is_relative_to(root) else str(info.path),
         },
