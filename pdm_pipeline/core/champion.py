@@ -1,66 +1,89 @@
-"""The champion rule per machine: the registry alias `champion` moves to a new classifier/regressor version only
-when it passed its gates and beats the current champion re-scored on the SAME (current) test data."""
+"""The MLflow registry after a release: `champion` and `deployed` aliases per machine and family.
+
+For each family with a champion metric whose model has an MLflow run (logged by the tracking of its training):
+the version is registered; `champion` moves to it only when it passed its gates and beats the current champion
+re-scored on the SAME test data (the champion's artifacts are downloaded, their signed manifest verified, then
+evaluated through the family's own evaluation); `deployed` always points at the version in the current release
+(the one on disk and in the bundle), so a person can tell which model the Pi runs, whatever `champion` says.
+"""
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from pdm_pipeline import families
 from pdm_pipeline.core import tracking
 from pdm_pipeline.core.evaluation import Evaluation
-from pdm_pipeline.core.pipeline import FeatureFrames, TrainedModel
-from pdm_pipeline.core.schema import CLASSIFICATION, REGRESSION
+from pdm_pipeline.edge.integrity import Trust, verify_dir
+from pdm_pipeline.families.base import TrainedModel
 
-# Model type -> (test metric that decides, higher is better).
-CHAMPION_METRIC: dict[str, tuple[str, bool]] = {CLASSIFICATION: ("f1", True), REGRESSION: ("rmse", False)}
+log = logging.getLogger(__name__)
 
 
-def _rescore(model_type: str, model_dir: Path, features: FeatureFrames) -> float | None:
-    from pdm_pipeline.core import tabular
+def _rescore(model_type: str, model_dir: Path, data: Any, features: Any, trust: Trust) -> float | None:
+    from pdm_pipeline.core.pipeline import test_view
 
-    evaluate = tabular.evaluate_classifier if model_type == CLASSIFICATION else tabular.evaluate_regressor
-    metric = CHAMPION_METRIC[model_type][0]
-    return evaluate(model_dir, features.frames["test"]).metrics.get(metric)
+    family = families.get(model_type)
+    verify_dir(model_dir, trust, f"champion {model_type} model from MLflow")
+    metric = family.champion_metric[0]
+    return family.evaluate(model_dir, test_view(data, features)).metrics.get(metric)
 
 
 def promote_champions(
     tracking_uri: str,
-    trained: dict[str, TrainedModel],
-    evaluations: dict[str, Evaluation],
-    features: FeatureFrames,
+    result: Any,
+    trained: Mapping[str, TrainedModel],
+    evaluations: Mapping[str, Evaluation],
+    data: Any,
+    features: Any,
     data_version: str,
-    passed_gates: dict[str, bool],
-    log: Callable[[str], None] = print,
-) -> dict[str, tracking.ChampionDecision]:
-    """Register each tracked classifier/regressor and move `champion` when the rule says so."""
-    decisions = {}
-    for model_type, (metric, higher_is_better) in CHAMPION_METRIC.items():
-        model = trained.get(model_type)
-        run_id = model.summary.get("mlflow_run_id") if model and not model.skipped else None
-        new_score = evaluations[model_type].metrics.get(metric) if run_id else None
+    trust: Trust,
+) -> dict[str, Any]:
+    decisions: dict[str, Any] = {}
+    for family in families.all_families():
+        if family.champion_metric is None:
+            continue
+        metric, higher_is_better = family.champion_metric
+        t = family.model_type
+        model = trained.get(t)
+        run_id = model.summary.get("mlflow_run_id") if model is not None and not model.skipped else None
+        evaluation = evaluations.get(t)
+        new_score = evaluation.metrics.get(metric) if run_id and evaluation is not None else None
         if run_id is None or new_score is None:
             continue
+        released = result.decisions[t].action == "released"
         champion_score = None
-        if tracking.current_champion(tracking_uri=tracking_uri, machine_id=model.machine_id, model_type=model_type):
+        if data is not None and features is not None and tracking.current_champion(
+            tracking_uri=tracking_uri, machine_id=model.machine_id, model_type=t
+        ):
             with tempfile.TemporaryDirectory() as tmp:
                 champion_dir = tracking.champion_artifact_dir(
-                    tracking_uri=tracking_uri, machine_id=model.machine_id, model_type=model_type, dst=Path(tmp)
+                    tracking_uri=tracking_uri, machine_id=model.machine_id, model_type=t, dst=Path(tmp)
                 )
                 if champion_dir is not None:
-                    champion_score = _rescore(model_type, champion_dir, features)
+                    try:
+                        champion_score = _rescore(t, champion_dir, data, features, trust)
+                    except Exception as exc:  # noqa: BLE001 - an unloadable champion is compared by its stored score
+                        log.warning(f"{t} champion could not be re-scored: {exc}")
         decision = tracking.register_and_promote(
             tracking_uri=tracking_uri,
             run_id=run_id,
             machine_id=model.machine_id,
-            model_type=model_type,
+            model_type=t,
             data_version=data_version,
             new_score=float(new_score),
             champion_score_on_same_data=champion_score,
             higher_is_better=higher_is_better,
-            passed_gates=passed_gates.get(model_type, False),
+            passed_gates=released,
             metric_name=metric,
+            deployed=released,
+            release_id=result.release_id if released else None,
         )
-        log(f"{model_type} champion: {decision.reason}")
-        decisions[model_type] = decision
+        log.info(f"{t} champion: {decision.reason}")
+        decisions[t] = {"promoted": decision.promoted, "version": decision.version, "reason": decision.reason,
+                        "deployed": released}
     return decisions

@@ -2,12 +2,14 @@
 
 Layout under a data root (see paths.py):
 
-- ``synthetic/<machine_id>/{train,val,test}.parquet``: ``timestamp`` (datetime; may be absent only when the
-  metadata says ``"time_order": false``), one numeric column per sensor, optional ``rul`` (hours to failure,
-  >= 0), optional ``unit_id`` (physical unit or run-to-failure lifecycle: time order and uniqueness hold per
-  unit; without it the whole split is one unit), optional ``failure_status`` and ``anomaly_window`` (0/1).
+- ``synthetic/<machine_id>/{train,val,test}.parquet``: ``timestamp`` (datetime for a clock axis, a number for
+  a cycle/step axis; may be absent only when the metadata says ``"time_order": false``), one numeric column per
+  sensor, optional ``rul`` (time to failure in the data's time unit, >= 0), optional ``unit_id`` (physical unit
+  or run-to-failure lifecycle: time order and uniqueness hold per unit; without it the whole split is one unit),
+  optional ``failure_status`` and ``anomaly_window`` (0/1).
 - ``metadata/<machine_id>_metadata.json``: SDV single-table metadata, optionally with ``machine_id``,
-  ``rul_parameters`` and ``time_order``. Unknown keys are kept in ``extra``.
+  ``rul_parameters``, ``time_order``, ``time_unit`` (seconds, minutes, hours, days, cycles or steps; default
+  hours: see `timeaxis.py`) and ``machine_type``. Unknown keys are kept in ``extra``.
 - ``metadata/<machine_id>_profile.json`` (optional): machine type and per-sensor limits (alarm, trip, ...).
 
 `validate_machine` returns every problem at once, each naming the machine, the file (relative to the data root)
@@ -36,20 +38,24 @@ from pdm_pipeline.core.paths import (
     validate_machine_id,
 )
 from pdm_pipeline.core.schema import EVAL_ANOMALY, LABEL, RESERVED_COLUMNS, RUL, SPLITS, TIMESTAMP, UNIT_ID
+from pdm_pipeline.core.timeaxis import DEFAULT_TIME_UNIT, TIME_UNITS, is_clock
+from pdm_pipeline.errors import PdmError
 
 SPEC_VERSION = "SINGLE_TABLE_V1"
 # The SDV single-table sdtypes a column may have; only non-reserved "numerical" columns are sensors.
 SDTYPES: frozenset[str] = frozenset({"numerical", "datetime", "id", "categorical", "boolean"})
 # The sdtypes the metadata may give each reserved column.
 RESERVED_SDTYPES: dict[str, frozenset[str]] = {
-    TIMESTAMP: frozenset({"datetime"}),
+    TIMESTAMP: frozenset({"datetime", "numerical"}),
     RUL: frozenset({"numerical"}),
     UNIT_ID: frozenset({"id", "categorical"}),
     LABEL: frozenset({"categorical", "numerical", "boolean"}),
     EVAL_ANOMALY: frozenset({"categorical", "numerical", "boolean"}),
 }
 DIRECTIONS: tuple[str, ...] = ("high", "low")
-_METADATA_KEYS = frozenset({"METADATA_SPEC_VERSION", "columns", "machine_id", "rul_parameters", "time_order"})
+_METADATA_KEYS = frozenset(
+    {"METADATA_SPEC_VERSION", "columns", "machine_id", "rul_parameters", "time_order", "time_unit", "machine_type"}
+)
 _PROFILE_KEYS = frozenset({"machine_type", "sensors", "critical_sensors"})
 _LIMIT_KEYS: tuple[str, ...] = ("min", "typical", "max", "alarm", "trip")
 _PARQUET_MAGIC = b"PAR1"
@@ -71,7 +77,7 @@ class Problem:
         return f"{self.machine_id}: {where}: {self.message}" if where else f"{self.machine_id}: {self.message}"
 
 
-class ContractError(ValueError):
+class ContractError(PdmError, ValueError):
     """The data of one machine breaks the contract; `.problems` lists every breach found."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
@@ -125,6 +131,10 @@ class MachineMetadata:
     # From rul_parameters.critical_sensors, else from the profile, else empty.
     critical_sensors: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict)
+    # Unit of `timestamp` steps, rul and horizons (timeaxis.TIME_UNITS).
+    time_unit: str = DEFAULT_TIME_UNIT
+    # The machine's type or fleet (metadata, else profile): machines of one type may share pooled models.
+    machine_type: str | None = None
 
 
 @dataclass
@@ -307,6 +317,14 @@ def _parse_metadata(
     if not isinstance(time_order, bool):
         report.add(path, None, f'"time_order" must be true or false, got {json.dumps(time_order)[:40]}')
         time_order = True
+    time_unit = raw.get("time_unit", DEFAULT_TIME_UNIT)
+    if time_unit not in TIME_UNITS:
+        report.add(path, None, f'"time_unit" is {json.dumps(time_unit)[:40]}, expected one of {", ".join(TIME_UNITS)}')
+        time_unit = DEFAULT_TIME_UNIT
+    machine_type = raw.get("machine_type", profile.machine_type if profile is not None else None)
+    if machine_type is not None and not isinstance(machine_type, str):
+        report.add(path, None, f'"machine_type" must be a string, got {json.dumps(machine_type)[:40]}')
+        machine_type = None
 
     rul_parameters = raw.get("rul_parameters", {})
     if not isinstance(rul_parameters, dict):
@@ -325,6 +343,15 @@ def _parse_metadata(
         report.add(
             path, TIMESTAMP, 'column missing from "columns": required unless the metadata says "time_order": false'
         )
+    elif TIMESTAMP in columns and isinstance(columns[TIMESTAMP], dict):
+        expected = "datetime" if is_clock(time_unit) else "numerical"
+        found = columns[TIMESTAMP].get("sdtype")
+        if found in RESERVED_SDTYPES[TIMESTAMP] and found != expected:
+            report.add(
+                path, TIMESTAMP,
+                f"sdtype '{found}' but time_unit '{time_unit}' needs '{expected}' "
+                f"({'datetimes' if expected == 'datetime' else 'a cycle/step counter'})",
+            )
 
     if "critical_sensors" in rul_parameters:
         critical = _string_list(rul_parameters["critical_sensors"], "rul_parameters.critical_sensors", path, report)
@@ -345,6 +372,8 @@ def _parse_metadata(
         rul_parameters=dict(rul_parameters),
         critical_sensors=critical,
         extra={k: v for k, v in raw.items() if k not in _METADATA_KEYS},
+        time_unit=time_unit,
+        machine_type=machine_type,
     )
 
 
@@ -469,11 +498,24 @@ def _check_unit_id(series: pd.Series, path: Path, report: _Report) -> None:
     _check_no_missing(series.isna().to_numpy(), UNIT_ID, "unit ids", path, report)
 
 
-def _check_timestamp_dtype(series: pd.Series, path: Path, report: _Report) -> bool:
-    """True if the column is datetime-typed; else report whether its values would parse as dates."""
+def _check_timestamp_dtype(series: pd.Series, path: Path, report: _Report, time_unit: str) -> bool:
+    """True if the column has the kind of values the time unit needs (datetimes, or cycle/step numbers);
+    else report what it holds (and whether strings would parse as dates)."""
+    if not is_clock(time_unit):
+        if _is_number_column(series):
+            return True
+        kind = "datetimes" if ptypes.is_datetime64_any_dtype(series.dtype) else f"dtype {series.dtype}"
+        report.add(
+            path, TIMESTAMP,
+            f"{kind}, but time_unit '{time_unit}' needs a number (a cycle or step counter); "
+            "set the metadata's time_unit to a clock unit (seconds, minutes, hours, days) for datetimes",
+        )
+        return False
     if ptypes.is_datetime64_any_dtype(series.dtype):
         return True
-    message = f"dtype {series.dtype}, expected datetime"
+    message = f"dtype {series.dtype}, expected datetime (time_unit '{time_unit}')"
+    if _is_number_column(series):
+        message += "; for a cycle or step counter set the metadata's time_unit to 'cycles' or 'steps'"
     if ptypes.is_object_dtype(series.dtype) or ptypes.is_string_dtype(series.dtype):
         present = series.dropna()
         try:
@@ -494,11 +536,16 @@ def _check_timestamp_dtype(series: pd.Series, path: Path, report: _Report) -> bo
 
 def _check_time_order(ts: pd.Series, units: pd.Series | None, path: Path, report: _Report) -> None:
     """No missing timestamp; strictly increasing in file order within each unit (no step back, no repeat)."""
-    stamps = pd.DatetimeIndex(ts)
-    valid = ~stamps.isna()
-    _check_no_missing(~valid, TIMESTAMP, "timestamps (NaT)", path, report)
+    if ptypes.is_datetime64_any_dtype(ts.dtype):
+        stamps = pd.DatetimeIndex(ts)
+        valid = ~stamps.isna()
+        all_ticks = stamps.asi8
+    else:
+        all_ticks = ts.to_numpy(dtype="float64", na_value=np.nan)
+        valid = np.isfinite(all_ticks)
+    _check_no_missing(~valid, TIMESTAMP, "timestamps (missing)", path, report)
     rows = np.flatnonzero(valid)
-    ticks = stamps.asi8[rows]
+    ticks = all_ticks[rows]
     codes = pd.factorize(units)[0][rows] if units is not None else np.zeros(len(rows), dtype=np.int64)
     scope = "within a unit" if units is not None else "in the split"
     of_unit = " of their unit" if units is not None else ""
@@ -541,10 +588,21 @@ def _check_split(
             if name not in df.columns:
                 report.add(path, name, "column in the metadata but missing from the data")
         sensors = [s for s in metadata.sensors if s in df.columns]
-        time_order = metadata.time_order
+        time_order, time_unit = metadata.time_order, metadata.time_unit
+        for name, spec in metadata.columns.items():
+            sdtype = spec.get("sdtype") if isinstance(spec, dict) else None
+            if (
+                name not in RESERVED_COLUMNS and name in df.columns and sdtype in SDTYPES
+                and sdtype != "numerical" and _is_number_column(df[name])
+            ):
+                report.add(
+                    path, name,
+                    f"holds numbers (dtype {df[name].dtype}) but the metadata declares sdtype '{sdtype}': it would "
+                    "be silently left out of the sensors; declare it 'numerical' to use it, or drop the column",
+                )
     else:  # metadata unusable (already reported): still check what the data shows by itself
         sensors = [c for c in df.columns if c not in RESERVED_COLUMNS and _is_number_column(df[c])]
-        time_order = True
+        time_order, time_unit = True, DEFAULT_TIME_UNIT
 
     if len(df) == 0:
         report.add(path, None, "empty split (0 rows)")
@@ -560,7 +618,7 @@ def _check_split(
             _check_no_missing(np.isnan(rul), RUL, "values", path, report)
             negative = rul < 0
             if negative.any():
-                message = f"{int(negative.sum())} negative values (min {np.nanmin(rul):g}); rul must be >= 0 hours"
+                message = f"{int(negative.sum())} negative values (min {np.nanmin(rul):g}); rul must be >= 0"
                 report.add(path, RUL, message)
     for flag in (LABEL, EVAL_ANOMALY):
         if flag in df.columns:
@@ -568,7 +626,7 @@ def _check_split(
     units = df[UNIT_ID] if UNIT_ID in df.columns else None
     if units is not None:
         _check_unit_id(units, path, report)
-    if TIMESTAMP in df.columns and _check_timestamp_dtype(df[TIMESTAMP], path, report) and time_order:
+    if TIMESTAMP in df.columns and _check_timestamp_dtype(df[TIMESTAMP], path, report, time_unit) and time_order:
         _check_time_order(df[TIMESTAMP], units, path, report)
     return df
 
@@ -594,6 +652,84 @@ def _check_same_columns(frames: dict[str, pd.DataFrame], paths: dict[str, Path],
             for name in names:
                 if (report.relative(path), str(name)) not in reported:
                     report.add(path, str(name), message)
+
+
+def _check_time_zones(frames: dict[str, pd.DataFrame], paths: dict[str, Path], report: _Report) -> None:
+    """Every split's timestamps are all time-zone aware or all naive (mixing them would compare apples with
+    pears: a naive 10:00 and an aware 10:00+02:00 are not the same instant)."""
+    zones = {
+        split: str(df[TIMESTAMP].dt.tz)
+        for split, df in frames.items()
+        if TIMESTAMP in df.columns and ptypes.is_datetime64_any_dtype(df[TIMESTAMP].dtype)
+    }
+    kinds = {split: ("naive" if tz == "None" else f"time-zone aware ({tz})") for split, tz in zones.items()}
+    if len({k == "naive" for k in kinds.values()}) > 1:
+        listing = ", ".join(f"{paths[s].name} {k}" for s, k in kinds.items())
+        for split, kind in kinds.items():
+            if kind == "naive":
+                report.add(
+                    paths[split], TIMESTAMP,
+                    f"timestamps are naive but other splits are time-zone aware ({listing}): store every split "
+                    "in one convention (UTC recommended)",
+                )
+
+
+def split_order_problems(splits: dict[str, pd.DataFrame], time_unit: str) -> list[str]:
+    """Time order across splits, in words (empty = in order).
+
+    Rows of one unit must come in split order: all its train rows before its val rows before its test rows (a
+    unit's later rows can never train a model evaluated on its earlier rows). When units do not overlap in time
+    (one unit, or lifecycles that follow each other), the splits as a whole must also be ordered: train ends
+    before val starts, val before test. Units that run side by side (a fleet split by unit, engines counting
+    cycles from 1) are compared unit by unit only.
+    """
+    from pdm_pipeline.core.timeaxis import time_values, units_share_origin
+
+    present = {s: df for s, df in splits.items() if TIMESTAMP in df.columns and len(df)}
+    if len(present) < 2:
+        return []
+    try:
+        values = {s: time_values(df, time_unit) for s, df in present.items()}
+    except ValueError as exc:  # dtype problems are reported by the split checks
+        return [str(exc)]
+    problems: list[str] = []
+    order = [s for s in SPLITS if s in present]
+    units = {
+        s: (df[UNIT_ID].astype(str).to_numpy() if UNIT_ID in df.columns else np.full(len(df), "")) for s, df in present.items()
+    }
+    spans: dict[str, pd.DataFrame] = {
+        s: pd.DataFrame({"u": units[s], "t": values[s]}).groupby("u")["t"].agg(["min", "max"]) for s in order
+    }
+    for i, earlier in enumerate(order):
+        for later in order[i + 1:]:
+            shared = spans[earlier].index.intersection(spans[later].index)
+            bad = [u for u in shared if spans[earlier].loc[u, "max"] >= spans[later].loc[u, "min"]]
+            if bad:
+                who = "the data (no unit_id)" if bad == [""] else f"{len(bad)} unit(s), e.g. {bad[0]!r}"
+                problems.append(
+                    f"{later} rows of {who} are not later than its {earlier} rows "
+                    f"({earlier} runs to {_time_text(spans[earlier].loc[bad[0], 'max'], time_unit)}, "
+                    f"{later} starts at {_time_text(spans[later].loc[bad[0], 'min'], time_unit)})"
+                )
+    combined = pd.concat([df for df in present.values()], ignore_index=True)
+    if is_clock(time_unit) and not units_share_origin(combined, time_unit):
+        for i, earlier in enumerate(order):
+            for later in order[i + 1:]:
+                end, start = values[earlier].max(), values[later].min()
+                if end >= start:
+                    problems.append(
+                        f"{earlier} ends at {_time_text(end, time_unit)}, after {later} starts at "
+                        f"{_time_text(start, time_unit)}: the {later} split must lie later in time"
+                    )
+    return list(dict.fromkeys(problems))
+
+
+def _time_text(value: float, time_unit: str) -> str:
+    if is_clock(time_unit):
+        from pdm_pipeline.core.timeaxis import seconds_per_unit
+
+        return str(pd.Timestamp(value * (seconds_per_unit(time_unit) or 1.0), unit="s"))
+    return f"{value:g} {time_unit}"
 
 
 def _check_profile_sensors(profile: MachineProfile, metadata: MachineMetadata, path: Path, report: _Report) -> None:
@@ -643,6 +779,10 @@ def _inspect(root: Path, machine_id: str, max_nan_share: float) -> _Inspection:
         if df is not None:
             frames[split] = _check_split(df, path, metadata, max_nan_share, report)
     _check_same_columns(frames, paths, report)
+    _check_time_zones(frames, paths, report)
+    if metadata is not None and metadata.time_order and not any(p.column == TIMESTAMP for p in report.problems):
+        for message in split_order_problems(frames, metadata.time_unit):
+            report.add(None, TIMESTAMP, f"time order across splits: {message}")
     if profile is not None and metadata is not None:
         _check_profile_sensors(profile, metadata, profile_path(root, machine_id), report)
     return _Inspection(report.problems, metadata, profile, frames)

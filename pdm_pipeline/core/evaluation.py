@@ -1,14 +1,15 @@
 """The common shape of every model's test-set evaluation.
 
-Each model module computes its own metrics on the test split (touched once, for these numbers) beside a
+Each model family computes its own metrics on the test split (touched once, for these numbers) beside a
 baseline, and pictures as markdown. The Dagster layer turns `metrics` and `baseline` into numeric metadata
-(plotted across materializations) and `pictures` into markdown metadata.
+(plotted across materializations) and `pictures` into markdown metadata; the release writes them into the
+model's `metrics.json`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -24,8 +25,14 @@ class Evaluation:
     details: dict[str, Any] = field(default_factory=dict)
     # title -> markdown (images inlined as data URIs, or markdown tables).
     pictures: dict[str, str] = field(default_factory=dict)
-    # Set when the model was skipped: then metrics are empty and this says why.
+    # Set when there is nothing to evaluate (no model, no truth): metrics are empty and this says why.
     skipped_reason: str | None = None
+    # Set when evaluating raised: the model has no test metrics and is not released.
+    failed_reason: str | None = None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.skipped_reason is None and self.failed_reason is None
 
     def flat_metrics(self) -> dict[str, float]:
         """metrics and baseline_<name> in one flat dict of finite floats (for MLflow / numeric metadata)."""
@@ -38,6 +45,16 @@ class Evaluation:
                 out[f"baseline_{k}"] = float(v)
         return out
 
+    def card(self) -> dict[str, Any]:
+        """The JSON-able metrics card (no pictures) written next to a released model."""
+        out = asdict(self)
+        out.pop("pictures")
+        return out
+
     @classmethod
     def skipped(cls, model_type: str, reason: str) -> Evaluation:
         return cls(model_type=model_type, skipped_reason=reason)
+
+    @classmethod
+    def failed(cls, model_type: str, reason: str) -> Evaluation:
+        return cls(model_type=model_type, failed_reason=reason)

@@ -1,16 +1,22 @@
-"""Causal rolling-window sensor features, computed per unit.
+"""Causal rolling-window sensor features, computed per unit over the unit's whole history.
 
 A row's features use that row and the rows before it in the same unit, nothing else: rolling windows (in
-rows) restart at every unit, and `timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are
-never inputs (timestamps are only checked for order and used, on train, to turn window hours into rows).
+samples) restart at every unit, and `timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are
+never inputs (timestamps only order the rows and give the sampling step).
+
+Window lengths are counted in samples, not hours, so per-second, per-minute, hourly and per-cycle data all get
+real features: by default 6, 36 and 144 samples (at the generator's 10-minute step that is 1 h, 6 h, 24 h), each
+capped at a quarter of the median train unit length (a window longer than the units it describes would leave
+every row in warm-up). `window_samples` overrides them.
 
 Per sensor: the raw value and, per window, mean, std, min, max, RMS, peak (largest |x - window mean|) and
-least-squares slope per row step. Vibration sensors (name contains "vib") also get the energy of three
-frequency bands (low, mid, high) over the largest window. Every window feature is defined from the start of a
-unit (`min_periods=1`); a row with at least `min_history_rows(spec)` rows of history (itself included) gets
-the same values whatever came before that history, so the prediction path (a buffer of recent rows) matches
-the training path. Running (expanding) statistics are deliberately absent: they would depend on the whole
-unit history, which a prediction buffer does not hold.
+least-squares slope per sample. Vibration sensors (name contains "vib") also get the energy of three frequency
+bands (low, mid, high) over the longest window. Every window feature is defined from the start of a unit
+(`min_periods=1`); a row with at least `min_history_rows(spec)` rows of history (itself included) gets the same
+values whatever came before that history, so the prediction path (a buffer of recent rows) matches the
+training path. `continuous_features` computes train, val and test in one pass over each unit's rows, so a val
+or test row sees the rows of its unit that precede it in earlier splits, exactly as `predict` does on a unit's
+history (no restart at split boundaries).
 
 Without time order (e.g. AI4I 2020, independent rows) the features are the raw sensor values only.
 """
@@ -18,7 +24,7 @@ Without time order (e.g. AI4I 2020, independent rows) the features are the raw s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +34,12 @@ from pandas.api.indexers import BaseIndexer
 from pandas.api.typing import Rolling
 
 from pdm_pipeline.core.schema import EVAL_ANOMALY, LABEL, RESERVED_COLUMNS, RUL, TIMESTAMP, UNIT_ID
+from pdm_pipeline.core.timeaxis import DEFAULT_TIME_UNIT, median_step, time_values, unit_codes
 
-DEFAULT_WINDOW_HOURS: tuple[float, ...] = (1.0, 6.0, 24.0)
+DEFAULT_WINDOW_SAMPLES: tuple[int, ...] = (6, 36, 144)
+# The longest window is at most this share of the median train unit length (and at least MIN_WINDOW_CAP).
+WINDOW_SHARE_OF_UNIT = 0.25
+MIN_WINDOW_CAP = 12
 WINDOW_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max", "rms", "peak", "slope")
 BANDS: tuple[str, ...] = ("low", "mid", "high")
 PASS_THROUGH_COLUMNS: tuple[str, ...] = (TIMESTAMP, UNIT_ID, RUL, LABEL, EVAL_ANOMALY)
@@ -39,6 +49,7 @@ MAX_BAND_POINTS = 128
 # Fewer points leave fewer than one FFT bin per band.
 MIN_BAND_POINTS = 6
 _BAND_CHUNK_ROWS = 4096
+SPLIT_COLUMN = "__split"
 
 
 @dataclass(frozen=True)
@@ -47,11 +58,12 @@ class FeatureSpec:
 
     sensors: tuple[str, ...]
     vibration_sensors: tuple[str, ...]
-    # Median sampling step on train, in seconds; None = no time order (raw values only).
-    step_seconds: float | None
-    # Window lengths in rows, aligned with window_hours.
+    # The data's time unit (timeaxis.TIME_UNITS) and its median sampling step in that unit; step None = no
+    # time order (raw values only).
+    time_unit: str
+    step: float | None
+    # Window lengths in samples, shortest first.
     windows: tuple[int, ...]
-    window_hours: tuple[float, ...]
     feature_names: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,47 +71,59 @@ class FeatureSpec:
         return {
             "sensors": list(self.sensors),
             "vibration_sensors": list(self.vibration_sensors),
-            "step_seconds": self.step_seconds,
+            "time_unit": self.time_unit,
+            "step": self.step,
             "windows": list(self.windows),
-            "window_hours": list(self.window_hours),
             "feature_names": list(self.feature_names),
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
         """Rebuild a spec from `to_dict` output; raises ValueError when fields are missing or inconsistent."""
-        fields = ("sensors", "vibration_sensors", "step_seconds", "windows", "window_hours", "feature_names")
-        missing = [k for k in fields if k not in d]
+        names = ("sensors", "vibration_sensors", "time_unit", "step", "windows", "feature_names")
+        missing = [k for k in names if k not in d]
         if missing:
-            raise ValueError(f"feature spec is missing field(s) {missing}")
+            raise ValueError(f"feature spec is missing field(s) {missing} (written by another version?)")
         spec = cls(
             sensors=tuple(str(s) for s in d["sensors"]),
             vibration_sensors=tuple(str(s) for s in d["vibration_sensors"]),
-            step_seconds=None if d["step_seconds"] is None else float(d["step_seconds"]),
+            time_unit=str(d["time_unit"]),
+            step=None if d["step"] is None else float(d["step"]),
             windows=tuple(int(w) for w in d["windows"]),
-            window_hours=tuple(float(h) for h in d["window_hours"]),
             feature_names=tuple(str(f) for f in d["feature_names"]),
         )
-        expected = _feature_names(spec.sensors, spec.vibration_sensors, spec.windows, spec.window_hours)
-        if spec.feature_names != expected:
+        if spec.feature_names != _feature_names(spec.sensors, spec.vibration_sensors, spec.windows):
             raise ValueError(
                 "feature spec is inconsistent: its feature_names do not match its sensors and windows "
                 "(written by another version of the pipeline?)"
             )
         return spec
 
+    def window_durations(self) -> list[float]:
+        """Each window's length in the data's time unit (samples x step)."""
+        return [w * (self.step or 0.0) for w in self.windows]
+
+
+def default_windows(train: pd.DataFrame) -> tuple[int, ...]:
+    """DEFAULT_WINDOW_SAMPLES, each capped at a quarter of the median train unit length (>= MIN_WINDOW_CAP)."""
+    lengths = pd.Series(unit_codes(train)).value_counts()
+    median_length = float(lengths.median()) if len(lengths) else 0.0
+    cap = max(MIN_WINDOW_CAP, int(median_length * WINDOW_SHARE_OF_UNIT))
+    return tuple(sorted({min(w, cap) for w in DEFAULT_WINDOW_SAMPLES}))
+
 
 def fit_feature_spec(
     train: pd.DataFrame,
     sensors: Sequence[str],
     *,
-    window_hours: Sequence[float] = DEFAULT_WINDOW_HOURS,
+    time_unit: str = DEFAULT_TIME_UNIT,
+    window_samples: Sequence[int] = (),
     time_order: bool = True,
 ) -> FeatureSpec:
-    """Fit the feature spec on the train split: the sampling step (median within units) and window rows.
+    """Fit the feature spec on the train split: the sampling step and the window lengths.
 
     With `time_order=False` the spec holds the raw sensor values only. Raises ValueError naming a missing,
-    reserved or non-numeric sensor column, or a train split without usable timestamps.
+    reserved or non-numeric sensor column, bad window lengths, or a train split without usable timestamps.
     """
     sensors = tuple(sensors)
     if not sensors:
@@ -112,21 +136,13 @@ def fit_feature_spec(
     _sensor_matrix(train, sensors, where="train split")  # validates the columns
     vibration = tuple(s for s in sensors if "vib" in s.lower())
     if not time_order:
-        return FeatureSpec(sensors, vibration, None, (), (), sensors)
-
-    hours = [float(h) for h in window_hours]
-    if not hours or any(not (math.isfinite(h) and h > 0) for h in hours):
-        raise ValueError(f"window_hours={tuple(window_hours)!r} must be one or more finite numbers > 0")
-    step = _median_step_seconds(train)
-    windows: list[int] = []
-    kept_hours: list[float] = []
-    for h in sorted(set(hours)):
-        rows = max(2, int(round(h * 3600.0 / step)))
-        if rows not in windows:
-            windows.append(rows)
-            kept_hours.append(h)
-    names = _feature_names(sensors, vibration, tuple(windows), tuple(kept_hours))
-    return FeatureSpec(sensors, vibration, step, tuple(windows), tuple(kept_hours), names)
+        return FeatureSpec(sensors, vibration, time_unit, None, (), sensors)
+    given = tuple(int(w) for w in window_samples)
+    if given and any(w < 2 for w in given):
+        raise ValueError(f"window_samples={given!r} must be whole numbers >= 2")
+    windows = tuple(sorted(set(given))) if given else default_windows(train)
+    step = median_step([train], time_unit, where="train split (needed for time-ordered features)")
+    return FeatureSpec(sensors, vibration, time_unit, step, windows, _feature_names(sensors, vibration, windows))
 
 
 def min_history_rows(spec: FeatureSpec) -> int:
@@ -141,7 +157,7 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     is only checked to be in order within each unit. Rows must be in time order within each unit.
     """
     values = _sensor_matrix(df, spec.sensors, where="feature input")
-    if spec.step_seconds is None:
+    if spec.step is None:
         return pd.DataFrame(values.astype(np.float32), index=df.index, columns=list(spec.feature_names))
 
     codes = unit_codes(df)
@@ -149,21 +165,21 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     order = np.argsort(codes, kind="stable")
     codes, values = codes[order], values[order]
     if TIMESTAMP in df.columns:
-        _check_time_order(timestamp_seconds(df, where="feature input")[order], codes)
+        _check_time_order(time_values(df, spec.time_unit, where="feature input")[order], codes)
     unit_start = _unit_start(codes)
     position = (np.arange(len(codes)) - unit_start).astype(float)
 
     columns: dict[str, np.ndarray] = {}
     for j, sensor in enumerate(spec.sensors):
         columns[sensor] = values[:, j]
-    for window, hours in zip(spec.windows, spec.window_hours):
-        label = window_label(hours)
+    for window in spec.windows:
+        label = window_label(window)
         stats = _window_statistics(values, position, unit_start, window)
         for name, matrix in stats.items():
             for j, sensor in enumerate(spec.sensors):
                 columns[f"{sensor}__{name}_{label}"] = matrix[:, j]
     if spec.vibration_sensors and spec.windows:
-        label = window_label(spec.window_hours[-1])
+        label = window_label(spec.windows[-1])
         for sensor in spec.vibration_sensors:
             energies = _band_energies(values[:, spec.sensors.index(sensor)], unit_start, spec.windows[-1])
             if energies is not None:
@@ -183,34 +199,29 @@ def build_feature_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     return pd.concat([features, df[passed]], axis=1)
 
 
-def window_label(hours: float) -> str:
-    """Readable window label: 1.0 -> "1h", 24.0 -> "24h", 0.5 -> "30min", 1.5 -> "90min"."""
-    if float(hours).is_integer():
-        return f"{int(hours)}h"
-    minutes = hours * 60.0
-    if float(minutes).is_integer():
-        return f"{int(minutes)}min"
-    return f"{hours:g}h"
+def window_label(samples: int) -> str:
+    """Window label in feature names: 6 samples -> "w6" (its duration depends on the data's step)."""
+    return f"w{int(samples)}"
 
 
-def unit_codes(df: pd.DataFrame) -> np.ndarray:
-    """Integer code per row for its unit (`unit_id`); all zeros when the frame has no unit column."""
-    if UNIT_ID not in df.columns:
-        return np.zeros(len(df), dtype=np.int64)
-    return pd.factorize(df[UNIT_ID], use_na_sentinel=False)[0].astype(np.int64)
+def continuous_features(splits: Mapping[str, pd.DataFrame], spec: FeatureSpec) -> dict[str, pd.DataFrame]:
+    """`build_feature_frame` of every split computed over each unit's whole history, split order kept.
 
-
-def timestamp_seconds(df: pd.DataFrame, where: str = "") -> np.ndarray:
-    """The `timestamp` column as float seconds since the epoch; raises ValueError on missing values."""
-    prefix = f"{where}: " if where else ""
-    if TIMESTAMP not in df.columns:
-        raise ValueError(f"{prefix}column {TIMESTAMP!r} is missing")
-    times = pd.to_datetime(df[TIMESTAMP])
-    if times.isna().any():
-        raise ValueError(f"{prefix}column {TIMESTAMP!r} has {int(times.isna().sum())} missing value(s)")
-    if times.dt.tz is not None:
-        times = times.dt.tz_convert(None)
-    return (times - pd.Timestamp(0)).dt.total_seconds().to_numpy(dtype=float)
+    The splits are laid one after the other (train, val, test); within each unit the rows keep that order, so
+    a val row's windows reach back into the train rows of its unit (and a test row's into val and train), as a
+    prediction over the unit's recent history would. Each returned frame has its split's index and row order.
+    """
+    names = list(splits)
+    parts = [df.assign(**{SPLIT_COLUMN: i}) for i, df in enumerate(splits.values())]
+    full = pd.concat(parts, ignore_index=True)
+    frame = build_feature_frame(full, spec)
+    out = {}
+    for i, name in enumerate(names):
+        rows = full[SPLIT_COLUMN].to_numpy() == i
+        part = frame.loc[rows]
+        part.index = splits[name].index
+        out[name] = part
+    return out
 
 
 class _UnitWindow(BaseIndexer):
@@ -295,15 +306,13 @@ def _band_energies(values: np.ndarray, unit_start: np.ndarray, window: int) -> n
     return out
 
 
-def _feature_names(
-    sensors: tuple[str, ...], vibration: tuple[str, ...], windows: tuple[int, ...], window_hours: tuple[float, ...]
-) -> tuple[str, ...]:
+def _feature_names(sensors: tuple[str, ...], vibration: tuple[str, ...], windows: tuple[int, ...]) -> tuple[str, ...]:
     names: list[str] = list(sensors)
-    for hours in window_hours:
-        label = window_label(hours)
+    for window in windows:
+        label = window_label(window)
         names += [f"{sensor}__{stat}_{label}" for stat in WINDOW_STATISTICS for sensor in sensors]
     if windows and _band_layout(windows[-1])[0] >= MIN_BAND_POINTS:
-        label = window_label(window_hours[-1])
+        label = window_label(windows[-1])
         names += [f"{sensor}__band_{band}_{label}" for sensor in vibration for band in BANDS]
     return tuple(names)
 
@@ -323,24 +332,9 @@ def _sensor_matrix(df: pd.DataFrame, sensors: Sequence[str], where: str) -> np.n
     return matrix
 
 
-def _median_step_seconds(train: pd.DataFrame) -> float:
-    """Median positive time step between consecutive rows of the same unit in the train split."""
-    seconds = timestamp_seconds(train, where="train split (needed for time-ordered features)")
-    codes = unit_codes(train)
-    order = np.lexsort((seconds, codes))
-    same_unit = codes[order][1:] == codes[order][:-1]
-    steps = np.diff(seconds[order])[same_unit]
-    steps = steps[steps > 0]
-    if steps.size == 0:
-        raise ValueError(
-            f"train split: cannot infer the sampling step, no unit has two rows with different {TIMESTAMP!r} values"
-        )
-    return float(np.median(steps))
-
-
-def _check_time_order(seconds: np.ndarray, codes: np.ndarray) -> None:
+def _check_time_order(times: np.ndarray, codes: np.ndarray) -> None:
     """Raise ValueError when timestamps go backwards inside a unit (rows must be sorted by unit, timestamp)."""
-    backwards = (np.diff(seconds) < 0) & (codes[1:] == codes[:-1])
+    backwards = (np.diff(times) < 0) & (codes[1:] == codes[:-1])
     if backwards.any():
         raise ValueError(
             f"feature input: {int(backwards.sum())} row(s) have a {TIMESTAMP!r} earlier than the previous row "

@@ -6,7 +6,8 @@ import os
 import re
 from pathlib import Path
 
-from pdm_pipeline.core.schema import MODEL_TYPES, SPLITS
+from pdm_pipeline.core.schema import SPLITS
+from pdm_pipeline.errors import PdmError
 
 DATA_DIR_ENV = "PDM_DATA_DIR"
 
@@ -15,7 +16,7 @@ DATA_DIR_ENV = "PDM_DATA_DIR"
 _MACHINE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class InvalidMachineIdError(ValueError):
+class InvalidMachineIdError(PdmError, ValueError):
     """A machine id that cannot safely become a path."""
 
 
@@ -70,14 +71,38 @@ def profile_path(root: Path, machine_id: str) -> Path:
     return metadata_dir(root) / f"{validate_machine_id(machine_id)}_profile.json"
 
 
+def releases_dir(root: Path, machine_id: str) -> Path:
+    """data/releases/<machine_id>/: one directory per release, and `current` pointing at the one in use."""
+    return Path(root) / "releases" / validate_machine_id(machine_id)
+
+
+def current_release(root: Path, machine_id: str) -> Path:
+    """The `current` symlink of a machine (switched atomically by core/release.py)."""
+    return releases_dir(root, machine_id) / "current"
+
+
 def model_dir(root: Path, model_type: str, machine_id: str) -> Path:
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
-    return Path(root) / "models" / model_type / validate_machine_id(machine_id)
+    """The released model of one type: <releases>/<machine_id>/current/<model_type>."""
+    if not model_type or "/" in model_type or model_type.startswith("."):
+        raise ValueError(f"invalid model type {model_type!r}")
+    return current_release(root, machine_id) / model_type
 
 
 def bundle_dir(root: Path, machine_id: str) -> Path:
-    return Path(root) / "bundles" / validate_machine_id(machine_id)
+    """The current edge bundle of a machine: <releases>/<machine_id>/current/bundle."""
+    return current_release(root, machine_id) / "bundle"
+
+
+def staging_dir(root: Path, machine_id: str, run_id: str) -> Path:
+    """Where one run trains a machine's models before the release (run-scoped: runs never share it)."""
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise ValueError(f"invalid run id {run_id!r}")
+    return Path(root) / "staging" / validate_machine_id(machine_id) / run_id
+
+
+def fleet_dir(root: Path, fleet: str) -> Path:
+    """Pooled models of one fleet (machine type): data/fleets/<fleet>/."""
+    return Path(root) / "fleets" / validate_machine_id(fleet)
 
 
 def mlflow_dir(root: Path) -> Path:

@@ -1,51 +1,55 @@
 """The steps of one machine's training, as plain functions, in graph order.
 
-    load_machine -> prepare_labels -> prepare_features -> train_model (x4) -> evaluate_model (x4) -> publish_models
+    load_machine -> prepare_labels -> prepare_features -> train_model (per family) -> evaluate_model
+    (per family) -> core.release.release_machine
 
-The Dagster assets call exactly these functions (one asset per step), and `run_machine` strings them together
-without Dagster for the benchmark and for tests. Test data is touched only inside `evaluate_model`.
+The Dagster assets call exactly these functions, and `run_machine` strings them together without Dagster (the
+benchmark, tests, any core-only use): the same gates, the same metrics card, the same atomic release.
+
+Each family trains into a RUN-SCOPED staging directory (`<data root>/staging/<machine>/<run id>/<type>/`), so
+two runs of one machine never share files. A family that does not apply (skipped) or raises (failed) gives a
+`TrainedModel` saying why and blocks nothing: the others are evaluated and released, and the release keeps that
+type's previous model. Every staged model directory is hashed and signed (`edge/integrity.py`) right after
+training; evaluation verifies it before loading anything. Test data is touched only in `evaluate_model`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import time
-from collections.abc import Callable
+import traceback
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from pdm_pipeline import families
 from pdm_pipeline.core import paths
-from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.config import GateSettings, TrainingConfig
 from pdm_pipeline.core.contract import MachineData, load_machine
 from pdm_pipeline.core.evaluation import Evaluation
-from pdm_pipeline.core.features import FeatureSpec, build_feature_frame, fit_feature_spec
-from pdm_pipeline.core.labels import (
-    ConstantLabel,
-    LabelDefinition,
-    LabelUnavailable,
-    apply_labels,
-    fit_label_definition,
-)
-from pdm_pipeline.core.publish import discard_dir, new_candidate_dir, publish_dir, size_mb
-from pdm_pipeline.core.schema import (
-    ANOMALY,
-    CLASSIFICATION,
-    LABEL,
-    MODEL_TYPES,
-    REGRESSION,
-    TIMESERIES,
-    TIMESTAMP,
+from pdm_pipeline.core.features import FeatureSpec, build_feature_frame, continuous_features, fit_feature_spec
+from pdm_pipeline.core.labels import ConstantLabel, LabelDefinition, LabelUnavailable, apply_labels, fit_label_definition
+from pdm_pipeline.core.schema import LABEL
+from pdm_pipeline.edge.integrity import Trust, verify_dir, write_manifest
+from pdm_pipeline.families.base import (
+    FAILED,
+    PREPROCESSING_FILE,
+    SKIPPED,
+    TRAINED,
+    ModelFamily,
+    ModelSkipped,
+    TestView,
+    TrainedModel,
+    TrainView,
 )
 
-Log = Callable[[str], None]
-
-# Written into every model directory: what a predictor needs besides the model itself.
-PREPROCESSING_FILE = "preprocessing.json"
-
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- labels
 
@@ -78,13 +82,15 @@ def alarm_levels(data: MachineData) -> dict[str, dict[str, Any]]:
 
 
 def prepare_labels(data: MachineData, config: TrainingConfig) -> LabelResult:
-    """Fit the label definition on train, then apply that one definition to every split."""
+    """Fit the label definition on train, then apply that one definition to every split (each split alone:
+    a row's label never looks into the next split)."""
     try:
         definition = fit_label_definition(
             data.splits["train"],
-            horizon_hours=config.horizon_hours,
-            target_positive_rate=config.target_positive_rate,
+            horizon=config.horizon,
+            target_positive_rate=tuple(config.target_positive_rate),
             alarm_levels=alarm_levels(data),
+            time_unit=data.metadata.time_unit,
             where=f"machine {data.machine_id}",
         )
     except LabelUnavailable as exc:
@@ -112,15 +118,24 @@ class FeatureFrames:
         return list(self.spec.feature_names)
 
 
-def prepare_features(data: MachineData, labels: LabelResult) -> FeatureFrames:
-    """Causal rolling features per unit for every split, with the train-fitted label attached."""
-    spec = fit_feature_spec(data.splits["train"], data.sensors, time_order=data.metadata.time_order)
-    frames: dict[str, pd.DataFrame] = {}
-    for split, df in data.splits.items():
-        frame = build_feature_frame(df, spec)
+def prepare_features(data: MachineData, labels: LabelResult, config: TrainingConfig | None = None) -> FeatureFrames:
+    """Causal rolling features over each unit's whole history (train, val and test in one pass), the train
+    label attached, and the train-median fill values applied."""
+    config = config or TrainingConfig()
+    spec = fit_feature_spec(
+        data.splits["train"],
+        data.sensors,
+        time_unit=data.metadata.time_unit,
+        window_samples=tuple(config.window_samples),
+        time_order=data.metadata.time_order,
+    )
+    if data.metadata.time_order:
+        frames = continuous_features(data.splits, spec)
+    else:
+        frames = {split: build_feature_frame(df, spec) for split, df in data.splits.items()}
+    for split, frame in frames.items():
         if labels.definition is not None:
             frame[LABEL] = labels.labels[split].to_numpy()
-        frames[split] = frame
     names = list(spec.feature_names)
     fill_values = {c: float(v) for c, v in frames["train"][names].median().fillna(0.0).items()}
     for frame in frames.values():
@@ -128,154 +143,114 @@ def prepare_features(data: MachineData, labels: LabelResult) -> FeatureFrames:
     return FeatureFrames(spec=spec, frames=frames, fill_values=fill_values)
 
 
-# ---------------------------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainedModel:
-    model_type: str
-    machine_id: str
-    # The candidate directory (written aside; `publish_models` renames it into place).
-    path: Path | None
-    size_mb: float = 0.0
-    train_seconds: float = 0.0
-    # Small JSON-able facts: best model, threshold, validation metrics, detectors, sensors...
-    summary: dict[str, Any] = field(default_factory=dict)
-    skipped_reason: str | None = None
-
-    @property
-    def skipped(self) -> bool:
-        return self.skipped_reason is not None
-
-
-def _history(data: MachineData) -> pd.DataFrame:
-    """Everything before test (train then val): the forecaster's training history."""
-    return pd.concat([data.splits["train"], data.splits["val"]], ignore_index=True)
-
-
-def _summary(result: Any, *names: str) -> dict[str, Any]:
-    out = {}
-    for n in names:
-        v = getattr(result, n, None)
-        if isinstance(v, Path):
-            v = str(v)
-        if isinstance(v, (np.floating, np.integer)):
-            v = v.item()
-        out[n] = v
-    return out
-
-
-def _write_preprocessing(out_dir: Path, features: FeatureFrames, labels: LabelResult) -> None:
-    card = {
+def preprocessing_card(features: FeatureFrames, labels: LabelResult) -> dict[str, Any]:
+    """preprocessing.json: what a predictor needs besides the model (feature spec, fill values, label)."""
+    return {
         "feature_spec": features.spec.to_dict(),
         "fill_values": features.fill_values,
         "label_definition": labels.definition.to_dict() if labels.definition else None,
     }
-    (Path(out_dir) / PREPROCESSING_FILE).write_text(json.dumps(card, indent=1))
 
 
 def read_preprocessing(model_path: Path) -> dict[str, Any]:
     return json.loads((Path(model_path) / PREPROCESSING_FILE).read_text())
 
 
+def train_view(
+    data: MachineData, labels: LabelResult, features: FeatureFrames, pooled: Mapping[str, Any] | None = None
+) -> TrainView:
+    """What training may see: train and val only."""
+    reason = labels.skipped_reason
+    if labels.defective:
+        reason = f"the label is defective (a data problem, not a model limit): {labels.skipped_reason}"
+    return TrainView(
+        machine_id=data.machine_id,
+        metadata=data.metadata,
+        profile=data.profile,
+        raw={s: data.splits[s] for s in ("train", "val")},
+        frames={s: features.frames[s] for s in ("train", "val")},
+        feature_names=features.feature_names,
+        preprocessing=preprocessing_card(features, labels),
+        label_skipped_reason=reason,
+        pooled=dict(pooled or {}),
+    )
+
+
+def test_view(data: MachineData, features: FeatureFrames) -> TestView:
+    """What evaluation sees: the test rows and the raw history before them."""
+    return TestView(
+        machine_id=data.machine_id,
+        metadata=data.metadata,
+        history=pd.concat([data.splits["train"], data.splits["val"]], ignore_index=True),
+        raw_test=data.splits["test"],
+        test=features.frames["test"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
 def train_model(
-    model_type: str,
+    family: ModelFamily | str,
     data: MachineData,
     labels: LabelResult,
     features: FeatureFrames,
     out_dir: Path,
     config: TrainingConfig,
-    log: Log = print,
+    signing_key: bytes | None,
+    pooled: Mapping[str, Any] | None = None,
 ) -> TrainedModel:
-    """Train one model type into `out_dir` (a candidate directory), or return why it was skipped."""
-    from pdm_pipeline.core import anomaly, forecast, tabular
+    """Train one family into `out_dir` (a run-scoped staging directory), signed; or say why there is no model.
 
+    Never raises for the model's own problems: ModelSkipped -> status "skipped", any other exception ->
+    status "failed" with the exception named (its traceback goes to the log), so one family never blocks
+    the others.
+    """
+    family = families.get(family) if isinstance(family, str) else family
     mid = data.machine_id
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
-    if not config.wants(model_type):
-        discard_dir(out_dir)
-        return TrainedModel(model_type, mid, None, skipped_reason=f"{model_type} excluded by config (excluded_models)")
-    train, val = features.frames["train"], features.frames["val"]
-    names = features.feature_names
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    if not config.wants(family.model_type):
+        return TrainedModel(family.model_type, mid, None, SKIPPED,
+                            reason=f"{family.model_type} excluded by the settings (excluded_models)")
     start = time.perf_counter()
+    view = train_view(data, labels, features, pooled)
     try:
-        if model_type == CLASSIFICATION:
-            if labels.skipped_reason:
-                raise tabular.ModelSkipped(labels.skipped_reason)
-            result = tabular.train_failure_classifier(train, val, names, out_dir, config, log)
-            summary = _summary(result, "best_model", "threshold", "val_metrics", "preset")
-        elif model_type == REGRESSION:
-            if not data.metadata.has_rul:
-                raise tabular.ModelSkipped(
-                    f"RUL column not found in data: machine {mid} has columns {list(data.splits['train'].columns)}"
-                )
-            result = tabular.train_rul_regressor(train, val, names, out_dir, config, log)
-            summary = _summary(result, "best_model", "val_metrics", "preset", "rul_cap_hours")
-        elif model_type == ANOMALY:
-            result = anomaly.train_anomaly_detector(train, val, names, out_dir, config, log)
-            summary = _summary(result, "detectors", "threshold", "contamination", "n_train_normal", "val_metrics")
-        else:
-            if not data.metadata.time_order:
-                raise forecast.ForecastSkipped(f"machine {mid} has no timestamp column: nothing to forecast")
-            sensors = forecast.forecast_sensors(data.metadata.critical_sensors, data.sensors)
-            val_start = data.splits["val"][TIMESTAMP].min()
-            result = forecast.train_sensor_forecasts(_history(data), sensors, out_dir, config, log, val_start=val_start)
-            summary = _summary(result, "sensors", "freq", "history_hours", "horizon_hours", "seasonalities", "settings")
-    except (tabular.ModelSkipped, forecast.ForecastSkipped) as exc:
-        log(f"{model_type} skipped: {exc}")
-        discard_dir(out_dir)
-        return TrainedModel(model_type, mid, None, skipped_reason=str(exc))
-    _write_preprocessing(out_dir, features, labels)
-    return TrainedModel(
-        model_type=model_type,
-        machine_id=mid,
-        path=Path(out_dir),
-        size_mb=size_mb(out_dir),
-        train_seconds=time.perf_counter() - start,
-        summary=summary,
-    )
+        summary = family.train(view, out_dir, config)
+    except ModelSkipped as exc:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        log.info(f"{mid}: {family.title} skipped: {exc}")
+        return TrainedModel(family.model_type, mid, None, SKIPPED, reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one family's failure must not block the others
+        shutil.rmtree(out_dir, ignore_errors=True)
+        reason = f"training failed: {type(exc).__name__}: {exc}"
+        log.error(f"{mid}: {family.title} {reason}\n{traceback.format_exc()}")
+        return TrainedModel(family.model_type, mid, None, FAILED, reason=reason)
+    (out_dir / PREPROCESSING_FILE).write_text(json.dumps(view.preprocessing, indent=1))
+    write_manifest(out_dir, signing_key, {"machine_id": mid, "model_type": family.model_type})
+    size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
+    seconds = time.perf_counter() - start
+    log.info(f"{mid}: {family.title} trained in {seconds:.1f} s ({size:.2f} MB)")
+    return TrainedModel(family.model_type, mid, out_dir, TRAINED, size, seconds, summary)
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-
-
-def evaluate_model(trained: TrainedModel, data: MachineData, features: FeatureFrames) -> Evaluation:
-    """Test-set metrics of one trained model (the only place the test split is used)."""
-    from pdm_pipeline.core import anomaly, forecast, tabular
-
-    if trained.skipped:
-        return Evaluation.skipped(trained.model_type, trained.skipped_reason or "skipped")
-    test = features.frames["test"]
-    if trained.model_type == CLASSIFICATION:
-        return tabular.evaluate_classifier(trained.path, test)
-    if trained.model_type == REGRESSION:
-        return tabular.evaluate_regressor(trained.path, test)
-    if trained.model_type == ANOMALY:
-        return anomaly.evaluate_anomaly_detector(trained.path, test)
-    return forecast.evaluate_sensor_forecasts(trained.path, _history(data), data.splits["test"])
-
-
-# ---------------------------------------------------------------------------------------------- publication
-
-
-def publish_models(root: Path, trained: dict[str, TrainedModel]) -> dict[str, Path]:
-    """Rename every trained candidate into data/models/<type>/<machine_id>/ (skipped ones keep their old model)."""
-    published = {}
-    for model_type, model in trained.items():
-        if model.skipped or model.path is None:
-            continue
-        final = paths.model_dir(root, model_type, model.machine_id)
-        published[model_type] = publish_dir(model.path, final)
-    return published
-
-
-def candidate_dir(root: Path, model_type: str, machine_id: str, tag: str | None = None) -> Path:
-    """A fresh candidate directory for one model; abandoned candidates of earlier runs are removed."""
-    final = paths.model_dir(root, model_type, machine_id)
-    for old in final.parent.glob(f".candidate-{final.name}-*"):
-        discard_dir(old)
-    return new_candidate_dir(final, tag)
+def evaluate_model(trained: TrainedModel, data: MachineData, features: FeatureFrames, trust: Trust) -> Evaluation:
+    """Test metrics of one trained model (the only place the test split is used); verifies the model first."""
+    family = families.get(trained.model_type)
+    if trained.skipped or trained.path is None:
+        return Evaluation.skipped(trained.model_type, trained.reason or "no model")
+    try:
+        verify_dir(trained.path, trust, f"{family.title} of {trained.machine_id}")
+        return family.evaluate(trained.path, test_view(data, features))
+    except Exception as exc:  # noqa: BLE001 - an evaluation failure blocks this model's release only
+        reason = f"evaluation failed: {type(exc).__name__}: {exc}"
+        log.error(f"{trained.machine_id}: {family.title} {reason}\n{traceback.format_exc()}")
+        return Evaluation.failed(trained.model_type, reason)
 
 
 # ---------------------------------------------------------------------------------------------- all steps
@@ -284,11 +259,12 @@ def candidate_dir(root: Path, model_type: str, machine_id: str, tag: str | None 
 @dataclass
 class MachineRunResult:
     machine_id: str
+    run_id: str
     labels: LabelResult
     features: FeatureFrames
     trained: dict[str, TrainedModel]
     evaluations: dict[str, Evaluation]
-    published: dict[str, Path]
+    release: Any  # core.release.ReleaseResult
     seconds: dict[str, float]
 
 
@@ -296,48 +272,66 @@ def run_machine(
     root: Path,
     machine_id: str,
     config: TrainingConfig | None = None,
+    gates: GateSettings | None = None,
     *,
-    log: Log = print,
-    publish: bool = True,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
 ) -> MachineRunResult:
-    """Every step for one machine without Dagster (benchmark, tests). Gates are the Dagster layer's job."""
+    """Every step for one machine without Dagster: load, labels, features, every family, evaluation, and the
+    gated atomic release (core/release.py), exactly as the Dagster graph does."""
+    from pdm_pipeline.core import keys, release
+
     config = (config or TrainingConfig()).validate()
+    gates = (gates or GateSettings()).validate()
+    run_id = run_id or new_run_id()
+    root = Path(root)
     seconds: dict[str, float] = {}
 
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
+    def timed(name: str, fn: Any) -> Any:
         t = time.perf_counter()
         out = fn()
         seconds[name] = time.perf_counter() - t
-        log(f"{machine_id}: {name} done in {seconds[name]:.1f} s")
+        log.info(f"{machine_id}: {name} done in {seconds[name]:.1f} s")
         return out
 
     data = timed("load", lambda: load_machine(root, machine_id))
     labels = timed("labels", lambda: prepare_labels(data, config))
-    features = timed("features", lambda: prepare_features(data, labels))
+    features = timed("features", lambda: prepare_features(data, labels, config))
+    signing_key = keys.signing_key(root)
+    trust = keys.local_trust(root)
+    staging = paths.staging_dir(root, machine_id, run_id)
+    pooled = release.pooled_models(root, data)
     trained: dict[str, TrainedModel] = {}
     evaluations: dict[str, Evaluation] = {}
-    for model_type in MODEL_TYPES:
-        out_dir = candidate_dir(root, model_type, machine_id)
-        trained[model_type] = timed(
-            f"train_{model_type}", lambda: train_model(model_type, data, labels, features, out_dir, config, log)
+    for family in families.all_families():
+        t = family.model_type
+        trained[t] = timed(
+            f"train_{t}",
+            lambda f=family: train_model(f, data, labels, features, staging / f.model_type, config, signing_key, pooled),
         )
-        evaluations[model_type] = timed(f"evaluate_{model_type}", lambda: evaluate_model(trained[model_type], data, features))
-    published = publish_models(root, trained) if publish else {}
-    return MachineRunResult(machine_id, labels, features, trained, evaluations, published, seconds)
+        evaluations[t] = timed(f"evaluate_{t}", lambda t=t: evaluate_model(trained[t], data, features, trust))
+    outcome = timed(
+        "release",
+        lambda: release.release_machine(
+            root, machine_id, trained, evaluations, gates, run_id=run_id, data=data, tracking_uri=tracking_uri,
+        ),
+    )
+    return MachineRunResult(machine_id, run_id, labels, features, trained, evaluations, outcome, seconds)
 
 
 __all__ = [
     "FeatureFrames",
     "LabelResult",
     "MachineRunResult",
-    "TrainedModel",
     "alarm_levels",
-    "candidate_dir",
     "evaluate_model",
+    "new_run_id",
     "prepare_features",
     "prepare_labels",
-    "publish_models",
+    "preprocessing_card",
     "read_preprocessing",
     "run_machine",
+    "test_view",
     "train_model",
+    "train_view",
 ]

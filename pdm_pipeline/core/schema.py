@@ -1,4 +1,4 @@
-"""Names shared by every part of the pipeline: splits, reserved columns, model types."""
+"""Names shared by every part of the pipeline: splits and reserved columns (model types live in the family registry)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,3 @@ LABEL = "failure_status"
 EVAL_ANOMALY = "anomaly_window"
 
 RESERVED_COLUMNS: frozenset[str] = frozenset({TIMESTAMP, RUL, UNIT_ID, LABEL, EVAL_ANOMALY})
-
-# Model types, as used in paths (data/models/<type>/<machine_id>/) and in the CLI.
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
-ANOMALY = "anomaly"
-TIMESERIES = "timeseries"
-MODEL_TYPES: tuple[str, ...] = (CLASSIFICATION, REGRESSION, ANOMALY, TIMESERIES)

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdm_pipeline.core.paths import mlflow_dir, validate_machine_id
-from pdm_pipeline.core.schema import MODEL_TYPES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -48,6 +47,9 @@ MLFLOW_DB_NAME = "mlflow.db"
 # Artifact path of the model directory inside a child run; registered versions point at runs:/<id>/model.
 MODEL_ARTIFACT_PATH = "model"
 CHAMPION_ALIAS = "champion"
+# Always the version in the machine's current release (on disk and in the edge bundle).
+DEPLOYED_ALIAS = "deployed"
+TAG_RELEASE = "release_id"
 
 # Tags of a child run.
 TAG_MACHINE_ID = "machine_id"
@@ -252,6 +254,8 @@ def register_and_promote(
     higher_is_better: bool,
     passed_gates: bool,
     metric_name: str,
+    deployed: bool = False,
+    release_id: str | None = None,
 ) -> ChampionDecision:
     """Register runs:/<run_id>/model as a new version and move the alias "champion" to it if it earns it.
 
@@ -300,6 +304,10 @@ def register_and_promote(
     )
     if promoted:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    if deployed:
+        client.set_registered_model_alias(name, DEPLOYED_ALIAS, version)
+        if release_id:
+            client.set_model_version_tag(name, version, TAG_RELEASE, release_id)
     client.set_model_version_tag(name, version, TAG_DECISION, reason)
     return ChampionDecision(
         promoted=promoted, version=str(version), reason=reason, new_score=new_score, champion_score=champion_score
@@ -471,6 +479,6 @@ def _error_name(code: int) -> str:
 
 
 def _validate_model_type(model_type: str) -> str:
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
-    return model_type
+    from pdm_pipeline import families
+
+    return families.get(model_type).model_type

@@ -1,0 +1,481 @@
+"""The release of one machine: gates, metrics cards, one atomic switch, the edge bundle and the champion.
+
+Used identically by the Dagster graph (`machine_release` asset) and by any core caller (`run_machine`, the
+benchmark), so no path publishes an ungated model or one without its metrics card.
+
+    data/releases/<machine_id>/
+        <release_id>/                       immutable once written
+            <model_type>/                   each model: files, model_card.json, preprocessing.json,
+                                            metrics.json, signed manifest
+            bundle/                         the edge bundle (core/bundle.py), signed
+            release.json, release.sig       what came from where, every gate, every metric
+        current -> <release_id>             one symlink, replaced atomically
+        .building-<release_id>/             a release being written (never read)
+        .lock                               serialises releases of this machine
+
+Rules
+    Per model: a trained and evaluated model is released when none of its ERROR gates fails (Pi size budget,
+    quality gates named strict); WARN gates only tell. A model that was skipped, failed to train, failed to
+    evaluate or failed an ERROR gate keeps its previous version (carried into the new release, hard-linked), and
+    the release says which and why. Then, for the release as a whole: all its models within the total budget,
+    the bundle within its budget. If nothing new passes, or a whole-release gate fails, nothing changes: the
+    previous release stays current. Otherwise the release directory is written aside (`.building-*`), renamed
+    into place, and `current` switches to it with one `os.replace` of a symlink: a reader that resolves
+    `current` sees the whole old or the whole new set, at every instant, whatever is killed when.
+Recovery
+    `recover_machine` (run at the start of every release, and by the startup sweep) removes `.building-*`
+    directories and leftover temporary links, and re-points a dangling `current` at the newest complete release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pdm_pipeline import families
+from pdm_pipeline.core import keys, paths
+from pdm_pipeline.core.bundle import BundleInfo, build_bundle, link_tree
+from pdm_pipeline.core.config import GateSettings
+from pdm_pipeline.core.evaluation import Evaluation
+from pdm_pipeline.core.gates import (
+    GateOutcome,
+    check_bundle_size,
+    check_model_size,
+    check_total_size,
+    quality_gates,
+    skipped_quality_gates,
+)
+from pdm_pipeline.edge.integrity import Trust, sign_bytes, verify_dir, write_manifest
+from pdm_pipeline.families.base import METRICS_FILE, TrainedModel
+
+log = logging.getLogger(__name__)
+
+RELEASE_FILE = "release.json"
+RELEASE_SIGNATURE = "release.sig"
+CURRENT = "current"
+KEEP_RELEASES = 3
+RELEASED, KEPT, NONE = "released", "kept previous", "none"
+
+
+@dataclass
+class ModelDecision:
+    model_type: str
+    # How training went: trained / skipped / failed.
+    status: str
+    # released (new model), kept previous (the previous release's model stays), none (no model at all).
+    action: str
+    reason: str
+    gates: list[GateOutcome] = field(default_factory=list)
+    source_release: str | None = None
+    size_mb: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[GateOutcome]:
+        return [g for g in self.gates if g.warns]
+
+    @property
+    def blocked_by(self) -> list[GateOutcome]:
+        return [g for g in self.gates if g.blocks]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "action": self.action, "reason": self.reason,
+            "source_release": self.source_release, "size_mb": self.size_mb, "metrics": self.metrics,
+            "gates": [g.as_dict() for g in self.gates],
+        }
+
+
+@dataclass
+class ReleaseResult:
+    machine_id: str
+    published: bool
+    release_id: str | None
+    path: Path | None
+    previous_release: str | None
+    decisions: dict[str, ModelDecision]
+    release_gates: list[GateOutcome]
+    reason: str
+    bundle: BundleInfo | None = None
+    champion: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_gates(self) -> list[GateOutcome]:
+        return [g for d in self.decisions.values() for g in d.gates] + self.release_gates
+
+    @property
+    def blocked(self) -> bool:
+        """A gate stopped something (a model kept its previous version, or the whole release)."""
+        return any(g.blocks for g in self.all_gates) or not self.published
+
+    @property
+    def outcome(self) -> str:
+        """published / published with warnings / blocked (exit codes 0 / 3 / 4 of the CLI)."""
+        if self.blocked:
+            return "blocked"
+        if any(g.warns for g in self.all_gates) or any(d.action != RELEASED for d in self.decisions.values()):
+            return "published with warnings"
+        return "published"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "machine_id": self.machine_id, "published": self.published, "outcome": self.outcome,
+            "release_id": self.release_id, "previous_release": self.previous_release, "reason": self.reason,
+            "models": {t: d.as_dict() for t, d in self.decisions.items()},
+            "release_gates": [g.as_dict() for g in self.release_gates],
+            "champion": self.champion,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def current_release_dir(root: Path, machine_id: str) -> Path | None:
+    """The resolved directory of the machine's current release (read from it, not through `current`)."""
+    link = paths.current_release(root, machine_id)
+    if not link.is_symlink() and not link.exists():
+        return None
+    target = link.resolve()
+    return target if (target / RELEASE_FILE).is_file() else None
+
+
+def read_release(release_dir: Path, trust: Trust | None = None) -> dict[str, Any]:
+    """release.json of a release directory, its signature checked when `trust` is given."""
+    data = (Path(release_dir) / RELEASE_FILE).read_bytes()
+    if trust is not None:
+        signature_file = Path(release_dir) / RELEASE_SIGNATURE
+        signature = signature_file.read_bytes() if signature_file.is_file() else None
+        trust.verify(data, signature, f"release {release_dir}")
+    return json.loads(data)
+
+
+def verify_release(release_dir: Path, trust: Trust) -> dict[str, Any]:
+    """Check a release as a whole: its signed release.json, each model directory it lists, and its bundle.
+
+    Raises IntegrityError naming what is inconsistent (a model missing or changed, a bundle from elsewhere)."""
+    from pdm_pipeline.edge.integrity import IntegrityError
+
+    description = read_release(release_dir, trust)
+    for model_type, entry in description["models"].items():
+        if entry["action"] == NONE:
+            if (Path(release_dir) / model_type).exists():
+                raise IntegrityError(f"release {release_dir}: {model_type}/ exists but the release lists none")
+            continue
+        model_dir = Path(release_dir) / model_type
+        if not model_dir.is_dir():
+            raise IntegrityError(f"release {release_dir}: {model_type}/ is listed but missing")
+        manifest = verify_dir(model_dir, trust, f"{model_type} model")
+        if manifest["files"].get(METRICS_FILE, {}).get("sha256") != entry.get("metrics_sha256"):
+            raise IntegrityError(f"release {release_dir}: {model_type}/ is not the model this release lists")
+    bundle = Path(release_dir) / "bundle"
+    manifest = verify_dir(bundle, trust, "bundle")
+    if manifest.get("release_id") != description["release_id"]:
+        raise IntegrityError(f"release {release_dir}: its bundle belongs to release {manifest.get('release_id')}")
+    return description
+
+
+# ---------------------------------------------------------------------------------------------- locking, recovery
+
+
+@contextlib.contextmanager
+def machine_lock(root: Path, machine_id: str, timeout_s: float = 600.0) -> Iterator[None]:
+    """An exclusive lock on the machine's releases (released by the OS when the holder dies)."""
+    directory = paths.releases_dir(root, machine_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("a") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"machine {machine_id}: another release holds {directory / '.lock'}") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def complete_releases(root: Path, machine_id: str) -> list[Path]:
+    """Release directories with a release.json, oldest first (release ids sort by time)."""
+    directory = paths.releases_dir(root, machine_id)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".") and
+                  not p.is_symlink() and (p / RELEASE_FILE).is_file())
+
+
+def recover_machine(root: Path, machine_id: str) -> list[str]:
+    """Remove what an interrupted release left behind; re-point a dangling `current`. Call under the lock.
+
+    Returns what was done, in words (for the log)."""
+    directory = paths.releases_dir(root, machine_id)
+    done: list[str] = []
+    if not directory.is_dir():
+        return done
+    for leftover in directory.iterdir():
+        name = leftover.name
+        if name.startswith((".building-", f".{CURRENT}.tmp-")):
+            if leftover.is_symlink() or leftover.is_file():
+                leftover.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+            done.append(f"removed interrupted {name}")
+        elif leftover.is_dir() and not name.startswith(".") and not (leftover / RELEASE_FILE).is_file():
+            shutil.rmtree(leftover, ignore_errors=True)
+            done.append(f"removed incomplete release {name}")
+    link = directory / CURRENT
+    if link.is_symlink() and not (link.resolve() / RELEASE_FILE).is_file():
+        complete = complete_releases(root, machine_id)
+        if complete:
+            _switch(directory, complete[-1].name)
+            done.append(f"current re-pointed to {complete[-1].name}")
+        else:
+            link.unlink()
+            done.append("dangling current removed")
+    return done
+
+
+def _switch(directory: Path, release_id: str) -> None:
+    tmp = directory / f".{CURRENT}.tmp-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(release_id, tmp)
+    os.replace(tmp, directory / CURRENT)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _collect_garbage(root: Path, machine_id: str) -> None:
+    complete = complete_releases(root, machine_id)
+    current = current_release_dir(root, machine_id)
+    for old in complete[:-KEEP_RELEASES]:
+        if current is None or old.resolve() != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- decisions
+
+
+def decide(
+    trained: Mapping[str, TrainedModel], evaluations: Mapping[str, Evaluation], settings: GateSettings,
+    previous: dict[str, Any] | None,
+) -> dict[str, ModelDecision]:
+    """Per family: released / kept previous / none, with every gate outcome."""
+    decisions: dict[str, ModelDecision] = {}
+    previous_models = (previous or {}).get("models", {})
+    for family in families.all_families():
+        t = family.model_type
+        model = trained.get(t)
+        evaluation = evaluations.get(t)
+        had = previous_models.get(t, {}).get("action") in (RELEASED, KEPT)
+        keep = KEPT if had else NONE
+        source = (previous_models.get(t, {}).get("source_release") if had else None)
+        if model is None:
+            decisions[t] = ModelDecision(t, "not run", keep, "not trained in this run", source_release=source)
+            continue
+        if model.skipped:
+            gates = [check_model_size(t, None, settings.budget_mb(t), model.reason)]
+            gates += skipped_quality_gates(t, model.reason or "not trained", settings)
+            decisions[t] = ModelDecision(t, model.status, keep, model.reason or model.status, gates, source)
+            continue
+        gates = [check_model_size(t, model.size_mb, settings.budget_mb(t))]
+        if evaluation is None or evaluation.failed_reason:
+            reason = evaluation.failed_reason if evaluation else "not evaluated"
+            gates += skipped_quality_gates(t, reason, settings)
+            decisions[t] = ModelDecision(t, "failed", keep, reason, gates, source, model.size_mb)
+            continue
+        if evaluation.skipped_reason:
+            gates += skipped_quality_gates(t, evaluation.skipped_reason, settings)
+        else:
+            gates += quality_gates(t, evaluation.metrics, settings)
+        blocked = [g for g in gates if g.blocks]
+        if blocked:
+            reason = "blocked by " + "; ".join(g.line() for g in blocked)
+            decisions[t] = ModelDecision(t, model.status, keep, reason, gates, source, model.size_mb,
+                                         evaluation.flat_metrics())
+        else:
+            decisions[t] = ModelDecision(t, model.status, RELEASED, "passed its blocking gates", gates, None,
+                                         model.size_mb, evaluation.flat_metrics())
+    return decisions
+
+
+# ---------------------------------------------------------------------------------------------- release
+
+
+def new_release_id(run_id: str) -> str:
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{run_id[:8]}"
+
+
+def release_machine(
+    root: Path,
+    machine_id: str,
+    trained: Mapping[str, TrainedModel],
+    evaluations: Mapping[str, Evaluation],
+    settings: GateSettings,
+    *,
+    run_id: str,
+    data: Any = None,
+    features: Any = None,
+    data_version: str | None = None,
+    tracking_uri: str | None = None,
+    smoke_test: bool = True,
+) -> ReleaseResult:
+    """Gate every model, write the release aside, switch `current` atomically, bundle, promote champions."""
+    root = Path(root)
+    signing_key = keys.signing_key(root)
+    trust = keys.local_trust(root)
+    directory = paths.releases_dir(root, machine_id)
+    with machine_lock(root, machine_id):
+        for line in recover_machine(root, machine_id):
+            log.warning(f"{machine_id}: recovery: {line}")
+        previous_dir = current_release_dir(root, machine_id)
+        previous = read_release(previous_dir, trust) if previous_dir is not None else None
+        decisions = decide(trained, evaluations, settings, previous)
+        previous_id = previous["release_id"] if previous else None
+        new_models = [t for t, d in decisions.items() if d.action == RELEASED]
+        if not new_models:
+            reason = "no new model passed its blocking gates: the previous release stays" if previous else \
+                "no model passed its blocking gates: nothing released"
+            return _finish(root, machine_id, run_id, ReleaseResult(
+                machine_id, False, None, None, previous_id, decisions, [], reason))
+
+        release_id = new_release_id(run_id)
+        building = directory / f".building-{release_id}"
+        building.mkdir(parents=True)
+        try:
+            sizes = _assemble(building, decisions, trained, evaluations, previous_dir, previous, signing_key)
+            total = check_total_size(sizes, settings.total_budget_mb)
+            release_gates = [total]
+            if total.blocks:
+                shutil.rmtree(building, ignore_errors=True)
+                return _finish(root, machine_id, run_id, ReleaseResult(
+                    machine_id, False, None, None, previous_id, decisions, release_gates,
+                    f"not released: {total.description}; the previous release stays"))
+            bundle = build_bundle(building, machine_id, release_id, signing_key)
+            bundle_gate = check_bundle_size(bundle.size_mb, settings.bundle_budget_mb)
+            release_gates.append(bundle_gate)
+            if bundle_gate.blocks:
+                shutil.rmtree(building, ignore_errors=True)
+                return _finish(root, machine_id, run_id, ReleaseResult(
+                    machine_id, False, None, None, previous_id, decisions, release_gates,
+                    f"not released: {bundle_gate.description}; the previous release stays"))
+            if smoke_test and data is not None:
+                _smoke_test(bundle.path, data, trust)
+            description = {
+                "machine_id": machine_id,
+                "release_id": release_id,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "run_id": run_id,
+                "data_version": data_version,
+                "previous_release": previous_id,
+                "models": {t: {**d.as_dict(), "source_release": release_id if d.action == RELEASED else d.source_release,
+                               "metrics_sha256": _metrics_sha(building / t)}
+                           for t, d in decisions.items()},
+                "release_gates": [g.as_dict() for g in release_gates],
+                "bundle": {"formats": bundle.formats, "size_mb": bundle.size_mb, "n_files": bundle.n_files},
+            }
+            payload = json.dumps(description, indent=1, sort_keys=True, default=str).encode()
+            (building / RELEASE_FILE).write_bytes(payload)
+            (building / RELEASE_SIGNATURE).write_bytes(sign_bytes(signing_key, payload))
+            final = directory / release_id
+            os.replace(building, final)
+            _switch(directory, release_id)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        bundle.path = final / "bundle"
+        for d in decisions.values():
+            if d.action == RELEASED:
+                d.source_release = release_id
+        result = ReleaseResult(
+            machine_id, True, release_id, final, previous_id, decisions, release_gates,
+            f"release {release_id}: new {', '.join(new_models)}"
+            + (f"; kept previous {', '.join(t for t, d in decisions.items() if d.action == KEPT)}"
+               if any(d.action == KEPT for d in decisions.values()) else ""),
+            bundle,
+        )
+        _collect_garbage(root, machine_id)
+    log.info(f"{machine_id}: {result.reason}")
+    if tracking_uri:
+        from pdm_pipeline.core.champion import promote_champions
+
+        result.champion = promote_champions(tracking_uri, result, trained, evaluations, data, features,
+                                            data_version or "", trust)
+    return _finish(root, machine_id, run_id, result)
+
+
+def _finish(root: Path, machine_id: str, run_id: str, result: ReleaseResult) -> ReleaseResult:
+    shutil.rmtree(paths.staging_dir(root, machine_id, run_id), ignore_errors=True)
+    return result
+
+
+def _metrics_sha(model_dir: Path) -> str | None:
+    from pdm_pipeline.edge.integrity import file_sha256
+
+    file = model_dir / METRICS_FILE
+    return file_sha256(file) if file.is_file() else None
+
+
+def _assemble(
+    building: Path,
+    decisions: dict[str, ModelDecision],
+    trained: Mapping[str, TrainedModel],
+    evaluations: Mapping[str, Evaluation],
+    previous_dir: Path | None,
+    previous: dict[str, Any] | None,
+    signing_key: bytes,
+) -> dict[str, float]:
+    """Put every model of the release into `building`: new ones with their metrics card (re-signed), kept
+    ones hard-linked from the previous release. Returns the size of each (MB)."""
+    sizes: dict[str, float] = {}
+    for t, decision in decisions.items():
+        dest = building / t
+        if decision.action == RELEASED:
+            model = trained[t]
+            link_tree(model.path, dest)
+            metrics = evaluations[t].card()
+            (dest / METRICS_FILE).unlink(missing_ok=True)
+            (dest / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=float))
+            write_manifest(dest, signing_key, {"model_type": t, "release_gates": [g.as_dict() for g in decision.gates]})
+        elif decision.action == KEPT and previous_dir is not None and (previous_dir / t).is_dir():
+            link_tree(previous_dir / t, dest)
+        elif decision.action == KEPT:
+            decision.action, decision.reason = NONE, f"{decision.reason}; no previous model to keep"
+            continue
+        else:
+            continue
+        sizes[t] = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 1e6
+        decision.size_mb = sizes[t]
+    return sizes
+
+
+def _smoke_test(bundle: Path, data: Any, trust: Trust) -> None:
+    """Load the bundle through the edge predictor (verifying it) and predict the last val row with its history."""
+    from pdm_pipeline.edge.predictor import EdgePredictor
+
+    predictor = EdgePredictor.load(bundle, trust=trust)
+    if predictor.sensors:
+        val = data.splits["val"]
+        predictor.predict(val.iloc[-max(predictor.min_history_rows, 1):], latest_only=True)
+
+
+def pooled_models(root: Path, data: Any) -> dict[str, Any]:
+    """The fleet's pooled models this machine may use (see core/fleet.py); empty when there are none."""
+    from pdm_pipeline.core import fleet
+
+    return fleet.pooled_for(root, data)

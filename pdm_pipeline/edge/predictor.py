@@ -1,0 +1,242 @@
+"""Prediction on the edge from a signed bundle (core/bundle.py).
+
+    predictor = EdgePredictor.load("bundle/", public_key="public_key.pem")   # verifies signature + every hash
+    out = predictor.predict(read_input("recent.parquet"))                    # one row per input row
+    fc = predictor.forecast(recent_rows)                                     # the next horizon after the last row
+
+Input: raw sensor rows (the machine's sensor columns; `timestamp` and `unit_id` optional, rows in time order
+within each unit), with enough history before the rows that matter: features are computed by
+`core.features.compute_features`, the same code as training, over the rows given. Rows are checked first:
+
+- a row with fewer than `min_history_rows` rows of its unit before it (itself included) is still predicted
+  but marked `warmup` (its longest windows were not full);
+- a row whose sensors are all missing, or whose unit's window holds no reading at all of some sensor, is NOT
+  predicted: its outputs are empty and `status` says why ("no sensor readings", "stale: sensor X missing for
+  the whole window"), because a model fed only fill values answers "healthy" about a machine it cannot see.
+
+Output columns, per row: failure_probability, failure_flag, rul_<time unit>, anomaly_score, anomaly_flag (those
+of the models in the bundle), warmup, status; plus `timestamp` and `unit_id` when the input has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pdm_pipeline.core.features import FeatureSpec, compute_features, min_history_rows
+from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
+from pdm_pipeline.core.timeaxis import unit_codes
+from pdm_pipeline.edge.integrity import Trust, verify_dir
+from pdm_pipeline.errors import PdmError
+
+BUNDLE_FILE = "bundle.json"
+PREPROCESSING_FILE = "preprocessing.json"
+CARD_FILE = "model_card.json"
+WARMUP = "warmup"
+STATUS = "status"
+OK = "ok"
+PUBLIC_KEY_ENV = "PDM_PUBLIC_KEY"
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class PredictionInputError(PdmError, ValueError):
+    """Input rows the bundle cannot predict on; the message names the machine, the file or the columns."""
+
+
+def read_input(path: str | Path) -> pd.DataFrame:
+    """Raw sensor rows from a parquet or CSV file, with a datetime-like `timestamp` parsed."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionInputError(f"input file {path} does not exist")
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        frame = pd.read_parquet(path)
+    elif name.endswith(CSV_SUFFIXES):
+        frame = pd.read_csv(path)
+    else:
+        raise PredictionInputError(
+            f"input file {path}: unknown format; expected {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)}"
+        )
+    if TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
+        try:
+            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP])
+        except (ValueError, TypeError) as exc:
+            raise PredictionInputError(f"input file {path}: column {TIMESTAMP!r} is not a date/time: {exc}") from exc
+    return frame
+
+
+def default_trust(public_key: str | os.PathLike[str] | None, allow_unsigned: bool) -> Trust:
+    """The public key given, else $PDM_PUBLIC_KEY; unsigned bundles only when explicitly allowed."""
+    key = public_key or os.environ.get(PUBLIC_KEY_ENV)
+    if key:
+        return Trust.from_file(key, allow_unsigned=allow_unsigned)
+    if allow_unsigned:
+        return Trust(None, allow_unsigned=True)
+    raise PredictionInputError(
+        "no public key to check the bundle's signature: pass --public-key FILE (the training host's "
+        f"<data root>/keys/public_key.pem) or set {PUBLIC_KEY_ENV}; --allow-unsigned skips the check"
+    )
+
+
+@dataclass
+class _FeatureGroup:
+    """One preprocessing (feature spec + fill values) and the runtimes that use it."""
+
+    spec: FeatureSpec
+    fill_values: dict[str, float]
+    runtimes: list[Any]
+    columns: list[np.ndarray]
+
+
+class EdgePredictor:
+    """The models of one bundle, loaded for prediction. Build it with `EdgePredictor.load(bundle_dir)`."""
+
+    def __init__(self, bundle_dir: Path, description: dict[str, Any], groups: list[_FeatureGroup], forecaster: Any):
+        self.bundle_dir = Path(bundle_dir)
+        self.description = description
+        self.machine_id: str = description["machine_id"]
+        self.release_id: str = description.get("release_id", "")
+        self._groups = groups
+        self._forecaster = forecaster
+        self.sensors: list[str] = list(dict.fromkeys(s for g in groups for s in g.spec.sensors))
+        self.min_history_rows: int = max((min_history_rows(g.spec) for g in groups), default=1)
+
+    @classmethod
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        *,
+        public_key: str | os.PathLike[str] | None = None,
+        trust: Trust | None = None,
+        allow_unsigned: bool = False,
+    ) -> EdgePredictor:
+        """Verify the bundle (signature, every hash, no stray file; IntegrityError otherwise), then load it."""
+        from pdm_pipeline import families
+
+        bundle = Path(bundle_dir)
+        trust = trust or default_trust(public_key, allow_unsigned)
+        verify_dir(bundle, trust, "bundle")
+        description = json.loads((bundle / BUNDLE_FILE).read_text())
+        groups: dict[str, _FeatureGroup] = {}
+        forecaster = None
+        for model_type in description["models"]:
+            try:
+                family = families.get(model_type)
+            except ValueError:
+                raise PredictionInputError(
+                    f"bundle {bundle} holds a {model_type!r} model, a family this installation does not know"
+                ) from None
+            model_dir = bundle / model_type
+            card = json.loads((model_dir / CARD_FILE).read_text())
+            runtime = family.load_runtime(model_dir, card)
+            if not family.uses_features:
+                forecaster = runtime
+                continue
+            prep = json.loads((model_dir / PREPROCESSING_FILE).read_text())
+            key = json.dumps([prep["feature_spec"], prep["fill_values"]], sort_keys=True)
+            if key not in groups:
+                groups[key] = _FeatureGroup(FeatureSpec.from_dict(prep["feature_spec"]), prep["fill_values"], [], [])
+            group = groups[key]
+            position = {name: i for i, name in enumerate(group.spec.feature_names)}
+            missing = [c for c in runtime.inputs if c not in position]
+            if missing:
+                raise PredictionInputError(f"bundle {bundle}, {model_type}: inputs {missing[:5]} are not features")
+            group.runtimes.append(runtime)
+            group.columns.append(np.array([position[c] for c in runtime.inputs], dtype=np.intp))
+        return cls(bundle, description, list(groups.values()), forecaster)
+
+    @property
+    def model_types(self) -> list[str]:
+        return list(self.description["models"])
+
+    @property
+    def time_unit(self) -> str | None:
+        return self.description.get("time_unit")
+
+    def _check_columns(self, raw: pd.DataFrame, needed: list[str], what: str) -> None:
+        if not isinstance(raw, pd.DataFrame):
+            raise TypeError(f"machine {self.machine_id}: {what} needs a pandas DataFrame, got {type(raw).__name__}")
+        if raw.empty:
+            raise PredictionInputError(f"machine {self.machine_id}: {what} got no rows")
+        missing = [c for c in needed if c not in raw.columns]
+        if missing:
+            raise PredictionInputError(
+                f"machine {self.machine_id}: {what} input is missing column(s) {missing}; "
+                f"the bundle expects {needed} (present: {list(raw.columns)})"
+            )
+        non_numeric = [c for c in needed if c != TIMESTAMP and not pd.api.types.is_numeric_dtype(raw[c])]
+        if non_numeric:
+            raise PredictionInputError(f"machine {self.machine_id}: {what}: sensor column(s) {non_numeric} are not numeric")
+
+    def _row_status(self, raw: pd.DataFrame) -> np.ndarray:
+        """'ok', or why a row cannot be predicted: no readings at all, or a sensor silent for its whole window."""
+        values = raw[self.sensors].to_numpy(dtype=float, na_value=np.nan)
+        present = np.isfinite(values)
+        status = np.full(len(raw), OK, dtype=object)
+        status[~present.any(axis=1)] = "no sensor readings"
+        window = self.min_history_rows
+        codes = unit_codes(raw)
+        counts = pd.DataFrame(present.astype(int)).groupby(codes).rolling(window, min_periods=1).sum()
+        counts = counts.reset_index(level=0, drop=True).sort_index().to_numpy()
+        stale = (counts == 0) & present.any(axis=1)[:, None]
+        for i in np.flatnonzero(stale.any(axis=1)):
+            if status[i] == OK:
+                names = [self.sensors[j] for j in np.flatnonzero(stale[i])]
+                status[i] = f"stale: no reading of {', '.join(names)} in the last {window} rows"
+        return status
+
+    def predict(self, raw: pd.DataFrame, *, latest_only: bool = False) -> pd.DataFrame:
+        """Predictions per input row (same index as `raw`); with `latest_only`, only each unit's last row.
+
+        Raises PredictionInputError naming missing or non-numeric sensor columns (and the expected ones), an
+        empty input or rows out of time order.
+        """
+        if not self._groups:
+            raise PredictionInputError(
+                f"bundle {self.bundle_dir} of machine {self.machine_id} has no model that predicts per row "
+                f"(it holds: {', '.join(self.model_types)})"
+            )
+        self._check_columns(raw, self.sensors, "predict")
+        codes = unit_codes(raw)
+        position = pd.Series(codes).groupby(codes).cumcount().to_numpy()
+        rows = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()) if latest_only else np.arange(len(raw))
+        status = self._row_status(raw)
+        out = raw.iloc[rows][[c for c in (TIMESTAMP, UNIT_ID) if c in raw.columns]].copy()
+        usable = status[rows] == OK
+        for group in self._groups:
+            try:
+                features = compute_features(raw, group.spec).fillna(group.fill_values).to_numpy(dtype=float)
+            except ValueError as exc:
+                raise PredictionInputError(f"machine {self.machine_id}: {exc}") from exc
+            for runtime, columns in zip(group.runtimes, group.columns):
+                outputs = runtime.predict(features[:, columns], codes)
+                for name, values in outputs.items():
+                    chosen = np.asarray(values)[rows].astype(float)
+                    chosen[~usable] = np.nan
+                    out[name] = chosen
+        out[WARMUP] = position[rows] + 1 < self.min_history_rows
+        out[STATUS] = status[rows]
+        return out
+
+    def forecast(self, raw: pd.DataFrame | None = None, horizon: float | None = None) -> pd.DataFrame:
+        """Per-sensor forecasts after the last row of `raw` (timestamp + sensors; default: after the training
+        history); `horizon` in the data's time unit (default: the trained horizon)."""
+        if self._forecaster is None:
+            absent = self.description.get("absent", {}).get("timeseries", "not trained")
+            raise PredictionInputError(f"bundle {self.bundle_dir} of machine {self.machine_id} has no forecasts: {absent}")
+        if raw is not None:
+            self._check_columns(raw, [TIMESTAMP, *self._forecaster.sensors], "forecast")
+        try:
+            return self._forecaster.forecast(recent=raw, horizon=horizon)
+        except ValueError as exc:
+            raise PredictionInputError(f"machine {self.machine_id}: forecast: {exc}") from exc
+
+
+__all__ = ["STATUS", "WARMUP", "EdgePredictor", "PredictionInputError", "default_trust", "read_input"]

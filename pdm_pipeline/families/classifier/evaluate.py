@@ -1,0 +1,121 @@
+"""Test metrics of the failure classifier, through the runtime that ships (TEST only, once).
+
+F1, precision, recall, accuracy at the val threshold, ROC-AUC, PR-AUC; baseline = always the train majority
+class. `single_row_latency_ms` = median one-row prediction of the shipped model. Pictures: confusion matrix and
+precision-recall curve.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from pdm_pipeline.core.evaluation import Evaluation
+from pdm_pipeline.core.schema import LABEL
+from pdm_pipeline.families import tabular
+from pdm_pipeline.families.base import TestView, read_card
+from pdm_pipeline.families.classifier import FAMILY
+from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+from pdm_pipeline.families.classifier.train import binary_labels
+
+
+def classification_metrics(truth: np.ndarray, predicted: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """F1, precision, recall, accuracy of 0/1 predictions; ROC-AUC and PR-AUC of the score (NaN with one class)."""
+    both_classes = len(np.unique(truth)) == 2
+    return {
+        "f1": float(f1_score(truth, predicted, zero_division=0)),
+        "precision": float(precision_score(truth, predicted, zero_division=0)),
+        "recall": float(recall_score(truth, predicted, zero_division=0)),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "roc_auc": float(roc_auc_score(truth, score)) if both_classes else math.nan,
+        "pr_auc": float(average_precision_score(truth, score)) if both_classes else math.nan,
+    }
+
+
+def _confusion_plot(matrix: np.ndarray, threshold: float, machine_id: str) -> str:
+    from pdm_pipeline.core.plots import figure_markdown, new_figure
+
+    fig, ax = new_figure(4.5, 4.0)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    for (i, j), count in np.ndenumerate(matrix):
+        color = "white" if count > matrix.max() / 2 else "black"
+        ax.text(j, i, str(int(count)), ha="center", va="center", color=color, fontsize=12)
+    ax.set_xticks([0, 1], labels=["predicted 0", "predicted 1"])
+    ax.set_yticks([0, 1], labels=["true 0", "true 1"])
+    ax.set_title(f"{machine_id}: threshold {threshold:.3f}")
+    return figure_markdown(fig, f"{machine_id}: failure classifier confusion matrix (test)")
+
+
+def _pr_curve_plot(truth: np.ndarray, proba: np.ndarray, operating: tuple[float, float], machine_id: str) -> str:
+    from pdm_pipeline.core.plots import figure_markdown, new_figure
+
+    precision, recall, _ = precision_recall_curve(truth, proba)
+    fig, ax = new_figure(5.5, 4.0)
+    ax.plot(recall, precision, color="tab:blue", label=f"model (PR-AUC {average_precision_score(truth, proba):.3f})")
+    ax.axhline(truth.mean(), color="grey", linestyle="--", label=f"baseline (positive rate {truth.mean():.3f})")
+    ax.plot(*operating, "o", color="tab:red", label="val-calibrated threshold")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(machine_id)
+    ax.legend(loc="lower left", fontsize=8)
+    return figure_markdown(fig, f"{machine_id}: failure classifier precision-recall curve (test)")
+
+
+def evaluate(model_dir: Path, view: TestView) -> Evaluation:
+    card = read_card(model_dir)
+    runtime = ClassifierRuntime(model_dir, card)
+    test = view.test
+    tabular.check_frame(test, "test", runtime.inputs, LABEL)
+    truth = binary_labels(test, "test")
+    features = test[runtime.inputs].to_numpy(dtype=float)
+    proba = runtime.probability(features)
+    threshold = runtime.threshold
+    predicted = (proba >= threshold).astype(int)
+    metrics = classification_metrics(truth, predicted, proba)
+    metrics["single_row_latency_ms"] = tabular.single_row_latency_ms(runtime.probability, features[:1])
+    majority = int(card["train_majority_class"])
+    baseline = classification_metrics(truth, np.full(len(truth), majority), np.full(len(truth), float(majority)))
+    matrix = confusion_matrix(truth, predicted, labels=[0, 1])
+    tn, fp, fn, tp = (int(v) for v in matrix.ravel())
+    details = {
+        "threshold": threshold,
+        "threshold_source": card.get("threshold_source"),
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": matrix.tolist()},
+        "test_positive_rate": float(truth.mean()),
+        "train_positive_rate": card["train_positive_rate"],
+        "n_test": int(len(test)),
+        "best_model": card["best_model"],
+        "format": card["format"],
+        "source": card.get("source"),
+        "pooling": card.get("pooling"),
+        "preset": card["preset"],
+        "val_metrics": card["val_metrics"],
+    }
+    pictures = {"confusion_matrix": _confusion_plot(matrix, threshold, view.machine_id)}
+    if 0 < truth.sum() < len(truth):
+        pictures["precision_recall_curve"] = _pr_curve_plot(
+            truth, proba, (metrics["recall"], metrics["precision"]), view.machine_id
+        )
+    return Evaluation(
+        model_type=FAMILY.model_type,
+        metrics=metrics,
+        baseline=baseline,
+        baseline_name=f"{FAMILY.baseline_name} ({majority})",
+        details=details,
+        pictures=pictures,
+    )

@@ -1,0 +1,27 @@
+"""RUL regressor: how much useful life is left, in the data's own time unit (hours, seconds, cycles, ...)."""
+
+from pdm_pipeline.families.base import ModelFamily, QualityGate
+
+FAMILY = ModelFamily(
+    model_type="regression",
+    asset_name="rul_regressor",
+    title="RUL regressor",
+    description="AutoGluon regressor of the remaining useful life in the data's time unit, with a piecewise-linear "
+    "cap chosen on val; shipped as its native booster file",
+    kind="autogluon",
+    baseline_name="predict the train mean RUL",
+    headline_metrics=(("rmse", False), ("mae", False), ("r2", True)),
+    champion_metric=("rmse", False),
+    size_budget_mb=250.0,
+    quality_gates=(
+        QualityGate("regression_single_row_latency", "single_row_latency_ms", 50.0, "max",
+                    "one-row prediction time of the shipped model (ms)"),
+    ),
+    package=__name__,
+    output_columns=("rul_<time unit>",),
+)
+
+
+def output_column(time_unit: str) -> str:
+    """The prediction column, named with its unit: rul_hours, rul_seconds, rul_cycles, ..."""
+    return f"rul_{time_unit}"

@@ -1,0 +1,200 @@
+"""Train the RUL regressor: target `rul` in the data's time unit, piecewise-linear cap chosen on val.
+
+Cap (run-to-failure data: early in a unit's life the sensors cannot tell 300 from 200 cycles left, and an
+uncapped target teaches the model to guess the life's length; the usual piecewise-linear RUL caps the target)
+    `rul_cap` "auto" (default): candidates = no cap and 40 / 60 / 80 % of the median unit life on train (the
+    largest train RUL of each unit). Each is fitted with the preset's LightGBM settings on at most 20,000 train
+    rows, early-stopped on val, and scored on VAL: RMSE against the raw (uncapped) RUL over the val rows whose
+    RUL is at most the largest candidate (the degradation window, where RUL predictions drive decisions; rows
+    further from failure only need "far away", which every candidate says). The lowest wins; ties go to no
+    cap. A number fixes the cap; "none" disables it. The choice and every candidate's score are in the card.
+Model
+    AutoGluon regression on the (capped) target, eval metric RMSE; predictions are clipped at 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.schema import RUL, UNIT_ID
+from pdm_pipeline.core.timeaxis import short
+from pdm_pipeline.families import tabular
+from pdm_pipeline.families.base import CARD_FILE, ModelSkipped, TrainView
+from pdm_pipeline.families.regressor import FAMILY
+from pdm_pipeline.families.regressor.runtime import RegressorRuntime
+
+log = logging.getLogger(__name__)
+
+REGRESSOR_METRIC = "root_mean_squared_error"
+CAP_FRACTIONS = (0.4, 0.6, 0.8)
+CAP_SELECTION_MAX_ROWS = 20_000
+FAITHFULNESS_TOLERANCE = 1e-3
+
+
+def rul_values(frame: pd.DataFrame, split: str) -> np.ndarray:
+    rul = pd.to_numeric(frame[RUL]).to_numpy(dtype=float)
+    if (rul < 0).any():
+        raise tabular.TabularInputError(f"the {split} split has {int((rul < 0).sum())} negative value(s) in {RUL!r}")
+    return rul
+
+
+def capped(rul: np.ndarray, cap: float | None) -> np.ndarray:
+    return rul if cap is None else np.minimum(rul, cap)
+
+
+def cap_candidates(train: pd.DataFrame, rul: np.ndarray) -> list[float | None]:
+    """No cap, then CAP_FRACTIONS of the median unit life (largest train RUL per unit)."""
+    units = train[UNIT_ID].astype(str).to_numpy() if UNIT_ID in train.columns else np.zeros(len(train))
+    life = float(pd.Series(rul).groupby(units).max().median())
+    if not (math.isfinite(life) and life > 0):
+        return [None]
+    return [None, *sorted({float(f"{fraction * life:.4g}") for fraction in CAP_FRACTIONS})]
+
+
+def _quick_fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """Val predictions of a LightGBM with the preset's regressor settings, early-stopped on val."""
+    import lightgbm
+
+    hyper = ((config.tabular.hyperparameters_for("regression") or {}).get("GBM") or [{}])[0]
+    params = {
+        "objective": "regression",
+        "learning_rate": hyper.get("learning_rate", 0.1),
+        "feature_fraction": hyper.get("feature_fraction", 0.9),
+        "max_bin": hyper.get("max_bin", 255),
+        "num_leaves": hyper.get("num_leaves", 31),
+        "num_threads": tabular.available_cpus(),
+        "seed": config.seed,
+        "verbose": -1,
+    }
+    booster = lightgbm.train(
+        params,
+        lightgbm.Dataset(x_train, y_train, params={"max_bin": params["max_bin"]}),
+        num_boost_round=int(hyper.get("num_boost_round", 300)),
+        valid_sets=[lightgbm.Dataset(x_val, y_val)],
+        callbacks=[lightgbm.early_stopping(20, verbose=False)],
+    )
+    return np.maximum(booster.predict(x_val, num_iteration=booster.best_iteration), 0.0)
+
+
+def choose_cap(
+    view: TrainView, names: list[str], rul: dict[str, np.ndarray], config: TrainingConfig
+) -> tuple[float | None, dict[str, Any]]:
+    """The RUL cap (None = no cap) and the record of how it was chosen."""
+    unit = short(view.time_unit)
+    if config.rul_cap == "none":
+        return None, {"rule": "rul_cap=none (setting)"}
+    if config.fixed_rul_cap is not None:
+        return config.fixed_rul_cap, {"rule": f"rul_cap={config.fixed_rul_cap:g} {unit} (setting)"}
+    candidates = cap_candidates(view.frames["train"], rul["train"])
+    if len(candidates) == 1:
+        return None, {"rule": "auto: no unit life to derive candidates from; no cap"}
+    region = max(c for c in candidates if c is not None)
+    val_rows = rul["val"] <= region
+    if val_rows.sum() < 10:
+        return None, {"rule": f"auto: fewer than 10 val rows with RUL <= {region:g} {unit}; no cap"}
+    rng = np.random.default_rng(config.seed)
+    n = len(rul["train"])
+    rows = np.sort(rng.choice(n, CAP_SELECTION_MAX_ROWS, replace=False)) if n > CAP_SELECTION_MAX_ROWS else np.arange(n)
+    x_train = view.frames["train"][names].to_numpy(dtype=np.float32)[rows]
+    x_val = view.frames["val"][names].to_numpy(dtype=np.float32)
+    scores = []
+    for cap in candidates:
+        predicted = _quick_fit(x_train, capped(rul["train"][rows], cap), x_val, capped(rul["val"], cap), config)
+        error = predicted[val_rows] - rul["val"][val_rows]
+        scores.append({"cap": cap, "val_rmse_near_failure": float(np.sqrt(np.mean(error**2)))})
+    best = min(scores, key=lambda s: s["val_rmse_near_failure"])  # ties: the first (no cap)
+    record = {
+        "rule": (
+            f"auto: lowest val RMSE against the raw RUL over val rows with RUL <= {region:g} {unit} "
+            f"({int(val_rows.sum())} rows), candidates no cap and {', '.join(f'{f:.0%}' for f in CAP_FRACTIONS)} "
+            "of the median train unit life"
+        ),
+        "region": region,
+        "candidates": scores,
+    }
+    cap = best["cap"]
+    listing = ", ".join(f"{s['cap']}: {s['val_rmse_near_failure']:.3g}" for s in scores)
+    log.info(f"regressor: RUL cap {'none' if cap is None else f'{cap:g} {unit}'} chosen on val ({listing})")
+    return cap, record
+
+
+def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, Any]:
+    start = time.perf_counter()
+    names = tabular.check_feature_names(view.feature_names)
+    rul: dict[str, np.ndarray] = {}
+    for split in ("train", "val"):
+        frame = view.frames[split]
+        if RUL not in frame.columns:
+            raise ModelSkipped(f"no {RUL!r} column in the data: there is no remaining useful life to learn")
+        tabular.check_frame(frame, split, names, RUL)
+        rul[split] = rul_values(frame, split)
+    cap, cap_record = choose_cap(view, names, rul, config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / tabular.AUTOGLUON_DIR
+    target = {split: capped(values, cap) for split, values in rul.items()}
+    predictor, leaderboard = tabular.fit_predictor(
+        tabular.autogluon_data(view.frames["train"], names, RUL, target["train"]),
+        tabular.autogluon_data(view.frames["val"], names, RUL, target["val"]),
+        RUL, "regression", REGRESSOR_METRIC, None, work, config, "regressor",
+    )
+    best_model = predictor.model_best
+    exported = tabular.export_model(
+        predictor, work, out_dir, view.frames["val"][names], names, False, FAITHFULNESS_TOLERANCE, "regressor"
+    )
+    card: dict[str, Any] = {
+        "model_type": FAMILY.model_type,
+        **exported,
+        "best_model": best_model,
+        "feature_names": names,
+        "time_unit": view.time_unit,
+        "rul_cap": cap,
+        "rul_cap_selection": cap_record,
+        "preset": config.tabular.name,
+        "time_limit_s": config.tabular.time_limit_s,
+        "seed": config.seed,
+        "eval_metric": REGRESSOR_METRIC,
+        "leaderboard": leaderboard,
+        "autogluon_version": tabular.autogluon_version(),
+        "train_mean_rul": float(np.mean(target["train"])),
+        "train_max_rul": float(np.max(rul["train"])),
+        "source": "machine",
+    }
+    runtime = RegressorRuntime(out_dir, card)
+    predicted = runtime.rul(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
+    card["val_metrics"] = regression_metrics(target["val"], predicted)
+    unit = short(view.time_unit)
+    log.info(
+        f"regressor: val RMSE {card['val_metrics']['rmse']:.3g} {unit}, MAE {card['val_metrics']['mae']:.3g} {unit} "
+        f"(cap {'none' if cap is None else f'{cap:g} {unit}'})"
+    )
+    card["train_seconds"] = time.perf_counter() - start
+    (out_dir / CARD_FILE).write_text(json.dumps(card, indent=1))
+    return {
+        "best_model": best_model,
+        "format": card["format"],
+        "rul_cap": cap,
+        "time_unit": view.time_unit,
+        "val_metrics": card["val_metrics"],
+        "preset": card["preset"],
+    }
+
+
+def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE, R² (NaN for a constant truth) and bias = mean(predicted - truth)."""
+    error = predicted - truth
+    ss_tot = float(np.sum((truth - truth.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": 1.0 - float(np.sum(error**2)) / ss_tot if ss_tot > 0 else math.nan,
+        "bias": float(np.mean(error)),
+    }
