@@ -1,4 +1,4 @@
-"""Labels (failure within H hours, fitted on train) and causal per-unit rolling features."""
+"""Labels (failure within H, fitted on train, in the data's time unit) and causal per-unit rolling features."""
 
 from __future__ import annotations
 
@@ -64,15 +64,15 @@ def features(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
 # ---------------------------------------------------------------- features: spec
 
 
-def test_spec_windows_from_train_step_and_readable_names(spec: FeatureSpec) -> None:
-    assert spec.step_seconds == STEP_MINUTES * 60
-    assert spec.windows == (6, 36, 144)
-    assert spec.window_hours == (1.0, 6.0, 24.0)
+def test_spec_windows_in_samples_step_in_the_data_unit_and_readable_names(spec: FeatureSpec) -> None:
+    assert spec.time_unit == "hours" and spec.step == pytest.approx(STEP_MINUTES / 60)
+    assert spec.windows == (6, 36, 60)  # 144 capped at a quarter of the 240-row units
+    assert spec.window_durations() == pytest.approx([1.0, 6.0, 10.0])
     assert spec.vibration_sensors == ("motor_vib",)
-    assert min_history_rows(spec) == 144
+    assert min_history_rows(spec) == 60
     names = set(spec.feature_names)
-    assert {"temperature", "temperature__mean_6h", "pressure__slope_24h", "motor_vib__rms_1h"} <= names
-    assert {"motor_vib__band_low_24h", "motor_vib__band_mid_24h", "motor_vib__band_high_24h"} <= names
+    assert {"temperature", "temperature__mean_w36", "pressure__slope_w60", "motor_vib__rms_w6"} <= names
+    assert {"motor_vib__band_low_w60", "motor_vib__band_mid_w60", "motor_vib__band_high_w60"} <= names
     assert not any("band" in n for n in names if not n.startswith("motor_vib"))
     assert len(names) == len(spec.feature_names) == 3 * (1 + 3 * 7) + 3
 
@@ -83,16 +83,39 @@ def test_no_feature_name_mentions_reserved_columns(spec: FeatureSpec) -> None:
             assert reserved not in name.lower(), name
 
 
-def test_sub_hour_windows_are_labelled_in_minutes(frame: pd.DataFrame) -> None:
-    spec = fit_feature_spec(frame, ["temperature"], window_hours=(2.0, 0.5))
+def test_window_samples_can_be_set_and_must_be_at_least_two(frame: pd.DataFrame) -> None:
+    spec = fit_feature_spec(frame, ["temperature"], window_samples=(12, 3, 12))
     assert spec.windows == (3, 12)
-    assert "temperature__mean_30min" in spec.feature_names and "temperature__std_2h" in spec.feature_names
+    assert "temperature__mean_w3" in spec.feature_names and "temperature__std_w12" in spec.feature_names
+    with pytest.raises(ValueError, match="window_samples"):
+        fit_feature_spec(frame, ["temperature"], window_samples=(1, 6))
 
 
-def test_windows_are_at_least_two_rows_and_unique(frame: pd.DataFrame) -> None:
-    spec = fit_feature_spec(frame, ["temperature"], window_hours=(0.05, 0.1, 1.0))
-    assert spec.windows == (2, 6)
-    assert spec.window_hours == (0.05, 1.0)
+@pytest.mark.parametrize(
+    ("unit", "step", "rows_per_unit", "expected"),
+    [("seconds", 1, 1000, (6, 36, 144)), ("cycles", 1, 200, (6, 36, 50)), ("hours", 1, 40, (6, 12))],
+)
+def test_default_windows_follow_the_data_not_the_clock(unit: str, step: int, rows_per_unit: int, expected: tuple) -> None:
+    """Per-second, per-cycle and hourly data all get real windows (in samples), capped by the unit length."""
+    frames = []
+    for u in range(3):
+        t = np.arange(rows_per_unit) * step
+        stamp = t if unit == "cycles" else pd.Timestamp("2024-01-01") + pd.to_timedelta(t, unit="s" if unit == "seconds" else "h")
+        frames.append(pd.DataFrame({TIMESTAMP: stamp, UNIT_ID: f"u{u}", "temperature": np.sin(t / 5.0) + u}))
+    data = pd.concat(frames, ignore_index=True)
+    spec = fit_feature_spec(data, ["temperature"], time_unit=unit)
+    assert spec.windows == expected
+    assert spec.step == pytest.approx(step)
+    features = compute_features(data, spec)
+    assert features.notna().all().all()
+
+
+def test_cycle_axis_rejects_datetimes_and_clock_axis_rejects_counters(frame: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="needs a number"):
+        fit_feature_spec(frame, SENSORS, time_unit="cycles")
+    counters = frame.assign(**{TIMESTAMP: np.arange(len(frame))})
+    with pytest.raises(ValueError, match="needs datetimes"):
+        fit_feature_spec(counters, SENSORS, time_unit="hours")
 
 
 def test_spec_json_round_trip_and_tamper_check(frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame) -> None:
@@ -101,7 +124,6 @@ def test_spec_json_round_trip_and_tamper_check(frame: pd.DataFrame, spec: Featur
     pd.testing.assert_frame_equal(compute_features(frame, restored), features)
     tampered = spec.to_dict()
     tampered["windows"] = [6, 36, 100]
-    tampered["window_hours"] = [1.0, 6.0, 16.0]
     with pytest.raises(ValueError, match="inconsistent"):
         FeatureSpec.from_dict(tampered)
 
@@ -153,8 +175,8 @@ def test_units_do_not_leak_into_each_other(frame: pd.DataFrame, spec: FeatureSpe
     np.testing.assert_allclose(alone.to_numpy(), features[unit_2].to_numpy(), rtol=1e-6, atol=1e-6)
     # The first row of a unit only sees itself: zero spread, zero slope.
     first = features.loc[frame.index[unit_2][0]]
-    assert first["temperature__std_24h"] == 0 and first["temperature__slope_1h"] == 0
-    assert first["temperature__mean_24h"] == pytest.approx(frame.loc[unit_2, "temperature"].iloc[0], rel=1e-6)
+    assert first["temperature__std_w60"] == 0 and first["temperature__slope_w6"] == 0
+    assert first["temperature__mean_w60"] == pytest.approx(frame.loc[unit_2, "temperature"].iloc[0], rel=1e-6)
 
 
 def test_interleaved_units_give_the_same_features_per_row(
@@ -186,22 +208,22 @@ def test_prediction_tail_with_enough_history_matches_training_features(
 
 
 def test_window_statistics_match_numpy(frame: pd.DataFrame, features: pd.DataFrame) -> None:
-    row = 200  # unit_0, full 6 h window of 36 rows
+    row = 200  # unit_0, full window of 36 rows
     window = frame["temperature"].to_numpy()[row - 35 : row + 1]
     got = features.loc[row]
     assert got["temperature"] == pytest.approx(frame.loc[row, "temperature"], rel=1e-6)
-    assert got["temperature__mean_6h"] == pytest.approx(window.mean(), rel=1e-6)
-    assert got["temperature__std_6h"] == pytest.approx(window.std(), rel=1e-5)
-    assert got["temperature__min_6h"] == pytest.approx(window.min(), rel=1e-6)
-    assert got["temperature__max_6h"] == pytest.approx(window.max(), rel=1e-6)
-    assert got["temperature__rms_6h"] == pytest.approx(np.sqrt(np.mean(window**2)), rel=1e-6)
-    assert got["temperature__peak_6h"] == pytest.approx(np.abs(window - window.mean()).max(), rel=1e-5)
-    assert got["temperature__slope_6h"] == pytest.approx(np.polyfit(np.arange(36), window, 1)[0], rel=1e-4)
+    assert got["temperature__mean_w36"] == pytest.approx(window.mean(), rel=1e-6)
+    assert got["temperature__std_w36"] == pytest.approx(window.std(), rel=1e-5)
+    assert got["temperature__min_w36"] == pytest.approx(window.min(), rel=1e-6)
+    assert got["temperature__max_w36"] == pytest.approx(window.max(), rel=1e-6)
+    assert got["temperature__rms_w36"] == pytest.approx(np.sqrt(np.mean(window**2)), rel=1e-6)
+    assert got["temperature__peak_w36"] == pytest.approx(np.abs(window - window.mean()).max(), rel=1e-5)
+    assert got["temperature__slope_w36"] == pytest.approx(np.polyfit(np.arange(36), window, 1)[0], rel=1e-4)
     # A unit's third row: windows hold only that unit's first three rows.
     start = frame.index[frame[UNIT_ID] == "unit_1"][0]
     first_three = frame["pressure"].to_numpy()[start : start + 3]
-    assert features.loc[start + 2, "pressure__mean_24h"] == pytest.approx(first_three.mean(), rel=1e-6)
-    assert features.loc[start + 2, "pressure__slope_6h"] == pytest.approx(
+    assert features.loc[start + 2, "pressure__mean_w60"] == pytest.approx(first_three.mean(), rel=1e-6)
+    assert features.loc[start + 2, "pressure__slope_w36"] == pytest.approx(
         np.polyfit(np.arange(3), first_three, 1)[0], rel=1e-4
     )
 
@@ -212,9 +234,9 @@ def test_missing_readings_are_skipped_by_window_statistics(frame: pd.DataFrame, 
     got = compute_features(gappy, spec)
     window = gappy["temperature"].to_numpy()[51 - 5 : 52]  # the 1 h window (6 rows) ending at row 51
     assert np.isnan(got.loc[50, "temperature"])
-    assert got.loc[51, "temperature__mean_1h"] == pytest.approx(np.nanmean(window), rel=1e-6)
+    assert got.loc[51, "temperature__mean_w6"] == pytest.approx(np.nanmean(window), rel=1e-6)
     kept = ~np.isnan(window)
-    assert got.loc[51, "temperature__slope_1h"] == pytest.approx(
+    assert got.loc[51, "temperature__slope_w6"] == pytest.approx(
         np.polyfit(np.arange(6)[kept], window[kept], 1)[0], rel=1e-4
     )
 
@@ -230,8 +252,8 @@ def test_band_energies_follow_frequency_and_add_up_to_variance() -> None:
     t = np.arange(300)
     slow = _single_unit(np.sin(2 * np.pi * t / 36))
     fast = _single_unit(np.sin(2 * np.pi * t / 2.5))
-    spec = fit_feature_spec(slow, ["motor_vib"], window_hours=(1.0, 12.0))  # 72-row window: one point per row
-    bands = ["motor_vib__band_low_12h", "motor_vib__band_mid_12h", "motor_vib__band_high_12h"]
+    spec = fit_feature_spec(slow, ["motor_vib"], window_samples=(6, 72))  # 72-row window: one point per row
+    bands = ["motor_vib__band_low_w72", "motor_vib__band_mid_w72", "motor_vib__band_high_w72"]
     slow_bands = compute_features(slow, spec).loc[250, bands].to_numpy(dtype=float)
     fast_bands = compute_features(fast, spec).loc[250, bands].to_numpy(dtype=float)
     assert slow_bands[0] > 0.9 * slow_bands.sum()
@@ -244,12 +266,12 @@ def test_band_energies_follow_frequency_and_add_up_to_variance() -> None:
 def test_band_energies_of_long_windows_use_block_means() -> None:
     rng = np.random.default_rng(3)
     frame = _single_unit(rng.normal(size=400))
-    spec = fit_feature_spec(frame, ["motor_vib"])  # 24 h = 144 rows -> 72 means of 2 rows
-    got = compute_features(frame, spec).loc[399, ["motor_vib__band_low_24h", "motor_vib__band_mid_24h",
-                                                   "motor_vib__band_high_24h"]]
+    spec = fit_feature_spec(frame, ["motor_vib"], window_samples=(6, 144))  # 144 rows -> 72 means of 2 rows
+    got = compute_features(frame, spec).loc[399, ["motor_vib__band_low_w144", "motor_vib__band_mid_w144",
+                                                   "motor_vib__band_high_w144"]]
     blocks = frame["motor_vib"].to_numpy()[400 - 144 :].reshape(72, 2).mean(axis=1)
     assert float(got.sum()) == pytest.approx(blocks.var(), rel=1e-5)
-    assert compute_features(frame, spec).loc[0, "motor_vib__band_high_24h"] == 0
+    assert compute_features(frame, spec).loc[0, "motor_vib__band_high_w144"] == 0
 
 
 # ---------------------------------------------------------------- features: other shapes and bad input
@@ -259,7 +281,7 @@ def test_without_time_order_only_raw_values() -> None:
     rng = np.random.default_rng(4)
     tabular = pd.DataFrame({"torque": rng.normal(40, 5, 50), "tool_vib": rng.normal(size=50), LABEL: 0})
     spec = fit_feature_spec(tabular, ["torque", "tool_vib"], time_order=False)
-    assert spec.step_seconds is None and spec.windows == ()
+    assert spec.step is None and spec.windows == ()
     assert spec.feature_names == ("torque", "tool_vib")
     got = compute_features(tabular, spec)
     assert list(got.columns) == ["torque", "tool_vib"] and (got.dtypes == np.float32).all()
@@ -292,49 +314,50 @@ def test_bad_feature_input_is_named(frame: pd.DataFrame, spec: FeatureSpec) -> N
 
 
 def test_rul_horizon_chosen_on_train_lands_in_band(frame: pd.DataFrame) -> None:
-    definition = fit_label_definition(frame.drop(columns=[LABEL]), horizon_hours=None)
+    definition = fit_label_definition(frame.drop(columns=[LABEL]), horizon=None)
     assert definition.method == "rul"
     assert definition.horizon_source == "chosen on train for target band [0.1, 0.2]"
-    assert definition.horizon_hours % 0.5 == 0
+    assert definition.horizon % 0.5 == 0
     assert 0.10 <= definition.train_positive_rate <= 0.20
-    assert definition.train_positive_rate == pytest.approx(np.mean(frame[RUL] <= definition.horizon_hours))
+    assert definition.train_positive_rate == pytest.approx(np.mean(frame[RUL] <= definition.horizon))
     # A skewed, continuous RUL distribution too.
     rng = np.random.default_rng(5)
     skewed = pd.DataFrame({RUL: rng.exponential(200.0, 5000), "temperature": 0.0})
-    other = fit_label_definition(skewed, horizon_hours=None, target_positive_rate=(0.05, 0.08))
+    other = fit_label_definition(skewed, horizon=None, target_positive_rate=(0.05, 0.08))
     assert 0.05 <= other.train_positive_rate <= 0.08
 
 
 def test_test_labels_use_the_train_horizon_only(frame: pd.DataFrame) -> None:
     train = frame.drop(columns=[LABEL])
-    definition = fit_label_definition(train, horizon_hours=None)
+    definition = fit_label_definition(train, horizon=None)
     for scale in (1.0, 0.1, 10.0):  # test splits with very different RUL distributions
         test = make_frame(n_units=2, seed=9).drop(columns=[LABEL])
         test[RUL] *= scale
         labels = apply_labels(test, definition)
         assert labels.name == LABEL and labels.dtype == np.int8 and labels.index.equals(test.index)
-        np.testing.assert_array_equal(labels.to_numpy(), (test[RUL] <= definition.horizon_hours).to_numpy())
+        np.testing.assert_array_equal(labels.to_numpy(), (test[RUL] <= definition.horizon).to_numpy())
     assert apply_labels(test, definition).mean() < 0.05  # scale 10: far outside the band, nothing refitted
-    assert fit_label_definition(train, horizon_hours=None) == definition
+    assert fit_label_definition(train, horizon=None) == definition
 
 
 def test_configured_horizon_is_used_as_is(frame: pd.DataFrame) -> None:
-    definition = fit_label_definition(frame.drop(columns=[LABEL]), horizon_hours=3.25)
-    assert (definition.method, definition.horizon_hours, definition.horizon_source) == ("rul", 3.25, "config")
+    definition = fit_label_definition(frame.drop(columns=[LABEL]), horizon=3.25)
+    assert (definition.method, definition.horizon, definition.horizon_source) == ("rul", 3.25, "config")
+    assert definition.time_unit == "hours" and "3.25 h" in definition.describe()
     assert definition.train_positive_rate == pytest.approx(np.mean(frame[RUL] <= 3.25))
 
 
 def test_unreachable_band_takes_the_closest_rate_and_says_so() -> None:
     train = pd.DataFrame({RUL: [0.0] * 50 + [100.0] * 40 + [200.0] * 10, "x": 1.0})
-    definition = fit_label_definition(train, horizon_hours=None)
-    assert definition.horizon_hours == 0.0
+    definition = fit_label_definition(train, horizon=None)
+    assert definition.horizon == 0.0
     assert definition.train_positive_rate == 0.5
     assert "not reachable" in definition.horizon_source
 
 
 def test_given_label_is_kept_on_every_split(frame: pd.DataFrame) -> None:
-    definition = fit_label_definition(frame, horizon_hours=5.0)  # label present: rul and H are not used
-    assert (definition.method, definition.horizon_hours, definition.horizon_source) == ("given", None, "given label")
+    definition = fit_label_definition(frame, horizon=5.0)  # label present: rul and H are not used
+    assert (definition.method, definition.horizon, definition.horizon_source) == ("given", None, "given label")
     assert definition.train_positive_rate == pytest.approx(frame[LABEL].mean())
     val = make_frame(n_units=1, seed=3)
     val[LABEL] = np.arange(len(val)) % 2
@@ -342,7 +365,7 @@ def test_given_label_is_kept_on_every_split(frame: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="machine m1, val split: column 'failure_status' is missing"):
         apply_labels(val.drop(columns=[LABEL]), definition, where="machine m1, val split")
     with pytest.raises(ValueError, match="only 0 and 1"):
-        fit_label_definition(frame.assign(**{LABEL: 2}), horizon_hours=None)
+        fit_label_definition(frame.assign(**{LABEL: 2}), horizon=None)
 
 
 def _alarm_frame(seed: int, rows: int = 300) -> pd.DataFrame:
@@ -386,8 +409,8 @@ def _brute_force_alarm_labels(frame: pd.DataFrame, hours: float) -> np.ndarray:
 
 def test_alarm_label_is_one_iff_a_crossing_follows_within_h_in_the_same_unit() -> None:
     train = _alarm_frame(seed=6)
-    definition = fit_label_definition(train, horizon_hours=2.0, alarm_levels=ALARMS)
-    assert definition.method == "alarm" and definition.horizon_hours == 2.0
+    definition = fit_label_definition(train, horizon=2.0, alarm_levels=ALARMS)
+    assert definition.method == "alarm" and definition.horizon == 2.0
     assert definition.alarm_levels == ALARMS
     labels = apply_labels(train, definition).to_numpy()
     np.testing.assert_array_equal(labels, _brute_force_alarm_labels(train, 2.0))
@@ -397,37 +420,90 @@ def test_alarm_label_is_one_iff_a_crossing_follows_within_h_in_the_same_unit() -
 
 
 def test_alarm_horizon_chosen_on_train_lands_in_band() -> None:
-    definition = fit_label_definition(_alarm_frame(seed=8), horizon_hours=None, alarm_levels=ALARMS)
-    assert definition.method == "alarm" and definition.horizon_hours % 0.5 == 0
+    definition = fit_label_definition(_alarm_frame(seed=8), horizon=None, alarm_levels=ALARMS)
+    assert definition.method == "alarm" and definition.horizon % 0.5 == 0
     assert 0.10 <= definition.train_positive_rate <= 0.20
 
 
 def test_no_rul_and_no_alarm_levels_is_a_clear_skip_reason(frame: pd.DataFrame) -> None:
     no_label = frame.drop(columns=[RUL, LABEL])
     with pytest.raises(LabelUnavailable) as raised:
-        fit_label_definition(no_label, horizon_hours=None, where="machine pump_07")
+        fit_label_definition(no_label, horizon=None, where="machine pump_07")
     message = str(raised.value)
     assert message.startswith("machine pump_07: RUL column 'rul' not found in data")
     assert "alarm levels" in message and "cannot define failure_status" in message
     with pytest.raises(LabelUnavailable, match="timestamp"):
-        fit_label_definition(no_label.drop(columns=[TIMESTAMP]), horizon_hours=None, alarm_levels=ALARMS)
+        fit_label_definition(no_label.drop(columns=[TIMESTAMP]), horizon=None, alarm_levels=ALARMS)
     with pytest.raises(LabelUnavailable, match="no critical sensor reaches its alarm level"):
         unreachable = {"temperature": {"level": 1e6, "direction": "high"}}
-        fit_label_definition(no_label, horizon_hours=None, alarm_levels=unreachable)
+        fit_label_definition(no_label, horizon=None, alarm_levels=unreachable)
 
 
 def test_a_constant_train_label_is_unavailable(frame: pd.DataFrame) -> None:
     far_from_failure = frame.drop(columns=[LABEL]).assign(**{RUL: frame[RUL] + 100})
     with pytest.raises(LabelUnavailable, match="failure_status would be 0 on every train row"):
-        fit_label_definition(far_from_failure, horizon_hours=2.0)
+        fit_label_definition(far_from_failure, horizon=2.0)
 
 
 def test_label_definition_round_trip(frame: pd.DataFrame) -> None:
     for definition in (
-        fit_label_definition(frame.drop(columns=[LABEL]), horizon_hours=None),
-        fit_label_definition(_alarm_frame(seed=6), horizon_hours=1.5, alarm_levels=ALARMS),
-        fit_label_definition(frame, horizon_hours=None),
+        fit_label_definition(frame.drop(columns=[LABEL]), horizon=None),
+        fit_label_definition(_alarm_frame(seed=6), horizon=1.5, alarm_levels=ALARMS),
+        fit_label_definition(frame, horizon=None),
     ):
         assert LabelDefinition.from_dict(json.loads(json.dumps(definition.to_dict()))) == definition
     with pytest.raises(ValueError, match="unknown method"):
         LabelDefinition.from_dict({**definition.to_dict(), "method": "magic"})
+
+
+# ---------------------------------------------------------------- one continuous history per unit
+
+
+def test_val_and_test_features_continue_each_units_history() -> None:
+    """Splits of one unit are one history: the first val rows see the last train rows, exactly as a prediction
+    over the unit's recent rows would (no restart of the windows at a split boundary)."""
+    from pdm_pipeline.core.features import continuous_features
+
+    full = make_frame(n_units=2, rows=300)
+    per_unit = full.groupby(UNIT_ID, sort=False).cumcount()
+    splits = {
+        "train": full[per_unit < 200],
+        "val": full[(per_unit >= 200) & (per_unit < 250)],
+        "test": full[per_unit >= 250],
+    }
+    spec = fit_feature_spec(splits["train"], SENSORS)
+    frames = continuous_features(splits, spec)
+    whole = compute_features(full, spec)
+    for split, df in splits.items():
+        assert frames[split].index.equals(df.index)
+        np.testing.assert_allclose(frames[split][list(spec.feature_names)].to_numpy(),
+                                   whole.loc[df.index].to_numpy(), rtol=1e-6)
+    # The split-alone computation differs at the start of val: the check above is not vacuous.
+    alone = compute_features(splits["val"], spec)
+    first_val = splits["val"].index[0]
+    assert alone.loc[first_val, "temperature__std_w36"] == 0
+    assert frames["val"].loc[first_val, "temperature__std_w36"] > 0
+    # Out of time order across splits (val earlier than train within a unit) is refused.
+    with pytest.raises(ValueError, match="earlier than the previous row"):
+        continuous_features({"train": splits["val"], "val": splits["train"], "test": splits["test"]}, spec)
+
+
+def test_alarm_labels_and_horizons_on_a_cycle_axis() -> None:
+    """Cycle data: H and rul are counted in cycles, every message names the unit."""
+    frame = pd.DataFrame({
+        TIMESTAMP: np.tile(np.arange(1, 101), 2),
+        UNIT_ID: np.repeat(["e1", "e2"], 100),
+        RUL: np.tile(np.arange(99, -1, -1), 2).astype(float),
+        "temperature": 1.0,
+    })
+    definition = fit_label_definition(frame, horizon=None, time_unit="cycles")
+    assert definition.time_unit == "cycles" and float(definition.horizon).is_integer()
+    assert "cycles" in definition.describe()
+    assert 0.10 <= definition.train_positive_rate <= 0.20
+    alarms = {"temperature": {"level": 5.0, "direction": "high"}}
+    spiky = frame.drop(columns=[RUL]).assign(temperature=np.where(frame[TIMESTAMP] % 40 == 0, 9.0, 1.0))
+    alarm = fit_label_definition(spiky, horizon=3.0, alarm_levels=alarms, time_unit="cycles")
+    labels = apply_labels(spiky, alarm).to_numpy()
+    cycles = spiky[TIMESTAMP].to_numpy()
+    expected = ((cycles % 40 >= 37) | (cycles % 40 == 0)) & (cycles <= 80)
+    np.testing.assert_array_equal(labels, expected.astype(int))

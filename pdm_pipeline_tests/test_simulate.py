@@ -132,7 +132,8 @@ def test_files_rows_and_dtypes_follow_the_contract(fleet):
         steps.add(step)
         rows = _all_rows(root, machine_id)
         assert (rows[TIMESTAMP].diff().dropna() >= pd.Timedelta(minutes=step)).all()
-        assert rows[RUL].max() <= params["max_operational_hours"]
+        assert rows[RUL].max() <= params["max_operational"]
+        assert meta["time_unit"] == "hours" and meta["machine_type"] == machine_id.rsplit("_", 1)[0]
     assert len(sensor_counts) >= 3, "sensor count should vary by machine type"
     assert len(steps) >= 2, "sampling step should vary by machine type"
 

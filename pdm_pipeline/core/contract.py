@@ -543,7 +543,7 @@ def _check_time_order(ts: pd.Series, units: pd.Series | None, path: Path, report
     else:
         all_ticks = ts.to_numpy(dtype="float64", na_value=np.nan)
         valid = np.isfinite(all_ticks)
-    _check_no_missing(~valid, TIMESTAMP, "timestamps (missing)", path, report)
+    _check_no_missing(~valid, TIMESTAMP, "timestamps (NaT)" if ptypes.is_datetime64_any_dtype(ts.dtype) else "timestamps", path, report)
     rows = np.flatnonzero(valid)
     ticks = all_ticks[rows]
     codes = pd.factorize(units)[0][rows] if units is not None else np.zeros(len(rows), dtype=np.int64)

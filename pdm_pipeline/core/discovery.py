@@ -43,13 +43,45 @@ class MachineScan:
     machine_id: str
     ready: bool
     fingerprint: str | None = None
-    # Why a machine is not ready: missing files, files still changing, invalid id.
+    # Why a machine is not ready: missing files, files still changing, invalid id, a truncated parquet file.
     reason: str | None = None
     missing: list[str] = field(default_factory=list)
+    # Size and modification time of every file: a machine is settled when this did not change between two scans.
+    signature: str | None = None
 
 
-def scan_machines(root: Path, settle_seconds: float = 10.0, now: float | None = None) -> list[MachineScan]:
-    """Every directory under synthetic/, with whether it is ready to train and its content fingerprint."""
+def file_signature(files: list[Path]) -> str:
+    parts = []
+    for f in files:
+        stat = f.stat()
+        parts.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _truncated_parquet(files: list[Path]) -> str | None:
+    """The first parquet file whose header or footer magic is missing (still being written), if any."""
+    for f in files:
+        if f.suffix != ".parquet":
+            continue
+        size = f.stat().st_size
+        with f.open("rb") as fh:
+            head = fh.read(4)
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+        if size < 12 or head != b"PAR1" or tail != b"PAR1":
+            return f.name
+    return None
+
+
+def scan_machines(
+    root: Path, settle_seconds: float = 10.0, now: float | None = None, previous: dict[str, str] | None = None
+) -> list[MachineScan]:
+    """Every directory under synthetic/, with whether it is ready to train and its content fingerprint.
+
+    Ready = all files present, none changed in the last `settle_seconds`, every parquet file has its header and
+    footer, and (when `previous` signatures are given) the size and mtime of every file are the same as at the
+    previous scan, so a writer that pauses inside a file is not taken for a finished one.
+    """
     now = time.time() if now is None else now
     out = []
     for name in paths.list_machine_dirs(root):
@@ -61,9 +93,20 @@ def scan_machines(root: Path, settle_seconds: float = 10.0, now: float | None = 
         if missing:
             out.append(MachineScan(name, False, reason=f"incomplete: missing {', '.join(missing)}", missing=missing))
             continue
+        signature = file_signature(files)
         newest = max(f.stat().st_mtime for f in files)
         if now - newest < settle_seconds:
-            out.append(MachineScan(name, False, reason=f"files changed {now - newest:.0f} s ago: waiting for them to settle"))
+            out.append(MachineScan(name, False, reason=f"files changed {now - newest:.0f} s ago: waiting for them to "
+                                   "settle", signature=signature))
             continue
-        out.append(MachineScan(name, True, fingerprint=contract.machine_fingerprint(root, name)))
+        truncated = _truncated_parquet(files)
+        if truncated:
+            out.append(MachineScan(name, False, reason=f"{truncated} has no parquet footer yet: still being written",
+                                   signature=signature))
+            continue
+        if previous is not None and previous.get(name) != signature:
+            out.append(MachineScan(name, False, reason="size or mtime changed since the last scan: waiting one more "
+                                   "scan", signature=signature))
+            continue
+        out.append(MachineScan(name, True, fingerprint=contract.machine_fingerprint(root, name), signature=signature))
     return out

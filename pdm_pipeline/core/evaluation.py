@@ -52,6 +52,10 @@ class Evaluation:
         return out
 
     @classmethod
+    def from_card(cls, card: dict[str, Any]) -> Evaluation:
+        return cls(**{k: v for k, v in card.items() if k != "pictures"})
+
+    @classmethod
     def skipped(cls, model_type: str, reason: str) -> Evaluation:
         return cls(model_type=model_type, skipped_reason=reason)
 

@@ -7,14 +7,14 @@ import io
 from typing import Any
 
 
-def new_figure(width: float = 7.0, height: float = 4.0) -> tuple[Any, Any]:
+def new_figure(width: float = 7.0, height: float = 4.0, ncols: int = 1) -> tuple[Any, Any]:
     """A figure and axes on the non-interactive Agg backend (safe in workers without a display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height), dpi=90)
+    fig, ax = plt.subplots(ncols=ncols, figsize=(width, height), dpi=90)
     return fig, ax
 
 

@@ -404,10 +404,12 @@ def _metadata(machine_id: str, spec: MachineTypeSpec, timeline: _Timeline) -> di
     return {
         "METADATA_SPEC_VERSION": "SINGLE_TABLE_V1",
         "machine_id": machine_id,
+        "time_unit": "hours",
+        "machine_type": spec.name,
         "columns": columns,
         "rul_parameters": {
-            # The longest lifecycle: every rul value lies within 0..max_operational_hours.
-            "max_operational_hours": float(math.ceil(timeline.rul_hours.max())),
+            # The longest lifecycle: every rul value lies within 0..max_operational (hours).
+            "max_operational": float(math.ceil(timeline.rul_hours.max())),
             "degradation_profile": spec.degradation_profile,
             "critical_sensors": list(spec.critical_sensors),
             "sampling_interval_minutes": spec.step_minutes,
@@ -526,18 +528,30 @@ def machine_seed(seed: int, index: int) -> int:
 
 
 def simulate_fleet(
-    root: Path, machines: int, seed: int, rows: tuple[int, int, int] = DEFAULT_ROWS, progress: bool = False
+    root: Path, machines: int, seed: int, rows: tuple[int, int, int] = DEFAULT_ROWS, progress: bool = False,
+    *, overwrite: bool = True,
 ) -> list[str]:
     """Write `machines` machines (types cycling through MACHINE_TYPES: motor_001, pump_002, ...); return their ids.
 
     Each machine's seed comes from (seed, index), so a given seed always writes the same bytes.
-    `progress` shows a tqdm bar over the machines.
+    `progress` shows a tqdm bar over the machines. With `overwrite=False`, a machine that already has data under
+    `root` is an error (nothing is written).
     """
     if not _is_int(machines) or machines < 1:
         raise ValueError(f"fleet: machines={machines!r} must be a positive integer")
     _check_seed(seed, "fleet: ")
     types = [MACHINE_TYPES[i % len(MACHINE_TYPES)] for i in range(machines)]
     ids = [validate_machine_id(f"{machine_type}_{i + 1:03d}") for i, machine_type in enumerate(types)]
+    if not overwrite:
+        existing = [m for m in ids if split_path(Path(root), m, "train").parent.exists() or
+                    metadata_path(Path(root), m).exists()]
+        if existing:
+            from pdm_pipeline.errors import PdmError
+
+            raise PdmError(
+                f"machine(s) {', '.join(existing)} already exist under {root}: pass --overwrite to replace their "
+                "data (their trained releases are kept until the next run)"
+            )
     indices: Any = range(machines)
     if progress:
         from tqdm import tqdm

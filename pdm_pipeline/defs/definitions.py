@@ -1,25 +1,25 @@
-"""The Dagster definitions of pdm-pipeline: `dagster dev` and the CLI load this module."""
+"""The Dagster definitions of pdm-pipeline: `dagster dev` and the CLI load this module.
 
+Everything model-specific is generated from the family registry (`pdm_pipeline.families`): one step per family
+(model + evaluation assets with their checks), the release, the summaries. `build_definitions()` builds them
+for the families registered at call time (tests register a toy family this way).
+"""
 
-import dagster as dg
+from __future__ import annotations
 
-from pdm_pipeline.defs.assets.edge_bundle import edge_bundle
-from pdm_pipeline.defs.assets.evaluation import evaluation_assets
-from pdm_pipeline.defs.assets.models import model_assets
-from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset, machine_features
-from pdm_pipeline.defs.assets.release import deployed_models
-from pdm_pipeline.defs.assets.source_data import machine_metadata, machine_splits
-from pdm_pipeline.defs.checks.data_quality import label_balance, machine_data_quality
-from pdm_pipeline.defs.checks.model_quality import quality_checks
-from pdm_pipeline.defs.checks.model_size import size_checks
-from pdm_pipeline.defs.jobs import jobs
-from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
-from pdm_pipeline.defs.schedules import weekly_fleet_retrain
-from pdm_pipeline.defs.sensors import new_machine_data_sensor
-from pdm_pipeline.defs.tracking import mlflow_resource
+import dagster as dg  # noqa: E402 - pdm_pipeline.defs installed the warning filters first
 
-source_assets = [machine_splits, machine_metadata]
-pipeline_assets = [machine_dataset, failure_labels, machine_features, *model_assets, *evaluation_assets, deployed_models, edge_bundle]
+from pdm_pipeline.defs.assets.fleet import fleet_overview  # noqa: E402
+from pdm_pipeline.defs.assets.models import family_assets  # noqa: E402
+from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset, machine_features  # noqa: E402
+from pdm_pipeline.defs.assets.release import machine_release  # noqa: E402
+from pdm_pipeline.defs.assets.source_data import machine_metadata, machine_splits  # noqa: E402
+from pdm_pipeline.defs.io_manager import RunScopedPickleIOManager  # noqa: E402
+from pdm_pipeline.defs.jobs import train_machine_job  # noqa: E402
+from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource  # noqa: E402
+from pdm_pipeline.defs.schedules import weekly_fleet_retrain  # noqa: E402
+from pdm_pipeline.defs.sensors import new_machine_data_sensor  # noqa: E402
+from pdm_pipeline.defs.tracking import mlflow_resource  # noqa: E402
 
 
 def build_resources() -> dict:
@@ -28,14 +28,24 @@ def build_resources() -> dict:
         "training": TrainingResource(),
         "gates": GatesResource(),
         "mlflow": mlflow_resource(),
+        "io_manager": RunScopedPickleIOManager(),
     }
 
 
-defs = dg.Definitions(
-    assets=[*source_assets, *pipeline_assets],
-    asset_checks=[machine_data_quality, label_balance, *size_checks, *quality_checks],
-    jobs=jobs,
-    sensors=[new_machine_data_sensor],
-    schedules=[weekly_fleet_retrain],
-    resources=build_resources(),
-)
+def build_definitions() -> dg.Definitions:
+    from pdm_pipeline.defs.assets.release import build_release_asset
+
+    return dg.Definitions(
+        assets=[
+            machine_splits, machine_metadata, machine_dataset, failure_labels, machine_features,
+            *family_assets(), build_release_asset(), fleet_overview,
+        ],
+        jobs=[train_machine_job],
+        sensors=[new_machine_data_sensor],
+        schedules=[weekly_fleet_retrain],
+        resources=build_resources(),
+    )
+
+
+defs = build_definitions()
+__all__ = ["build_definitions", "defs", "machine_release"]

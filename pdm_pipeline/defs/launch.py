@@ -1,22 +1,38 @@
 """Run the graph for machines from Python: register partitions, observe sources, materialize, summarize.
 
-Used by `make demo` and `pdm-pipeline train` (in-process mode). Runs are stored in the instance, so the UI
-(`make dev`) shows them.
+Used by `make demo` and the CLI (`run`, `train --in-process`). Runs are stored in the instance, so the UI (`make
+dev`) shows them. Every in-process run carries its host and process id as tags (`pdm/host`, `pdm/pid`), so a
+later process can tell that a run left STARTED belongs to a process that no longer exists and mark it failed
+(core of the startup sweep, `defs/recovery.py`).
 """
 
+from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
 
+from pdm_pipeline import families
+from pdm_pipeline.core.config import build_gate_settings, build_training_config
+from pdm_pipeline.core.contract import machine_fingerprint, validate_machine
 from pdm_pipeline.core.paths import data_root, validate_machine_id
-from pdm_pipeline.defs.assets.evaluation import evaluation_asset_name
-from pdm_pipeline.defs.assets.models import MODEL_ASSETS
+from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
-from pdm_pipeline.defs.definitions import defs
 from pdm_pipeline.defs.jobs import TRAIN_JOB
 from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME
+from pdm_pipeline.errors import PdmError
+
+TAG_MACHINE = "pdm/machine_id"
+TAG_TRIGGER = "pdm/trigger"
+TAG_HOST = "pdm/host"
+TAG_PID = "pdm/pid"
+
+
+class PreQueueError(PdmError):
+    """A run request refused before anything was queued; the message says what is wrong and where."""
 
 
 def register_machines(instance: dg.DagsterInstance, machine_ids: Iterable[str]) -> list[str]:
@@ -33,12 +49,31 @@ def run_config(training: dict[str, Any] | None = None, gates: dict[str, Any] | N
     config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     resources = {}
     if training:
-        resources["training"] = {"config": training}
+        resources["training"] = {"config": _config_values(training)}
     if gates:
-        resources["gates"] = {"config": gates}
+        resources["gates"] = {"config": _config_values(gates)}
     if resources:
         config["resources"] = resources
     return config
+
+
+def _config_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[str, Any] | None, root=None) -> None:
+    """Everything that can be checked before a run is queued: the id, the data contract, every setting.
+
+    Raises PreQueueError with the same messages as `pdm-pipeline validate` and `--set`."""
+    root = data_root() if root is None else root
+    validate_machine_id(machine_id)
+    problems = validate_machine(root, machine_id)
+    if problems:
+        raise PreQueueError(
+            f"machine {machine_id}: not queued, {len(problems)} data problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    build_training_config(training)
+    build_gate_settings(gates)
 
 
 def materialize_machine(
@@ -47,58 +82,93 @@ def materialize_machine(
     *,
     training: dict[str, Any] | None = None,
     gates: dict[str, Any] | None = None,
+    models: list[str] | None = None,
     log_level: str = "INFO",
     tags: dict[str, str] | None = None,
+    check: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """Record the machine's source data versions, then run the whole training graph for it, in this process."""
+    """Record the machine's source data versions, then run the training graph for it in this process.
+
+    `models` limits the run to those families (the others keep their released version)."""
+    from pdm_pipeline.defs.definitions import defs
+
+    if check:
+        check_request(machine_id, training, gates)
     register_machines(instance, [machine_id])
-    for observation in source_observations(data_root(), machine_id):
+    root = data_root()
+    for observation in source_observations(root, machine_id):
         instance.report_runless_asset_event(observation)
-    return defs.resolve_job_def(TRAIN_JOB).execute_in_process(
+    run_tags = {
+        TAG_MACHINE: machine_id,
+        TAG_TRIGGER: "cli",
+        TAG_HOST: socket.gethostname(),
+        TAG_PID: str(os.getpid()),
+        "pdm/data_version": machine_fingerprint(root, machine_id),
+        **(tags or {}),
+    }
+    job = defs.resolve_job_def(TRAIN_JOB)
+    selection = asset_selection(models)
+    return job.execute_in_process(
         instance=instance,
         partition_key=machine_id,
         run_config=run_config(training, gates, log_level),
         raise_on_error=False,
-        tags=tags,
+        tags=run_tags,
+        asset_selection=selection,
     )
+
+
+def asset_selection(models: list[str] | None) -> list[dg.AssetKey] | None:
+    """The assets of a run limited to some families (None = everything)."""
+    if not models:
+        return None
+    unknown = [m for m in models if m not in families.model_types()]
+    if unknown:
+        raise PreQueueError(f"unknown model types {unknown}; choose from {', '.join(families.model_types())}")
+    keys = [dg.AssetKey(k) for k in ("machine_dataset", "failure_labels", "machine_features", RELEASE_ASSET)]
+    for family in families.all_families():
+        if family.model_type in models:
+            keys += [dg.AssetKey(family.asset_name), dg.AssetKey(family.evaluation_asset)]
+    return keys
+
+
+def latest_record(instance: dg.DagsterInstance, asset: str, machine_id: str) -> Any:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[machine_id]), limit=1
+    )
+    return result.records[0] if result.records else None
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str, machine_id: str) -> dict[str, Any]:
     """Metadata of the latest materialization of one asset partition, as plain values."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[machine_id]), limit=1
-    )
-    if not result.records:
+    record = latest_record(instance, asset, machine_id)
+    if record is None or record.asset_materialization is None:
         return {}
-    mat = result.records[0].asset_materialization
-    return {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()} if mat else {}
+    return {k: getattr(v, "value", v) for k, v in (record.asset_materialization.metadata or {}).items()}
 
 
-SUMMARY_METRICS = {
-    "failure_classifier": ("f1", "roc_auc", "baseline_f1"),
-    "rul_regressor": ("rmse", "mae", "baseline_rmse"),
-    "anomaly_detector": ("f1", "false_alarm_rate", "roc_auc"),
-    "sensor_forecasts": ("mase", "coverage_80", "coverage_95"),
-}
+def machine_summary(instance: dg.DagsterInstance, machine_id: str, run_id: str | None = None) -> dict[str, Any]:
+    """The machine's latest release outcome (per model: action, reason, gates, headline metrics)."""
+    record = latest_record(instance, RELEASE_ASSET, machine_id)
+    if record is None or (run_id is not None and record.run_id != run_id):
+        return {}
+    from pdm_pipeline.defs.io_manager import run_outputs_dir  # noqa: F401 - documents where outputs live
 
-
-def machine_summary(instance: dg.DagsterInstance, machine_id: str) -> dict[str, dict[str, Any]]:
-    """Per model: size, train time, headline test metrics (or the skip reason)."""
-    out = {}
-    for name in MODEL_ASSETS:
-        model = latest_metadata(instance, name, machine_id)
-        ev = latest_metadata(instance, evaluation_asset_name(name), machine_id)
-        row: dict[str, Any] = {"size_mb": model.get("size_mb"), "train_s": model.get("train_seconds")}
-        if ev.get("skipped_reason") or model.get("skipped_reason"):
-            row["skipped"] = ev.get("skipped_reason") or model.get("skipped_reason")
-        for metric in SUMMARY_METRICS[name]:
-            if metric in ev:
-                row[metric] = ev[metric]
-        out[name] = row
-    bundle = latest_metadata(instance, "edge_bundle", machine_id)
-    if bundle:
-        out["edge_bundle"] = {"size_mb": bundle.get("size_mb"), "path": bundle.get("relative_path")}
-    return out
+    meta = latest_metadata(instance, RELEASE_ASSET, machine_id)
+    summary: dict[str, Any] = {
+        "run_id": record.run_id, "outcome": meta.get("outcome"), "reason": meta.get("reason"),
+        "release_id": meta.get("release_id"), "models": {},
+    }
+    for family in families.all_families():
+        evaluation = latest_metadata(instance, family.evaluation_asset, machine_id)
+        summary["models"][family.model_type] = {
+            "action": meta.get(f"{family.model_type}_action"),
+            "size_mb": meta.get(f"{family.model_type}_mb"),
+            **{m: evaluation[m] for m, _ in family.headline_metrics if m in evaluation},
+            "status": evaluation.get("status"),
+            "reason": evaluation.get("reason"),
+        }
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- server & status
@@ -106,49 +176,72 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str) -> dict[str, 
 DEFAULT_SERVER = "127.0.0.1:3000"
 
 
-def excluded_for(models: list[str] | None) -> list[str]:
-    """The model types to skip so that only `models` train (None = all)."""
-    from pdm_pipeline.core.schema import MODEL_TYPES
+def server_client(address: str, timeout: float = 2.0):
+    """A GraphQL client for the Dagster webserver at host:port serving THIS project's code location.
 
-    if not models:
-        return []
-    unknown = [m for m in models if m not in MODEL_TYPES]
-    if unknown:
-        raise ValueError(f"unknown model types {unknown}; choose from {', '.join(MODEL_TYPES)}")
-    return [m for m in MODEL_TYPES if m not in models]
-
-
-def server_client(address: str = DEFAULT_SERVER, timeout: float = 2.0):
-    """A GraphQL client for a running Dagster webserver at host:port, or None when nothing answers there."""
+    Raises PreQueueError when nothing answers there, or when what answers is not a Dagster webserver with the
+    `pdm_pipeline` location (so a job is never submitted to an unidentified server)."""
+    import json
     import urllib.request
 
     from dagster_graphql import DagsterGraphQLClient
 
     host, _, port = address.partition(":")
+    query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"}).encode()
     try:
-        with urllib.request.urlopen(f"http://{address}/server_info", timeout=timeout) as response:
-            if response.status != 200:
-                return None
-    except OSError:
-        return None
+        request = urllib.request.Request(f"http://{address}/graphql", data=query,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        raise PreQueueError(f"no Dagster webserver answers at http://{address} ({exc}); start it with `make dev` "
+                            "or pass --in-process to train in this process") from None
+    names = [e.get("name") for e in (body.get("data", {}).get("workspaceOrError", {}) or {}).get("locationEntries", [])]
+    if "pdm_pipeline" not in names:
+        raise PreQueueError(f"the server at http://{address} does not serve the pdm_pipeline code location "
+                            f"(locations: {names}); refusing to submit to it")
     return DagsterGraphQLClient(host, port_number=int(port or 80))
 
 
-def submit_to_server(client, machine_id: str, *, training: dict[str, Any] | None = None) -> str:
+def submit_to_server(client, machine_id: str, *, training: dict[str, Any] | None = None,
+                     gates: dict[str, Any] | None = None, models: list[str] | None = None) -> str:
     """Queue a train_machine run for one machine partition on the running instance; returns the run id."""
-    validate_machine_id(machine_id)
-    return client.submit_job_execution(
-        TRAIN_JOB,
-        run_config={"resources": {"training": {"config": training}}} if training else {},
-        tags={"dagster/partition": machine_id, "pdm/machine_id": machine_id, "pdm/trigger": "cli"},
-    )
+    config = run_config(training, gates)
+    config.pop("loggers", None)
+    selection = asset_selection(models)
+    kwargs: dict[str, Any] = {}
+    if selection is not None:
+        kwargs["asset_selection"] = selection  # older clients: op_selection only
+    try:
+        return client.submit_job_execution(
+            TRAIN_JOB,
+            run_config=config,
+            tags={"dagster/partition": machine_id, TAG_MACHINE: machine_id, TAG_TRIGGER: "cli"},
+            **kwargs,
+        )
+    except TypeError:
+        if selection is None:
+            raise
+        raise PreQueueError("this Dagster GraphQL client cannot submit an asset selection; use --in-process") from None
+
+
+def resolve_run_id(instance: dg.DagsterInstance, prefix: str) -> str:
+    """A full run id from a prefix (e.g. the 8 characters `status` shows); PdmError when none or several match."""
+    if instance.get_run_by_id(prefix) is not None:
+        return prefix
+    records = instance.get_run_records(limit=500)
+    matches = [r.dagster_run.run_id for r in records if r.dagster_run.run_id.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise PreQueueError(f"no run id starts with {prefix!r} in this instance ({instance.root_directory})")
+    raise PreQueueError(f"{len(matches)} runs start with {prefix!r}: give more characters")
 
 
 def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
-    """Status of a run: state, steps done/total, the step(s) running now, failed steps."""
+    """Status of a run: state, steps done/total, the step(s) running now, failed steps, the release outcome."""
+    run_id = resolve_run_id(instance, run_id)
     run = instance.get_run_by_id(run_id)
-    if run is None:
-        raise ValueError(f"no run with id {run_id!r} in this instance ({instance.root_directory})")
     total = None
     if run.execution_plan_snapshot_id:
         plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
@@ -157,14 +250,17 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
     done = [s.step_key for s in stats if s.status is not None and s.status.value in ("SUCCESS", "SKIPPED")]
     failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
     running = [s.step_key for s in stats if s.end_time is None and s.start_time is not None]
+    machine_id = run.tags.get("dagster/partition")
+    summary = machine_summary(instance, machine_id, run_id) if machine_id and run.is_finished else {}
     return {
         "run_id": run_id,
         "job": run.job_name,
-        "machine_id": run.tags.get("dagster/partition"),
+        "machine_id": machine_id,
         "status": run.status.value,
         "steps_done": len(done),
         "steps_total": total,
         "current": running,
         "failed": failed,
         "finished": run.is_finished,
+        "release": summary,
     }

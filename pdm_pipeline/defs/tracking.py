@@ -13,7 +13,7 @@ import dagster as dg
 
 from pdm_pipeline.core import paths, tracking
 from pdm_pipeline.core.evaluation import Evaluation
-from pdm_pipeline.core.pipeline import TrainedModel
+from pdm_pipeline.families.base import TrainedModel
 
 EXPERIMENT = "pdm-pipeline"
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -93,7 +93,7 @@ def log_trained_model(
         metrics={
             "size_mb": trained.size_mb,
             "train_seconds": trained.train_seconds,
-            **{f"val_{k}": v for k, v in (trained.summary.get("val_metrics") or {}).items()},
+            **{(k if k.startswith("val_") else f"val_{k}"): v for k, v in (trained.summary.get("val_metrics") or {}).items()},
         },
         artifact_dir=trained.path,
     )
@@ -103,5 +103,5 @@ def log_trained_model(
 
 def log_evaluation(mlflow: Any, trained: TrainedModel, evaluation: Evaluation) -> None:
     run_id = trained.summary.get("mlflow_run_id")
-    if run_id and not evaluation.skipped_reason:
+    if run_id and evaluation.evaluated:
         tracking.log_metrics(tracking_uri=_uri(mlflow), run_id=run_id, metrics=evaluation.flat_metrics(), prefix="test_")

@@ -184,3 +184,18 @@ class TrainedModel:
     @property
     def skipped_reason(self) -> str | None:
         return self.reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type, "machine_id": self.machine_id,
+            "path": str(self.path) if self.path else None, "status": self.status, "size_mb": self.size_mb,
+            "train_seconds": self.train_seconds, "summary": self.summary, "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainedModel:
+        return cls(
+            model_type=d["model_type"], machine_id=d["machine_id"], path=Path(d["path"]) if d["path"] else None,
+            status=d["status"], size_mb=float(d["size_mb"]), train_seconds=float(d["train_seconds"]),
+            summary=dict(d["summary"]), reason=d["reason"],
+        )

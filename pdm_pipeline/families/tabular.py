@@ -40,6 +40,18 @@ from pdm_pipeline.families.boosters import AUTOGLUON_FORMAT, NATIVE_FORMATS, Nat
 
 log = logging.getLogger(__name__)
 
+
+class _TorchProbeFilter(logging.Filter):
+    """AutoGluon logs "Failed to import torch ... pip install -U torch" at ERROR level whenever it counts GPUs;
+    torch is absent by design here (no GPU on the Pi, gigabytes we do not need), so that one message is dropped
+    at its source logger. Every other AutoGluon message passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to import torch" not in record.getMessage()
+
+
+logging.getLogger("autogluon.common.utils.resource_utils").addFilter(_TorchProbeFilter())
+
 AUTOGLUON_DIR = "autogluon"
 FAITHFULNESS_ROWS = 1000
 LATENCY_REPEATS = 15

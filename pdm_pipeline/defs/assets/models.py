@@ -1,32 +1,67 @@
-"""The four model assets of a machine. Each trains into a candidate directory beside its final place;
-`deployed_models` renames it into data/models/<type>/<machine_id>/ only after every gate passed."""
+"""One step per model family, generated from the family registry: the model asset and its evaluation asset.
+
+Each step trains its family into the run's staging directory, logs it to MLflow, evaluates it on test, and
+reports its gates as asset checks. It never fails the run for the model's own problems, so one family never
+blocks the others (the release keeps that family's previous model):
+
+- trained: the model asset materializes (size, train time, card summary), `pi_size_gate` is reported;
+- skipped (does not apply to this data) or failed (training raised; the traceback is in the step log at ERROR
+  level): the model asset does NOT materialize in this run and its checks show as skipped; the evaluation
+  asset records the reason (`status`, `reason`), so the UI, `status` and the summaries say which and why.
+
+The quality gates are reported on the evaluation asset: WARN by default, ERROR when named in
+`strict_quality_gates` (that model then keeps its previous version; the rest of the release goes on).
+The step also writes its outcome to `<staging>/<family>.result.json`, which `machine_release` reads.
+"""
 
 
+import json
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from pdm_pipeline import families
+from pdm_pipeline.core import keys, paths
 from pdm_pipeline.core.contract import MachineData, machine_fingerprint
-from pdm_pipeline.core.pipeline import FeatureFrames, LabelResult, TrainedModel, candidate_dir, train_model
-from pdm_pipeline.core.schema import ANOMALY, CLASSIFICATION, REGRESSION, TIMESERIES
+from pdm_pipeline.core.evaluation import Evaluation
+from pdm_pipeline.core.gates import check_model_size, quality_gates, skipped_quality_gates
+from pdm_pipeline.core.pipeline import FeatureFrames, LabelResult, evaluate_model, train_model
+from pdm_pipeline.core.release import pooled_models
+from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.partitions import machines_partitions
-from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
-from pdm_pipeline.defs.tracking import log_trained_model
+from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
+from pdm_pipeline.defs.tracking import log_evaluation, log_trained_model
+from pdm_pipeline.families.base import ModelFamily, TrainedModel
 
-# Asset name, model type, what it is, tool kind shown in the UI.
-MODEL_ASSETS: dict[str, tuple[str, str, str]] = {
-    "failure_classifier": (CLASSIFICATION, "AutoGluon binary classifier of failure_status, threshold calibrated on val", "autogluon"),
-    "rul_regressor": (REGRESSION, "AutoGluon regressor of the remaining useful life (hours)", "autogluon"),
-    "anomaly_detector": (ANOMALY, "IsolationForest + OneClassSVM + LOF + z-score ensemble fitted on normal train rows", "scikitlearn"),
-    "sensor_forecasts": (TIMESERIES, "Prophet 24 h forecasts with 80/95 % intervals per critical sensor", "prophet"),
-}
-MODEL_TYPE_OF = {name: spec[0] for name, spec in MODEL_ASSETS.items()}
+RESULT_SUFFIX = ".result.json"
 
 
-def trained_model_metadata(trained: TrainedModel) -> dict:
-    if trained.skipped:
-        return {"skipped_reason": trained.skipped_reason, "size_mb": 0.0, "train_seconds": 0.0}
-    meta = {
+def result_path(root: Path, machine_id: str, run_id: str, model_type: str) -> Path:
+    return paths.staging_dir(root, machine_id, run_id) / f"{model_type}{RESULT_SUFFIX}"
+
+
+def write_result(path: Path, trained: TrainedModel, evaluation: Evaluation) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"trained": trained.to_dict(), "evaluation": evaluation.card()}, default=float))
+    tmp.replace(path)
+
+
+def read_results(root: Path, machine_id: str, run_id: str) -> tuple[dict[str, TrainedModel], dict[str, Evaluation]]:
+    trained, evaluations = {}, {}
+    for family in families.all_families():
+        path = result_path(root, machine_id, run_id, family.model_type)
+        if path.is_file():
+            record = json.loads(path.read_text())
+            trained[family.model_type] = TrainedModel.from_dict(record["trained"])
+            evaluations[family.model_type] = Evaluation.from_card(record["evaluation"])
+    return trained, evaluations
+
+
+def model_metadata(trained: TrainedModel) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "status": trained.status,
         "path": dg.MetadataValue.path(str(trained.path)),
         "size_mb": round(trained.size_mb, 3),
         "train_seconds": round(trained.train_seconds, 2),
@@ -34,39 +69,115 @@ def trained_model_metadata(trained: TrainedModel) -> dict:
     }
     for key, value in (trained.summary.get("val_metrics") or {}).items():
         if isinstance(value, (int, float)):
-            meta[f"val_{key}"] = float(value)
+            meta[f"val_{key}" if not key.startswith("val_") else key] = float(value)
     return meta
 
 
-def _build_model_asset(name: str, model_type: str, description: str, kind: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=name,
+def evaluation_metadata(evaluation: Evaluation, trained: TrainedModel) -> dict[str, Any]:
+    """Numeric metrics (plotted across materializations), baseline values, the pictures; or the reason."""
+    if not evaluation.evaluated:
+        status = trained.status if trained.skipped else "evaluation failed"
+        return {"status": status, "reason": evaluation.skipped_reason or evaluation.failed_reason or ""}
+    meta: dict[str, Any] = {"status": "evaluated", **evaluation.flat_metrics()}
+    meta["baseline"] = evaluation.baseline_name
+    if evaluation.details:
+        meta["details"] = dg.MetadataValue.json(evaluation.details)
+    for title, markdown in evaluation.pictures.items():
+        meta[title] = dg.MetadataValue.md(markdown)
+    return meta
+
+
+def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
+    model_key, eval_key = dg.AssetKey(family.asset_name), dg.AssetKey(family.evaluation_asset)
+    check_specs = [dg.AssetCheckSpec(
+        "pi_size_gate", asset=model_key, blocking=False,
+        description=f"{family.title} on disk within its Raspberry Pi budget (default {family.size_budget_mb:g} MB); "
+        "over budget this model is not released (it keeps its previous version)",
+    )]
+    check_specs += [
+        dg.AssetCheckSpec(
+            gate.name, asset=eval_key, blocking=False,
+            description=f"{gate.description}: {gate.metric} {gate.sign} {gate.limit:g} by default. WARN; ERROR "
+            "when listed in strict_quality_gates (then this model keeps its previous version)",
+        )
+        for gate in family.quality_gates
+    ]
+
+    @dg.multi_asset(
+        name=f"train_{family.model_type}",
+        outs={
+            family.asset_name: dg.AssetOut(
+                is_required=False, group_name="models", kinds={family.kind}, description=family.description,
+            ),
+            family.evaluation_asset: dg.AssetOut(
+                group_name="evaluation", kinds={"matplotlib"},
+                description=f"Test metrics of the {family.title} beside the baseline ({family.baseline_name}), "
+                "with pictures; the test split is used here and nowhere else. Records why when there is no model.",
+            ),
+        },
         partitions_def=machines_partitions,
-        group_name="models",
-        kinds={kind},
-        pool="model_training",
-        description=description,
+        check_specs=check_specs,
+        can_subset=True,
+        ins={
+            "machine_dataset": dg.AssetIn("machine_dataset"),
+            "failure_labels": dg.AssetIn("failure_labels"),
+            "machine_features": dg.AssetIn("machine_features"),
+        },
     )
-    def _model(
+    def _family_step(
         context: dg.AssetExecutionContext,
         machine_dataset: MachineData,
         failure_labels: LabelResult,
         machine_features: FeatureFrames,
         data_root: DataRootResource,
         training: TrainingResource,
+        gates: GatesResource,
         mlflow: dg.ResourceParam[Any],
-    ) -> dg.Output[TrainedModel]:
-        config = training.config()
-        out_dir = candidate_dir(data_root.root, model_type, context.partition_key, tag=context.run_id[:8])
-        context.log.info(f"training {model_type} for {context.partition_key} with preset {config.preset} into {out_dir}")
+    ):
+        root, machine_id = data_root.root, context.partition_key
+        config, settings = training.settings(), gates.settings()
+        staging = paths.staging_dir(root, machine_id, context.run_id) / family.model_type
+        context.log.info(f"training the {family.title} of {machine_id} (preset {config.preset}) into {staging}")
         trained = train_model(
-            model_type, machine_dataset, failure_labels, machine_features, out_dir, config, log=context.log.info
+            family, machine_dataset, failure_labels, machine_features, staging, config,
+            keys.signing_key(root), pooled_models(root, machine_dataset),
         )
-        data_version = machine_fingerprint(data_root.root, context.partition_key)
-        tracked = log_trained_model(context, mlflow, trained, config.as_dict(), data_version)
-        return dg.Output(trained, metadata={**trained_model_metadata(trained), **tracked})
+        data_version = machine_fingerprint(root, machine_id)
+        selected = set(context.selected_asset_check_keys)
+        if trained.skipped:
+            log = context.log.error if trained.status == "failed" else context.log.warning
+            log(f"{family.title} of {machine_id} {trained.status}: {trained.reason}; its previous version stays")
+        else:
+            tracked = log_trained_model(context, mlflow, trained, config.as_dict(), data_version)
+            if model_key in context.selected_asset_keys:
+                yield dg.Output(trained, output_name=family.asset_name, metadata={**model_metadata(trained), **tracked})
+        size = check_model_size(family.model_type, trained.size_mb, settings.budget_mb(family.model_type),
+                                trained.reason if trained.skipped else None)
+        yield from emit([size], model_key, selected)
 
-    return _model
+        evaluation = evaluate_model(trained, machine_dataset, machine_features, keys.local_trust(root))
+        if evaluation.evaluated:
+            context.log.info(f"{family.title} test metrics: "
+                             + ", ".join(f"{k} {v:.4g}" for k, v in evaluation.metrics.items()
+                                         if isinstance(v, float)))
+            log_evaluation(mlflow, trained, evaluation)
+            outcomes = quality_gates(family.model_type, evaluation.metrics, settings)
+        else:
+            outcomes = skipped_quality_gates(family.model_type, evaluation.skipped_reason or evaluation.failed_reason
+                                             or "not evaluated", settings)
+        for outcome in outcomes:
+            if outcome.blocks:
+                context.log.error(f"{family.title}: {outcome.line()}: this model keeps its previous version")
+            elif outcome.warns:
+                context.log.warning(f"{family.title}: {outcome.line()}")
+        write_result(result_path(root, machine_id, context.run_id, family.model_type), trained, evaluation)
+        if eval_key in context.selected_asset_keys:
+            yield dg.Output(evaluation, output_name=family.evaluation_asset,
+                            metadata=evaluation_metadata(evaluation, trained))
+        yield from emit(outcomes, eval_key, selected)
+
+    return _family_step
 
 
-model_assets = [_build_model_asset(name, *spec) for name, spec in MODEL_ASSETS.items()]
+def family_assets() -> list[dg.AssetsDefinition]:
+    return [build_family_asset(f) for f in families.all_families()]

@@ -1,27 +1,37 @@
-"""Validated machine data, labels and features: everything the four models are trained on."""
+"""Validated machine data, labels and features: everything the model families are trained on.
+
+The data-quality checks run inside `machine_dataset` (one step) and are BLOCKING: an ERROR there (a constant
+sensor, a critical sensor with gaps, unsorted timestamps) stops every model of the machine, which keeps its
+current release. `label_balance` is reported on `failure_labels` but blocks only the classifier (the other
+families do not need a balanced label): the classifier step reports it and its previous version stays.
+"""
 
 import dagster as dg
 
 from pdm_pipeline.core.contract import ContractError, MachineData, load_machine, machine_fingerprint
+from pdm_pipeline.core.gates import DATA_CHECKS, check_label_balance, data_quality
 from pdm_pipeline.core.paths import InvalidMachineIdError
 from pdm_pipeline.core.pipeline import FeatureFrames, LabelResult, prepare_features, prepare_labels
 from pdm_pipeline.core.schema import RUL, TIMESTAMP, UNIT_ID
+from pdm_pipeline.core.timeaxis import short
 from pdm_pipeline.defs.assets.source_data import machine_metadata, machine_splits
+from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.partitions import machines_partitions
-from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
+from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
 
 # A sensor more than half empty is unusable; smaller gaps are judged by the data-quality checks.
 HARD_MAX_NAN_SHARE = 0.5
 
 
-def _split_summary(data: MachineData) -> str:
+def split_summary(data: MachineData) -> str:
+    unit = short(data.metadata.time_unit)
     rows = []
     for split, df in data.splits.items():
         span = f"{df[TIMESTAMP].min()} .. {df[TIMESTAMP].max()}" if TIMESTAMP in df.columns and len(df) else "-"
         units = df[UNIT_ID].nunique() if UNIT_ID in df.columns else 1
-        rul = f"{df[RUL].min():.0f}-{df[RUL].max():.0f}" if RUL in df.columns and len(df) else "-"
+        rul = f"{df[RUL].min():g}-{df[RUL].max():g} {unit}" if RUL in df.columns and len(df) else "-"
         rows.append(f"| {split} | {len(df):,} | {units} | {span} | {rul} |")
-    return "| split | rows | units | time span | rul (h) |\n|---|---|---|---|---|\n" + "\n".join(rows)
+    return "| split | rows | units | time span | rul |\n|---|---|---|---|---|\n" + "\n".join(rows)
 
 
 @dg.asset(
@@ -29,10 +39,14 @@ def _split_summary(data: MachineData) -> str:
     group_name="preparation",
     deps=[machine_splits, machine_metadata],
     kinds={"pandas"},
-    description="The machine's three splits and metadata, validated against the data contract "
-    "(fails with the full list of problems, each naming machine, file and column).",
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="machine_dataset", description=desc, blocking=True)
+        for name, desc in DATA_CHECKS.items()
+    ],
+    description="The machine's three splits and metadata, validated against the data contract (fails with the "
+    "full list of problems, each naming machine, file and column), with the data-quality checks.",
 )
-def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResource) -> dg.Output[MachineData]:
+def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResource, gates: GatesResource):
     machine_id = context.partition_key
     try:
         data = load_machine(data_root.root, machine_id, max_nan_share=HARD_MAX_NAN_SHARE)
@@ -43,7 +57,7 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
             allow_retries=False,
         ) from exc
     fingerprint = machine_fingerprint(data_root.root, machine_id)
-    return dg.Output(
+    yield dg.Output(
         data,
         data_version=dg.DataVersion(fingerprint),
         metadata={
@@ -52,60 +66,83 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
             "rows_test": len(data.splits["test"]),
             "sensors": dg.MetadataValue.json(list(data.sensors)),
             "critical_sensors": dg.MetadataValue.json(list(data.metadata.critical_sensors)),
+            "time_unit": data.metadata.time_unit,
+            "machine_type": data.metadata.machine_type or "",
             "has_rul": data.metadata.has_rul,
-            "has_profile": data.profile is not None,
             "data_fingerprint": fingerprint,
-            "splits": dg.MetadataValue.md(_split_summary(data)),
+            "splits": dg.MetadataValue.md(split_summary(data)),
         },
     )
+    outcomes = data_quality(data, gates.settings())
+    for outcome in outcomes:
+        if outcome.blocks:
+            context.log.error(f"{machine_id}: {outcome.line()}: the machine keeps its current release")
+        elif outcome.warns:
+            context.log.warning(f"{machine_id}: {outcome.line()}")
+    yield from emit(outcomes, dg.AssetKey("machine_dataset"), set())
 
 
 @dg.asset(
     partitions_def=machines_partitions,
     group_name="preparation",
     kinds={"pandas"},
-    description="failure_status = fails within the next H hours; H is fitted on train (or configured) and the "
-    "one definition is applied to every split.",
+    check_specs=[dg.AssetCheckSpec(
+        "label_balance", asset="failure_labels", blocking=False,
+        description="Train positive rate of failure_status within the target band (WARN outside); ERROR when the "
+        "label is constant on train or a split has one class: the classifier keeps its previous version",
+    )],
+    description="failure_status = fails within the next H (in the data's time unit); H is fitted on train (or "
+    "set) and the one definition is applied to every split.",
 )
-def failure_labels(
-    context: dg.AssetExecutionContext, machine_dataset: MachineData, training: TrainingResource
-) -> dg.Output[LabelResult]:
-    labels = prepare_labels(machine_dataset, training.config())
+def failure_labels(context: dg.AssetExecutionContext, machine_dataset: MachineData, training: TrainingResource):
+    config = training.settings()
+    labels = prepare_labels(machine_dataset, config)
     if labels.definition is None:
         context.log.warning(f"no failure label: {labels.skipped_reason}")
-        return dg.Output(labels, metadata={"skipped_reason": labels.skipped_reason})
+        yield dg.Output(labels, metadata={"skipped_reason": labels.skipped_reason})
+        if labels.defective:
+            yield from emit([check_label_balance({}, tuple(config.target_positive_rate), labels.skipped_reason)],
+                            dg.AssetKey("failure_labels"), set())
+        return
     d = labels.definition
-    rates = labels.positive_rate
-    return dg.Output(
+    yield dg.Output(
         labels,
         metadata={
             "method": d.method,
-            "horizon_hours": d.horizon_hours if d.horizon_hours is not None else float("nan"),
-            "horizon_source": d.horizon_source,
-            **{f"positive_rate_{s}": float(r) for s, r in rates.items()},
+            "definition": d.describe(),
+            "horizon": d.horizon if d.horizon is not None else float("nan"),
+            "time_unit": d.time_unit,
+            **{f"positive_rate_{s}": float(r) for s, r in labels.positive_rate.items()},
         },
     )
+    yield from emit([check_label_balance(labels.labels, tuple(config.target_positive_rate))],
+                    dg.AssetKey("failure_labels"), set())
 
 
 @dg.asset(
     partitions_def=machines_partitions,
     group_name="preparation",
     kinds={"pandas"},
-    description="Causal rolling-window features per unit (mean, std, min, max, RMS, peak, slope; band energies "
-    "for vibration) from past rows only; never timestamp, rul or the label.",
+    description="Causal rolling-window features per unit over its whole history (mean, std, min, max, RMS, peak, "
+    "slope in windows counted in samples; band energies for vibration); never timestamp, rul or the label.",
 )
 def machine_features(
-    context: dg.AssetExecutionContext, machine_dataset: MachineData, failure_labels: LabelResult
+    context: dg.AssetExecutionContext, machine_dataset: MachineData, failure_labels: LabelResult,
+    training: TrainingResource,
 ) -> dg.Output[FeatureFrames]:
-    features = prepare_features(machine_dataset, failure_labels)
-    context.log.info(f"{len(features.feature_names)} features from {len(machine_dataset.sensors)} sensors")
+    features = prepare_features(machine_dataset, failure_labels, training.settings())
+    spec = features.spec
+    unit = short(spec.time_unit)
+    durations = [f"{w} samples = {d:g} {unit}" for w, d in zip(spec.windows, spec.window_durations())]
+    context.log.info(f"{len(features.feature_names)} features from {len(machine_dataset.sensors)} sensors; "
+                     f"windows {', '.join(durations) or 'none (no time order)'}")
     return dg.Output(
         features,
         metadata={
             "n_features": len(features.feature_names),
-            "windows_rows": dg.MetadataValue.json(list(features.spec.windows)),
-            "window_hours": dg.MetadataValue.json(list(features.spec.window_hours)),
-            "step_seconds": float(features.spec.step_seconds or 0.0),
+            "windows_samples": dg.MetadataValue.json(list(spec.windows)),
+            "windows": dg.MetadataValue.json(durations),
+            "sampling_step": f"{spec.step:g} {unit}" if spec.step else "no time order",
             "feature_names": dg.MetadataValue.json(features.feature_names),
         },
     )

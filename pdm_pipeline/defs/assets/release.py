@@ -1,85 +1,118 @@
-"""Publication: the candidates of a machine become its deployed models, only after every gate passed.
+"""The release of a machine: every family's outcome of this run, gated, switched atomically with its bundle.
 
-Blocking checks (data quality, Pi size per model, strict quality gates) stop the run before this asset, so
-nothing reaches data/models/ unless it passed; the total-size budget is checked here, before any rename.
+`core.release.release_machine` does the work (the same function `run_machine` and the benchmark use): models
+that passed their blocking gates are released, the others keep their previous version, the release as a whole
+must fit the Pi budgets, and `current` switches in one atomic rename. The asset reads this run's family
+outcomes from the staging directory, so a family missing from the run (excluded, or not selected) simply
+keeps its previous model.
 """
 
 
-import json
 from typing import Any
 
 import dagster as dg
 
-from pdm_pipeline.core.champion import promote_champions
-from pdm_pipeline.core.contract import machine_fingerprint
-from pdm_pipeline.core.evaluation import Evaluation
-from pdm_pipeline.core.gates import check_total_size
-from pdm_pipeline.core.pipeline import TrainedModel, publish_models
-from pdm_pipeline.defs.assets.evaluation import evaluation_asset_name
-from pdm_pipeline.defs.assets.models import MODEL_ASSETS, MODEL_TYPE_OF
+from pdm_pipeline import families
+from pdm_pipeline.core.contract import MachineData, machine_fingerprint
+from pdm_pipeline.core.pipeline import FeatureFrames
+from pdm_pipeline.core.release import release_machine
+from pdm_pipeline.defs.assets.models import read_results
+from pdm_pipeline.defs.checks.outcomes import emit
+from pdm_pipeline.defs.io_manager import remove_run_outputs
 from pdm_pipeline.defs.partitions import machines_partitions
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource
 
-METRICS_FILE = "metrics.json"
-
-_ins = {name: dg.AssetIn(name) for name in MODEL_ASSETS}
-_ins.update({f"{name}_eval": dg.AssetIn(evaluation_asset_name(name)) for name in MODEL_ASSETS})
-_ins["machine_features"] = dg.AssetIn("machine_features")
+RELEASE_ASSET = "machine_release"
 
 
-@dg.asset(
-    partitions_def=machines_partitions,
-    group_name="deployment",
-    ins=_ins,
-    description="Publishes the machine's models to data/models/<type>/<machine_id>/ (rename into place) once "
-    "all gates passed; the previous models stay when anything failed. Moves the MLflow `champion` alias of the "
-    "classifier/regressor when the new version beats the champion on the same test data.",
-)
-def deployed_models(
-    context: dg.AssetExecutionContext,
-    data_root: DataRootResource,
-    gates: GatesResource,
-    mlflow: dg.ResourceParam[Any],
-    **inputs,
-) -> dg.Output[dict]:
-    trained: dict[str, TrainedModel] = {MODEL_TYPE_OF[n]: inputs[n] for n in MODEL_ASSETS}
-    evaluations: dict[str, Evaluation] = {MODEL_TYPE_OF[n]: inputs[f"{n}_eval"] for n in MODEL_ASSETS}
-    sizes = {t: m.size_mb for t, m in trained.items() if not m.skipped}
-    total = check_total_size(sizes, gates.total_budget_mb)
-    if not total.passed:
-        raise dg.Failure(
-            description=f"not published: {total.description}; the previous models stay",
-            metadata={"total_mb": total.value, "limit_mb": gates.total_budget_mb},
-            allow_retries=False,
+def release_table(result: Any) -> str:
+    rows = ["| model | training | release | reason |", "|---|---|---|---|"]
+    for t, d in result.decisions.items():
+        rows.append(f"| {t} | {d.status} | {d.action} | {d.reason} |")
+    return "\n".join(rows)
+
+
+def gate_table(result: Any) -> str:
+    rows = ["| model | gate | status | severity | value | limit |", "|---|---|---|---|---|---|"]
+    for t, d in result.decisions.items():
+        for g in d.gates:
+            value = "-" if g.value is None else f"{g.value:.4g}"
+            rows.append(f"| {t} | {g.name} | {g.status} | {g.severity} | {value} | {g.limit} |")
+    for g in result.release_gates:
+        rows.append(f"| release | {g.name} | {g.status} | {g.severity} | {g.value or 0:.4g} | {g.limit} |")
+    return "\n".join(rows)
+
+
+def build_release_asset() -> dg.AssetsDefinition:
+    """The release asset, depending on every registered family's evaluation."""
+
+    @dg.asset(
+        name=RELEASE_ASSET,
+        partitions_def=machines_partitions,
+        group_name="deployment",
+        deps=[dg.AssetKey(f.evaluation_asset) for f in families.all_families()],
+        ins={"machine_dataset": dg.AssetIn("machine_dataset"), "machine_features": dg.AssetIn("machine_features")},
+        check_specs=[
+            dg.AssetCheckSpec("pi_total_size_gate", asset=RELEASE_ASSET, blocking=True,
+                              description="all models of the release within the total Pi budget (MB); over it, the "
+                              "previous release stays whole"),
+            dg.AssetCheckSpec("bundle_size_gate", asset=RELEASE_ASSET, blocking=True,
+                              description="the edge bundle within its Pi budget (MB); over it, the previous release "
+                              "stays whole"),
+        ],
+        kinds={"python"},
+        description="data/releases/<machine_id>/current: the models that passed their gates (the others keep their "
+        "previous version), their metrics cards, and the signed edge bundle, switched in one atomic rename. Moves "
+        "the MLflow `champion` and `deployed` aliases.",
+    )
+    def machine_release(
+        context: dg.AssetExecutionContext,
+        machine_dataset: MachineData,
+        machine_features: FeatureFrames,
+        data_root: DataRootResource,
+        gates: GatesResource,
+        mlflow: dg.ResourceParam[Any],
+    ):
+        root, machine_id = data_root.root, context.partition_key
+        trained, evaluations = read_results(root, machine_id, context.run_id)
+        data_version = machine_fingerprint(root, machine_id)
+        result = release_machine(
+            root, machine_id, trained, evaluations, gates.settings(),
+            run_id=context.run_id, data=machine_dataset, features=machine_features,
+            data_version=data_version, tracking_uri=mlflow.tracking_uri,
         )
-    for model_type, model in trained.items():
-        if not model.skipped and model.path is not None:
-            ev = evaluations[model_type]
-            card = {"metrics": ev.metrics, "baseline": ev.baseline, "baseline_name": ev.baseline_name, "details": ev.details}
-            (model.path / METRICS_FILE).write_text(json.dumps(card, indent=1, default=float))
-    published = publish_models(data_root.root, trained)
-    skipped = {t: m.skipped_reason for t, m in trained.items() if m.skipped}
-    for model_type, path in published.items():
-        context.log.info(f"published {model_type} -> {path}")
-    # Every blocking gate passed, or this step would not run: each published model may compete for champion.
-    decisions = promote_champions(
-        mlflow.tracking_uri,
-        trained,
-        evaluations,
-        inputs["machine_features"],
-        machine_fingerprint(data_root.root, context.partition_key),
-        passed_gates={t: t in published for t in trained},
-        log=context.log.info,
-    )
-    mlflow.end_run()  # the Dagster run's MLflow run: this is the graph's last step
-    return dg.Output(
-        {t: str(p) for t, p in published.items()},
-        metadata={
-            "published": dg.MetadataValue.json({t: str(p) for t, p in published.items()}),
-            "skipped": dg.MetadataValue.json(skipped),
-            "total_mb": round(total.value or 0.0, 3),
-            "total_limit_mb": gates.total_budget_mb,
-            "champion": dg.MetadataValue.json({t: {"promoted": d.promoted, "version": d.version, "reason": d.reason} for t, d in decisions.items()}),
-            **{f"{t}_mb": round(s, 3) for t, s in sizes.items()},
-        },
-    )
+        for t, d in result.decisions.items():
+            line = f"{t}: {d.action} ({d.reason})"
+            (context.log.info if d.action == "released" else context.log.warning)(line)
+        mlflow.end_run()  # the Dagster run's MLflow run: this is the graph's last step
+        metadata: dict[str, Any] = {
+            "outcome": result.outcome,
+            "data_version": data_version,
+            "reason": result.reason,
+            "release_id": result.release_id or "",
+            "previous_release": result.previous_release or "",
+            "models": dg.MetadataValue.md(release_table(result)),
+            "gates": dg.MetadataValue.md(gate_table(result)),
+            "champion": dg.MetadataValue.json(result.champion),
+            "result": dg.MetadataValue.json(result.as_dict()),
+        }
+        if result.bundle is not None:
+            metadata.update({
+                "bundle_path": dg.MetadataValue.path(str(result.bundle.path)),
+                "bundle_mb": round(result.bundle.size_mb, 3),
+                "bundle_formats": dg.MetadataValue.json(result.bundle.formats),
+                "export": f"pdm-pipeline export --machine-id {machine_id} --out DIR",
+            })
+        for t, d in result.decisions.items():
+            metadata[f"{t}_action"] = d.action
+            if d.size_mb:
+                metadata[f"{t}_mb"] = round(d.size_mb, 3)
+        yield dg.Output(result.as_dict(), metadata=metadata)
+        yield from emit(result.release_gates, dg.AssetKey(RELEASE_ASSET), set())
+        if result.published:
+            remove_run_outputs(context.instance, context.run_id)
+
+    return machine_release
+
+
+machine_release = build_release_asset()

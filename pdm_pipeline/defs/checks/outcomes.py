@@ -1,13 +1,12 @@
 """Turn the core's GateOutcome into a Dagster AssetCheckResult with the value beside its limit."""
 
-
 import dagster as dg
 
 from pdm_pipeline.core.gates import ERROR, GateOutcome
 
 
 def check_result(outcome: GateOutcome, asset_key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
-    metadata: dict = {"description": outcome.description}
+    metadata: dict = {"description": outcome.description, "status": outcome.status, "severity": outcome.severity}
     if outcome.value is not None:
         metadata["value"] = float(outcome.value)
     if outcome.limit is not None:
@@ -22,3 +21,13 @@ def check_result(outcome: GateOutcome, asset_key: dg.AssetKey | None = None) -> 
         description=outcome.description,
         metadata=metadata,
     )
+
+
+def emit(outcomes: list[GateOutcome], asset_key: dg.AssetKey, selected: set) -> list[dg.AssetCheckResult]:
+    """Results of the outcomes that were judged (a skipped gate yields nothing: the UI shows it as skipped)."""
+    out = []
+    for outcome in outcomes:
+        key = dg.AssetCheckKey(asset_key, outcome.name)
+        if not outcome.skipped and (not selected or key in selected):
+            out.append(check_result(outcome, asset_key))
+    return out

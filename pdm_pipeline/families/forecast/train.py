@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,14 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         window = min(span, step * candidate.history_points)
         return fs.Spec(unit, step, horizon_points, fs.seasonalities(window, unit, step), method, candidate, season)
 
-    prophet_specs = [spec_for(c, PROPHET) for c in (settings.candidates(fixed) if settings.validation_windows else [settings])]
+    # A window longer than the longest series is the whole series: candidates that differ only there are one.
+    clamped = []
+    for candidate in settings.candidates(fixed) if settings.validation_windows else [settings]:
+        if "history_points" not in fixed:
+            candidate = replace(candidate, history_points=min(candidate.history_points, longest))
+        if candidate not in clamped:
+            clamped.append(candidate)
+    prophet_specs = [spec_for(c, PROPHET) for c in clamped]
     naive_spec = spec_for(settings, NAIVE)
     val_start = fs.axis_datetimes(view.raw["val"], unit, "val split").min().floor(step)
     windows, excluded = _validation_windows(segs, naive_spec, view, val_start, parallel)

@@ -1,0 +1,122 @@
+"""Crash recovery: what a killed process leaves behind is found and repaired at the next start.
+
+`sweep` runs when the CLI opens the instance and on every tick of `recovery_sensor` (under `make dev`):
+
+- an in-process run (CLI, demo) whose process is gone is still STARTED in the instance: it is marked FAILED
+  (its host and pid are its tags `pdm/host`, `pdm/pid`), and any concurrency slot it held is freed, so it
+  neither blocks the queue nor counts as in progress forever (runs launched by the daemon are watched by
+  Dagster's run monitoring, configured in dagster.yaml);
+- every machine's releases: interrupted `.building-*` directories removed, a dangling `current` re-pointed to
+  the newest complete release (core/release.py `recover_machine`, under the machine's lock);
+- staging directories of runs that are no longer in progress, and stored step outputs of runs that ended more
+  than OUTPUT_RETENTION ago, are removed;
+- the MLflow run of a Dagster run that failed or was cancelled is ended FAILED instead of staying RUNNING.
+"""
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from pdm_pipeline.core import paths
+from pdm_pipeline.core.release import machine_lock, recover_machine
+from pdm_pipeline.defs.io_manager import outputs_root
+
+OUTPUT_RETENTION_S = 24 * 3600
+IN_PROGRESS = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed child not yet reaped) is dead for our purpose
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def fail_dead_in_process_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark FAILED the in-process runs of this host whose process no longer exists; free their slots."""
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    host = socket.gethostname()
+    done = []
+    records = instance.get_run_records(filters=RunsFilter(statuses=list(IN_PROGRESS), tags={"pdm/host": host}))
+    for record in records:
+        run = record.dagster_run
+        pid = run.tags.get("pdm/pid")
+        if not pid or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"its process (pid {pid} on {host}) is gone: the run was killed or crashed")
+        try:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        except Exception:  # noqa: BLE001 - storages without concurrency support have nothing to free
+            pass
+        done.append(f"run {run.run_id[:8]} of {run.tags.get('pdm/machine_id', '?')} marked FAILED (process {pid} gone)")
+    return done
+
+
+def _active_run_ids(instance: dg.DagsterInstance) -> set[str]:
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    statuses = [*IN_PROGRESS, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
+    return {r.dagster_run.run_id for r in instance.get_run_records(filters=RunsFilter(statuses=statuses))}
+
+
+def recover_releases(root: Path) -> list[str]:
+    done = []
+    base = Path(root) / "releases"
+    if not base.is_dir():
+        return done
+    for machine in sorted(p.name for p in base.iterdir() if p.is_dir() and paths.is_valid_machine_id(p.name)):
+        try:
+            with machine_lock(root, machine, timeout_s=0.5):
+                done += [f"{machine}: {line}" for line in recover_machine(root, machine)]
+        except TimeoutError:
+            continue  # a release is being written right now: not a leftover
+    return done
+
+
+def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[str]) -> list[str]:
+    done = []
+    base = Path(root) / "staging"
+    if not base.is_dir():
+        return done
+    for machine in base.iterdir():
+        for run_dir in machine.iterdir() if machine.is_dir() else []:
+            if run_dir.name not in active and time.time() - run_dir.stat().st_mtime > 60:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                done.append(f"removed staging of run {run_dir.name[:8]} ({machine.name})")
+    return done
+
+
+def remove_old_outputs(instance: dg.DagsterInstance, active: set[str]) -> list[str]:
+    done = []
+    base = outputs_root(instance)
+    if not base.is_dir():
+        return done
+    for run_dir in base.iterdir():
+        if run_dir.name in active:
+            continue
+        if time.time() - run_dir.stat().st_mtime > OUTPUT_RETENTION_S:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            done.append(f"removed stored outputs of run {run_dir.name[:8]}")
+    return done
+
+
+def sweep(instance: dg.DagsterInstance, root: Path) -> list[str]:
+    """Everything above; returns what it did, in words."""
+    done = fail_dead_in_process_runs(instance)
+    active = _active_run_ids(instance)
+    done += recover_releases(root)
+    done += remove_stale_staging(instance, root, active)
+    done += remove_old_outputs(instance, active)
+    return done
