@@ -12,17 +12,27 @@ import pytest
 
 from pdm_pipeline.core.contract import load_machine, load_profile, validate_machine
 from pdm_pipeline.core.importer import (
+    CMAPSS_COLUMNS,
     CYCLE_ORIGIN,
     ImportOptions,
     ImportOptionsError,
     import_ai4i2020,
+    import_cmapss,
     import_data,
     import_nab_machine_temperature,
+    import_skab,
     sanitize_column_name,
 )
 from pdm_pipeline.core.paths import machine_dir, metadata_path, profile_path, split_path
+from pdm_pipeline.errors import PdmError
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+# Small hand-made files: a C-MAPSS-style text file (6 engines, no header, blanks at line ends), two SKAB-style
+# experiments (';', anomaly and changepoint columns) and a SKAB-style file with decimal commas.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "importer"
+CMAPSS = FIXTURES / "cmapss_small.txt"
+SKAB = FIXTURES / "skab"
+SKAB_DECIMAL_COMMA = FIXTURES / "skab_decimal_comma.csv"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -127,7 +137,8 @@ def test_time_column_chronological_split_and_metadata(tmp_path: Path) -> None:
     assert meta["columns"]["timestamp"] == {"sdtype": "datetime", "datetime_format": "%Y-%m-%d %H:%M:%S"}
     assert meta["columns"]["temp_degC"] == {"sdtype": "numerical", "computer_representation": "Float"}
     assert set(meta["columns"]) == {"timestamp", "temp_degC", "pressure_bar", "value"}
-    assert meta["rul_parameters"] == {"sampling_interval_minutes": 10.0}
+    assert meta["time_unit"] == "hours" and "machine_type" not in meta
+    assert meta["rul_parameters"] == {"sampling_interval_minutes": 10.0, "sampling_step": round(10 / 60, 9)}
     assert meta["source"]["file"] == str(source)
     assert meta["source"]["sensor_columns"]["temp_degC"] == "Temp [°C]"
     assert meta["source"]["options"]["time_column"] == "Time"
@@ -150,7 +161,7 @@ def test_time_zones_become_utc(tmp_path: Path) -> None:
     assert splits["train"]["timestamp"].iloc[0] == pd.Timestamp("2024-03-01 01:00")
 
 
-def test_cycle_column_with_unit(tmp_path: Path) -> None:
+def test_cycle_column_with_old_cycle_unit_becomes_datetimes(tmp_path: Path) -> None:
     frame = pd.DataFrame({"cycle": np.arange(1, 21), "s1": np.linspace(0, 1, 20)})
     splits = _imported(
         _csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", cycle_column="cycle", cycle_unit="h"
@@ -158,7 +169,52 @@ def test_cycle_column_with_unit(tmp_path: Path) -> None:
     assert list(splits["train"].columns) == ["timestamp", "s1"]  # the counter is a time axis, never a sensor
     assert splits["train"]["timestamp"].iloc[0] == CYCLE_ORIGIN + pd.Timedelta(hours=1)
     assert splits["test"]["timestamp"].iloc[-1] == CYCLE_ORIGIN + pd.Timedelta(hours=20)
-    assert _metadata(tmp_path / "data", "m")["rul_parameters"]["sampling_interval_minutes"] == 60.0
+    meta = _metadata(tmp_path / "data", "m")
+    assert meta["time_unit"] == "hours" and meta["columns"]["timestamp"]["sdtype"] == "datetime"
+    assert meta["rul_parameters"] == {"sampling_interval_minutes": 60.0, "sampling_step": 1.0}
+
+
+def test_old_cycle_unit_seconds_counts_rul_in_seconds(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"cycle": np.arange(0, 40, 2), "s1": np.linspace(0, 1, 20)})
+    splits = _imported(
+        _csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", cycle_column="cycle", cycle_unit="s",
+        compute_rul=True,
+    )
+    assert splits["train"]["rul"].iloc[0] == 38.0 and splits["test"]["rul"].iloc[-1] == 0.0
+    meta = _metadata(tmp_path / "data", "m")
+    assert meta["time_unit"] == "seconds"
+    assert meta["rul_parameters"]["sampling_step"] == 2.0 and meta["rul_parameters"]["max_operational"] == 38.0
+    assert "max_operational_hours" not in meta["rul_parameters"]  # only written when the unit is hours
+
+
+@pytest.mark.parametrize(
+    ("options", "time_unit"),
+    [({}, None), ({"time_unit": "cycles"}, "cycles"), ({"time_unit": "steps"}, "steps"), ({"cycle_unit": "steps"}, "steps")],
+)
+def test_cycle_column_is_kept_as_a_number(tmp_path: Path, options: dict, time_unit: str | None) -> None:
+    frame = pd.DataFrame({"cycle": np.arange(1, 21), "s1": np.linspace(0, 1, 20)})
+    root = tmp_path / "data"
+    splits = _imported(_csv(tmp_path / "in.csv", frame), root, machine_id="m", cycle_column="cycle", **options)
+    train, test = splits["train"], splits["test"]
+    assert list(train.columns) == ["timestamp", "s1"]
+    assert str(train["timestamp"].dtype) == "int64"  # no fake datetimes
+    assert train["timestamp"].tolist() == list(range(1, 15)) and test["timestamp"].tolist() == [18, 19, 20]
+    meta = _metadata(root, "m")
+    assert meta["time_unit"] == (time_unit or "cycles")
+    assert meta["columns"]["timestamp"] == {"sdtype": "numerical", "computer_representation": "Int64"}
+    assert meta["rul_parameters"] == {"sampling_step": 1.0}  # no minutes for a counter
+    assert load_machine(root, "m").metadata.time_unit == (time_unit or "cycles")
+
+
+def test_fractional_cycle_counter_stays_float(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"step": np.arange(20) * 0.5, "s1": np.linspace(0, 1, 20)})
+    splits = _imported(
+        _csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", cycle_column="step", time_unit="steps"
+    )
+    assert str(splits["train"]["timestamp"].dtype) == "float64" and splits["val"]["timestamp"].iloc[0] == 7.0
+    meta = _metadata(tmp_path / "data", "m")
+    assert meta["columns"]["timestamp"]["computer_representation"] == "Float"
+    assert meta["rul_parameters"]["sampling_step"] == 0.5
 
 
 def test_unit_column_and_unit_split(tmp_path: Path) -> None:
@@ -297,7 +353,9 @@ def test_compute_rul(tmp_path: Path, cap: float | None, expected_max: float) -> 
     assert unit_1["rul"].tolist() == (expected if cap is None else np.minimum(expected, cap)).tolist()
     assert splits["test"]["rul"].iloc[-1] == 0.0  # every unit ends in failure
     assert str(unit_1["rul"].dtype) == "float64"
-    assert _metadata(tmp_path / "data", "m")["rul_parameters"]["max_operational_hours"] == expected_max
+    rul_parameters = _metadata(tmp_path / "data", "m")["rul_parameters"]
+    assert rul_parameters["max_operational"] == expected_max
+    assert rul_parameters["max_operational_hours"] == expected_max  # the old key too, as the unit is hours
 
 
 def test_thresholds_write_a_profile(tmp_path: Path) -> None:
@@ -348,7 +406,11 @@ def test_group_column_makes_one_machine_per_value(tmp_path: Path) -> None:
         data = load_machine(root, machine_id)
         assert sum(len(df) for df in data.splits.values()) == 40
         assert "Type" not in data.splits["train"].columns
-        assert _metadata(root, machine_id)["source"]["group"] == {"column": "Type", "value": machine_id[-1]}
+        meta = _metadata(root, machine_id)
+        assert meta["source"]["group"] == {"column": "Type", "value": machine_id[-1]}
+        assert meta["machine_type"] == "shop"  # the machines of one grouped import form one fleet
+        assert load_machine(root, machine_id).metadata.machine_type == "shop"
+        assert not profile_path(root, machine_id).exists()  # a derived machine type alone writes no profile
 
 
 def test_import_ai4i2020_on_a_small_lookalike(tmp_path: Path) -> None:
@@ -381,6 +443,8 @@ def test_import_ai4i2020_on_a_small_lookalike(tmp_path: Path) -> None:
     ]
     frames = [df for m in ids for df in load_machine(root, m).splits.values()]
     assert sum(int(df["failure_status"].sum()) for df in frames) == 10
+    assert {_metadata(root, m)["machine_type"] for m in ids} == {"ai4i"}
+    assert "time_unit" not in _metadata(root, "ai4i_L")  # no time order, no time unit
 
 
 def test_import_nab_on_a_small_lookalike(tmp_path: Path) -> None:
@@ -406,6 +470,7 @@ def test_import_nab_on_a_small_lookalike(tmp_path: Path) -> None:
     assert len(rows) == 40 and rows["machine_temperature"].tolist() == list(np.arange(40.0))  # first copy kept
     assert rows["anomaly_window"].sum() == 3 + 4  # both window ends included
     assert _metadata(root, ids[0])["source"]["dropped_duplicate_timestamp_rows"] == 2
+    assert data.metadata.time_unit == "hours"
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -422,14 +487,15 @@ def test_unknown_column_lists_the_available_ones(tmp_path: Path) -> None:
     ("options", "expected"),
     [
         ({"time_column": "Time", "cycle_column": "value", "cycle_unit": "h"}, "both given"),
-        ({"cycle_column": "value"}, "needs cycle_unit"),
         ({"cycle_column": "value", "cycle_unit": "weeks"}, "cycle_unit='weeks' is unknown"),
+        ({"time_column": "Time", "cycle_unit": "h"}, "cycle_unit='h' is given without cycle_column"),
         ({"time_column": "Time", "ratios": (0.5, 0.3, 0.3)}, "sum to 1.1, not 1"),
         ({"time_column": "Time", "ratios": (0.9, 0.2, -0.1)}, "must all be > 0"),
         ({"time_column": "Time", "split": "random"}, "split='random' is only allowed for data without time order"),
         ({}, "split='chronological' needs time order"),
         ({"time_column": "Time", "split": "column"}, "needs split_column"),
         ({"split": "random", "compute_rul": True}, "compute_rul needs time order"),
+        ({"time_column": "Time", "rul_cap": 5.0}, "rul_cap=5.0 is given but compute_rul is False"),
         ({"time_column": "Time", "rul_cap_hours": 5.0}, "compute_rul is False"),
         ({"time_column": "Time", "thresholds": {"value": {"alarm": "hot"}}}, "thresholds['value']['alarm']='hot'"),
         ({"time_column": "Time", "thresholds": {"value": {"direction": "up"}}}, "must be 'high' or 'low'"),
@@ -566,6 +632,357 @@ def test_missing_source_and_empty_directory(tmp_path: Path) -> None:
     assert "holds no .csv" in _error(tmp_path / "empty", tmp_path / "data", machine_id="m", time_column="t")
 
 
+# ------------------------------------------------------------------------------------------------ time axis
+
+
+def test_time_unit_is_the_unit_of_rul_and_of_the_old_hour_cap(tmp_path: Path) -> None:
+    units = {1: ("2024-01-01", 10), 2: ("2024-01-02", 6), 3: ("2024-01-03", 8), 4: ("2024-01-04", 7)}
+    root = tmp_path / "data"
+    splits = _imported(
+        _csv(tmp_path / "in.csv", _fleet(units)), root, machine_id="m", time_column="when", unit_column="engine",
+        split="unit", ratios=(0.5, 0.25, 0.25), compute_rul=True, time_unit="minutes", rul_cap_hours=4.0,
+    )
+    unit_1 = splits["train"][splits["train"]["unit_id"] == "1"]
+    assert unit_1["rul"].tolist() == np.minimum(np.arange(9.0, -1.0, -1.0) * 60, 240.0).tolist()
+    meta = _metadata(root, "m")
+    assert meta["time_unit"] == "minutes" and meta["columns"]["timestamp"]["sdtype"] == "datetime"
+    assert meta["rul_parameters"] == {
+        "sampling_interval_minutes": 60.0, "sampling_step": 60.0, "max_operational": 240.0  # no hours key
+    }
+    assert load_machine(root, "m").metadata.time_unit == "minutes"
+
+
+def test_rul_cap_is_in_the_data_unit(tmp_path: Path) -> None:
+    units = {1: ("2024-01-01", 10), 2: ("2024-01-02", 6), 3: ("2024-01-03", 8), 4: ("2024-01-04", 7)}
+    frame = _fleet(units)
+    frame["when"] = pd.to_datetime(frame["when"]).dt.strftime("%Y-%m-%d %H:%M:%S")
+    splits = _imported(
+        _csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", time_column="when",
+        unit_column="engine", split="unit", ratios=(0.5, 0.25, 0.25), compute_rul=True, time_unit="days",
+        rul_cap=0.25,
+    )
+    unit_1 = splits["train"][splits["train"]["unit_id"] == "1"]
+    assert unit_1["rul"].tolist() == np.minimum(np.arange(9.0, -1.0, -1.0) / 24, 0.25).tolist()
+    assert _metadata(tmp_path / "data", "m")["rul_parameters"]["max_operational"] == 0.25
+
+
+def test_cycles_of_several_units_compute_rul_in_cycles(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"engine": np.repeat([1, 2, 3, 4], 5), "cycle": np.tile(np.arange(1, 6), 4), "x": np.arange(20.0)}
+    )
+    root = tmp_path / "data"
+    splits = _imported(
+        _csv(tmp_path / "in.csv", frame), root, machine_id="m", unit_column="engine", cycle_column="cycle",
+        split="unit", ratios=(0.5, 0.25, 0.25), compute_rul=True, rul_cap=3,
+    )
+    assert splits["train"]["rul"].tolist() == [3.0, 3.0, 2.0, 1.0, 0.0] * 2
+    assert splits["train"]["timestamp"].tolist() == [1, 2, 3, 4, 5] * 2
+    rul_parameters = _metadata(root, "m")["rul_parameters"]
+    assert rul_parameters == {"sampling_step": 1.0, "max_operational": 3.0}
+
+
+def test_chronological_refused_for_counters_of_several_units(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"unit": np.repeat([1, 2], 10), "cycle": np.tile(np.arange(1, 11), 2), "x": np.arange(20.0)})
+    message = _error(
+        _csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", unit_column="unit", cycle_column="cycle"
+    )
+    assert "'cycle'" in message and "use split='unit'" in message
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"time_column": "Time", "time_unit": "weeks"}, "time_unit='weeks' is unknown; choose one of seconds, minutes"),
+        ({"time_column": "Time", "time_unit": "cycles"}, "time_unit='cycles' counts cycles, but time_column='Time'"),
+        ({"cycle_column": "value", "time_unit": "hours"}, "cycle_column='value' is kept as a counter: choose one"),
+        ({"cycle_column": "value", "cycle_unit": "h", "time_unit": "steps"}, "does not fit cycle_unit='h'"),
+        ({"cycle_column": "value", "cycle_unit": "cycles", "time_unit": "steps"}, "disagree"),
+        ({"cycle_column": "value", "cycle_unit": "cycles", "time_unit": "hours"}, "is kept as a counter"),
+        ({"split": "random", "time_unit": "hours"}, "time_unit='hours' is given but the data has no time order"),
+        (
+            {"cycle_column": "value", "compute_rul": True, "rul_cap_hours": 5.0},
+            "rul_cap_hours=5.0 is in hours, but the data counts cycles: give rul_cap (in cycles)",
+        ),
+        ({"time_column": "Time", "compute_rul": True, "rul_cap": 5.0, "rul_cap_hours": 5.0}, "are both given"),
+        ({"time_column": "Time", "compute_rul": True, "rul_cap": -1.0}, "rul_cap=-1.0 must be a number > 0"),
+        ({"time_column": "Time", "machine_type": "a b"}, "machine_type='a b' must follow the machine-id rule"),
+        ({"time_column": "Time", "header": False}, "header=False needs columns"),
+        ({"time_column": "Time", "columns": ["a", "b"]}, "pass header=False too"),
+        ({"time_column": "Time", "header": False, "columns": ["a", "a"]}, "columns names ['a'] more than once"),
+        ({"time_column": "Time", "header": False, "columns": "abc"}, "columns='abc' must be a list of column names"),
+        ({"time_column": "Time", "decimal": ","}, "decimal=',' is also the separator"),
+        ({"time_column": "Time", "decimal": "dot"}, "decimal='dot' must be one character"),
+        ({"time_column": "Time", "ignore_label_columns": "flag"}, "ignore_label_columns='flag' must be a list"),
+        ({"time_column": "Time", "split": "first_rows"}, "split='first_rows' needs train_rows"),
+        ({"time_column": "Time", "split": "first_rows", "train_rows": 0}, "train_rows=0 must be a whole number > 0"),
+        (
+            {"time_column": "Time", "split": "first_rows", "train_rows": 2},
+            "train_rows=2 with val_share=0.2 leaves no val rows",
+        ),
+        (
+            {"time_column": "Time", "split": "first_rows", "train_rows": 10, "val_share": 0.96},
+            "train_rows=10 with val_share=0.96 leaves no train rows",
+        ),
+        ({"time_column": "Time", "split": "first_rows", "train_rows": 9, "val_share": 1.5}, "val_share=1.5 must be"),
+        ({"time_column": "Time", "train_rows": 10}, "train_rows=10 is given but split='chronological'"),
+    ],
+)
+def test_bad_new_options(tmp_path: Path, options: dict, expected: str) -> None:
+    message = _error(_csv(tmp_path / "in.csv", _series(20)), tmp_path / "data", machine_id="m", **options)
+    assert expected in message
+
+
+def test_option_errors_are_user_errors_listed_together() -> None:
+    with pytest.raises(ImportOptionsError) as info:
+        ImportOptions(machine_id="m", time_column="t", time_unit="cycles", decimal=",").validate()
+    assert isinstance(info.value, PdmError) and isinstance(info.value, ValueError)
+    assert "time_unit='cycles'" in str(info.value) and "decimal=','" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ text files
+
+
+def test_whitespace_file_without_header(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    splits = _imported(
+        CMAPSS, root, machine_id="engines", separator="whitespace", header=False, columns=list(CMAPSS_COLUMNS),
+        unit_column="unit", cycle_column="cycle", split="unit", ratios=(0.5, 0.25, 0.25),
+    )
+    train = splits["train"]
+    # 26 columns named in order; the blanks at line ends make no empty column
+    assert list(train.columns) == ["timestamp", "unit_id", *CMAPSS_COLUMNS[2:]]
+    assert not train.isna().any().any()
+    assert train[["timestamp", "setting_3", "s_1", "s_2", "s_21"]].iloc[0].tolist() == [1, 100.0, 518.67, 642.23, 23.37]
+    units = [splits[s]["unit_id"].unique().tolist() for s in ("train", "val", "test")]
+    assert units == [["1", "2", "3"], ["4", "5"], ["6"]]
+
+
+def test_file_without_header_needs_one_name_per_column(tmp_path: Path) -> None:
+    options = {
+        "machine_id": "m", "separator": "whitespace", "header": False, "unit_column": "unit", "cycle_column": "cycle",
+        "split": "unit",
+    }
+    message = _error(CMAPSS, tmp_path / "data", columns=list(CMAPSS_COLUMNS[:-1]), **options)
+    assert str(CMAPSS) in message and "expected 25 columns" in message and "found 26 in the file" in message
+
+    source = tmp_path / "three.csv"
+    source.write_text("1,0.5,7\n2,0.6,8\n3,0.7,9\n")
+    message = _error(
+        source, tmp_path / "data", machine_id="m", header=False, columns=["a", "b", "c", "d"], split="random"
+    )
+    assert str(source) in message and "expected 4 columns" in message and "found 3" in message
+
+
+def test_whitespace_file_with_header_and_mixed_blanks(tmp_path: Path) -> None:
+    lines = ["  cycle\tvib   temp "] + [f"{i}\t {0.5 + i / 100:.2f}  {60 + i / 10:.1f}\t" for i in range(1, 21)]
+    source = tmp_path / "log.txt"
+    source.write_text("\n".join(lines) + "\n")
+    splits = _imported(source, tmp_path / "data", machine_id="m", separator="whitespace", cycle_column="cycle")
+    assert list(splits["train"].columns) == ["timestamp", "vib", "temp"]
+    assert splits["train"]["temp"].iloc[0] == 60.1 and len(splits["test"]) == 3
+
+    message = _error(source, tmp_path / "other", machine_id="m", cycle_column="cycle")
+    assert "'cycle'" in message and "separator 'whitespace'" in message
+
+
+def test_parquet_has_its_own_header(tmp_path: Path) -> None:
+    source = tmp_path / "in.parquet"
+    pd.DataFrame({"t": pd.date_range("2024-01-01", periods=5, freq="h"), "x": np.arange(5.0)}).to_parquet(source)
+    message = _error(source, tmp_path / "data", machine_id="m", time_column="t", header=False, columns=["t", "x"])
+    assert str(source) in message and "a parquet file names its columns itself" in message
+
+
+def test_decimal_comma(tmp_path: Path) -> None:
+    options = {
+        "machine_id": "m", "separator": ";", "time_column": "datetime", "time_unit": "seconds",
+        "eval_label_column": "anomaly", "ignore_label_columns": ["changepoint"], "split": "first_rows",
+        "train_rows": 10,
+    }
+    splits = _imported(SKAB_DECIMAL_COMMA, tmp_path / "data", decimal=",", **options)
+    first = splits["train"].iloc[0]
+    assert first["accelerometer1rms"] == 0.080265 and first["pressure"] == -0.014095
+    assert splits["test"]["anomaly_window"].sum() == 4
+
+    message = _error(SKAB_DECIMAL_COMMA, tmp_path / "other", **options)
+    assert str(SKAB_DECIMAL_COMMA) in message and "decimal comma" in message and "decimal=','" in message
+
+
+# ------------------------------------------------------------------------------------------------ first rows
+
+
+def test_first_rows_of_each_file_are_training(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    splits = _imported(
+        SKAB, root, machine_id="bench", separator=";", time_column="datetime", time_unit="seconds",
+        eval_label_column="anomaly", ignore_label_columns=["changepoint"], split="first_rows", train_rows=15,
+    )
+    for unit, n_rows in (("1", 30), ("2", 32)):
+        sizes = [int((splits[s]["unit_id"] == unit).sum()) for s in ("train", "val", "test")]
+        assert sizes == [12, 3, n_rows - 15]  # val = the last 20 % of the first 15 rows
+    raw = pd.read_csv(SKAB / "2.csv", sep=";")
+    stamps = pd.to_datetime(raw["datetime"])
+    by_unit = {s: splits[s][splits[s]["unit_id"] == "2"] for s in ("train", "val", "test")}
+    assert by_unit["train"]["timestamp"].tolist() == stamps[:12].tolist()
+    assert by_unit["val"]["timestamp"].tolist() == stamps[12:15].tolist()
+    assert by_unit["test"]["timestamp"].tolist() == stamps[15:].tolist()
+    # rows labelled anomalous stay where they are, also in train (file 2 has a fault in its first rows)
+    assert by_unit["train"]["anomaly_window"].tolist() == raw["anomaly"][:12].astype(int).tolist()
+    assert _metadata(root, "bench")["rul_parameters"]["sampling_step"] == 1.0
+
+
+def test_first_rows_of_a_single_file(tmp_path: Path) -> None:
+    source = _csv(tmp_path / "in.csv", _series(20))
+    splits = _imported(
+        source, tmp_path / "data", machine_id="m", time_column="Time", split="first_rows", train_rows=10,
+        val_share=0.3,
+    )
+    assert [splits[s]["value"].tolist() for s in ("train", "val", "test")] == [
+        list(range(7)), [7.0, 8.0, 9.0], list(range(10, 20))
+    ]
+
+
+def test_first_rows_errors(tmp_path: Path) -> None:
+    options = {
+        "separator": ";", "time_column": "datetime", "eval_label_column": "anomaly",
+        "ignore_label_columns": ["changepoint"], "split": "first_rows",
+    }
+    message = _error(SKAB, tmp_path / "data", machine_id="m", train_rows=30, **options)
+    assert "needs more than train_rows=30 rows per unit" in message and "'1' (30 rows)" in message
+    assert "'2'" not in message  # 32 rows leave test rows
+
+    source = _csv(tmp_path / "in.csv", _series(20))
+    message = _error(source, tmp_path / "data", machine_id="m", time_column="Time", split="first_rows", train_rows=20)
+    assert "the data (no units) has only 20 rows" in message
+
+    # Units that follow each other in time cannot be cut per unit: the splits would not be in time order.
+    fleet = _csv(tmp_path / "fleet.csv", _fleet({1: ("2024-01-01", 10), 2: ("2024-01-05", 10)}))
+    message = _error(
+        fleet, tmp_path / "data", machine_id="m", time_column="when", unit_column="engine", split="first_rows",
+        train_rows=5,
+    )
+    assert "2 units that follow each other in time" in message and "one machine per unit" in message
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+@pytest.mark.parametrize("name", ["anomaly", "Changepoint", " label ", "Machine failure", "machine_failure", "CLASS"])
+def test_label_like_columns_never_become_sensors(tmp_path: Path, name: str) -> None:
+    frame = _series(20)
+    frame[name] = (np.arange(20) % 5 == 0).astype(int)
+    message = _error(_csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", time_column="Time")
+    assert repr(name.strip()) in message and "look like labels" in message
+    for option in ("label_column", "eval_label_column", "ignore_label_columns", "drop_columns"):
+        assert option in message
+
+
+def test_ignore_label_columns(tmp_path: Path) -> None:
+    frame = _series(20)
+    frame["changepoint"] = (np.arange(20) == 15).astype(int)
+    frame["anomaly"] = (np.arange(20) >= 15).astype(int)
+    root = tmp_path / "data"
+    splits = _imported(
+        _csv(tmp_path / "in.csv", frame), root, machine_id="m", time_column="Time", eval_label_column="anomaly",
+        ignore_label_columns=["changepoint"],
+    )
+    assert list(splits["train"].columns) == ["timestamp", "temp_degC", "pressure_bar", "value", "anomaly_window"]
+    assert _metadata(root, "m")["source"]["ignored_label_columns"] == ["changepoint"]
+    assert load_machine(root, "m").sensors == ("temp_degC", "pressure_bar", "value")
+
+    source = _csv(tmp_path / "in2.csv", frame)
+    message = _error(source, tmp_path / "x", machine_id="m", time_column="Time", ignore_label_columns=["fault"])
+    assert "'fault' (from ignore_label_columns) not found" in message
+    message = _error(
+        source, tmp_path / "x", machine_id="m", time_column="Time", eval_label_column="anomaly",
+        ignore_label_columns=["anomaly", "changepoint"],
+    )
+    assert "'anomaly' is given both as eval_label_column and as ignore_label_columns" in message
+
+
+def test_a_label_like_name_may_be_declared_a_sensor(tmp_path: Path) -> None:
+    frame = _series(20)
+    frame["Target"] = np.linspace(0, 1, 20)  # e.g. a set point
+    splits = _imported(
+        _csv(tmp_path / "in.csv", frame), tmp_path / "data", machine_id="m", time_column="Time",
+        sensor_columns=["value", "Target"],
+    )
+    assert list(splits["train"].columns) == ["timestamp", "value", "target"]
+
+
+def test_machine_type_goes_to_the_metadata(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _imported(_csv(tmp_path / "in.csv", _series(20)), root, machine_id="m", time_column="Time", machine_type="press")
+    assert _metadata(root, "m")["machine_type"] == "press"
+    assert load_machine(root, "m").metadata.machine_type == "press"
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+
+
+def test_import_cmapss_on_a_small_lookalike(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    ids = import_cmapss(CMAPSS, root)
+    assert ids == ["cmapss_FD001"] and validate_machine(root, ids[0]) == []
+    data = load_machine(root, ids[0])
+    assert [data.splits[s]["unit_id"].unique().tolist() for s in ("train", "val", "test")] == [
+        ["1", "2", "3", "4"], ["5"], ["6"]
+    ]
+    assert data.sensors == tuple(CMAPSS_COLUMNS[2:])
+    unit_1 = data.splits["train"][data.splits["train"]["unit_id"] == "1"]
+    assert unit_1["timestamp"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert unit_1["rul"].tolist() == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]  # cycles to failure at the last cycle
+    meta = _metadata(root, ids[0])
+    assert meta["time_unit"] == "cycles" and meta["columns"]["timestamp"]["sdtype"] == "numerical"
+    assert meta["rul_parameters"] == {"sampling_step": 1.0, "max_operational": 8.0}  # engine 5: 9 cycles
+
+    (capped,) = import_cmapss(CMAPSS, root, machine_id="cmapss_capped", rul_cap=3)
+    assert validate_machine(root, capped) == []
+    assert max(float(df["rul"].max()) for df in load_machine(root, capped).splits.values()) == 3.0
+    assert _metadata(root, capped)["rul_parameters"]["max_operational"] == 3.0
+
+
+def test_import_skab_one_machine_per_file(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    ids = import_skab(SKAB, root, train_rows=15)
+    assert ids == ["skab_1", "skab_2"]
+    for machine_id, n_rows in zip(ids, (30, 32)):
+        assert validate_machine(root, machine_id) == []
+        data = load_machine(root, machine_id)
+        assert [len(data.splits[s]) for s in ("train", "val", "test")] == [12, 3, n_rows - 15]
+        assert data.sensors == (
+            "accelerometer_1_rms", "accelerometer_2_rms", "current", "pressure", "temperature", "thermocouple",
+            "voltage", "volume_flow_rate_rms",
+        )
+        assert data.metadata.time_unit == "seconds" and data.metadata.machine_type == "skab"
+        meta = _metadata(root, machine_id)
+        assert meta["source"]["ignored_label_columns"] == ["changepoint"]
+        raw = pd.read_csv(SKAB / f"{machine_id[5:]}.csv", sep=";")
+        rows = pd.concat(data.splits.values(), ignore_index=True)
+        assert rows["anomaly_window"].tolist() == raw["anomaly"].astype(int).tolist()  # anomalous rows stay
+
+
+def test_import_skab_as_one_machine(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    ids = import_skab(SKAB, root, one_machine_per_file=False, train_rows=15)
+    assert ids == ["skab"] and validate_machine(root, "skab") == []
+    data = load_machine(root, "skab")
+    assert [len(data.splits[s]) for s in ("train", "val", "test")] == [24, 6, 15 + 17]
+    assert data.splits["test"]["unit_id"].unique().tolist() == ["1", "2"]
+
+
+def test_import_skab_checks_the_layout(tmp_path: Path) -> None:
+    bad = _csv(tmp_path / "skab" / "1.csv", _series(20), sep=";")
+    message = _error_of(lambda: import_skab(tmp_path / "skab", tmp_path / "data"))
+    assert str(bad) in message and "expected the SKAB columns" in message
+    assert "is not a directory" in _error_of(lambda: import_skab(tmp_path / "nope", tmp_path / "data"))
+
+
+def _error_of(call) -> str:
+    with pytest.raises(ImportOptionsError) as info:
+        call()
+    return str(info.value)
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
@@ -628,3 +1045,17 @@ def test_real_data_sets(tmp_path: Path) -> None:
     assert len(pd.read_csv(nab / "machine_temperature_system_failure.csv")) == 22_695
     assert len(rows) == 22_683 and _metadata(root, machine)["source"]["dropped_duplicate_timestamp_rows"] == 12
     assert int(rows["anomaly_window"].sum()) == 2_268
+
+
+@pytest.mark.skipif(not (REALDATA / "skab_other").is_dir(), reason="../shared/realdata/skab_other is not present")
+def test_real_skab(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    ids = import_skab(REALDATA / "skab_other", root)
+    assert ids == [f"skab_{i}" for i in range(1, 15)]
+    total = 0
+    for machine_id in ids:
+        assert validate_machine(root, machine_id) == []
+        data = load_machine(root, machine_id)
+        assert [len(data.splits["train"]), len(data.splits["val"])] == [320, 80]
+        total += sum(len(df) for df in data.splits.values())
+    assert total == 14_943 - 14  # every row of the 14 files (minus their header lines)

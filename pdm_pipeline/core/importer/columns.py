@@ -146,11 +146,15 @@ def plan_columns(table: Table, options: ImportOptions) -> Columns:
 def _separator_hint(columns: list[str], separator: str) -> str:
     if len(columns) != 1:
         return ""
-    for candidate in (";", "\t", ",", "|"):
-        if candidate != separator and candidate in columns[0]:
+    header = columns[0]
+    candidates = [c for c in (";", ",", "|") if c in header]
+    if "\t" in header and " " not in header:
+        candidates.append("\t")
+    elif len(header.split()) > 1:  # blanks (spaces, or spaces and tabs mixed) between names
+        candidates.append(WHITESPACE)
+    for candidate in candidates:
+        if candidate != separator:
             return f" (the header was read as one column: is the separator {candidate!r} rather than {separator!r}?)"
-    if separator != WHITESPACE and len(columns[0].split()) > 1:
-        return f" (the header was read as one column: is the separator {WHITESPACE!r} rather than {separator!r}?)"
     return ""
 
 

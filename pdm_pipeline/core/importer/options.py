@@ -46,8 +46,9 @@ class ImportOptions:
     time_format: str | None = None
     # Alternative to time_column: a cycle/step counter, kept as a number in `timestamp` (time_unit cycles or steps).
     cycle_column: str | None = None
-    # Old behaviour, still accepted: "s", "min", "h" or "d" turns the counter into datetimes (2000-01-01 + cycle x
-    # unit) with time_unit seconds, minutes, hours or days.
+    # "cycles" (default) or "steps": the counter stays a number (same as time_unit). Old behaviour, still accepted:
+    # "s", "min", "h" or "d" turns the counter into datetimes (2000-01-01 + cycle x unit) with time_unit seconds,
+    # minutes, hours or days.
     cycle_unit: str | None = None
     # Unit of timestamp steps, rul, rul_cap and horizons (timeaxis.TIME_UNITS). None: "hours" for time_column,
     # "cycles" for cycle_column (the clock unit of cycle_unit when given). Only for data with time order.
@@ -139,8 +140,8 @@ class ImportOptions:
 
     @property
     def counter_as_number(self) -> bool:
-        """True when the cycle/step counter is kept as a number (no cycle_unit)."""
-        return self.cycle_column is not None and self.cycle_unit is None
+        """True when the cycle/step counter is kept as a number (no old-style clock cycle_unit)."""
+        return self.cycle_column is not None and self.cycle_unit not in CYCLE_UNITS
 
     @property
     def effective_time_unit(self) -> str | None:
@@ -150,6 +151,8 @@ class ImportOptions:
         if self.time_unit is not None:
             return self.time_unit
         if self.cycle_column is not None:
+            if self.cycle_unit in INDEX_UNITS:
+                return self.cycle_unit
             return CYCLE_TIME_UNITS.get(self.cycle_unit or "", "cycles")
         return DEFAULT_TIME_UNIT
 
@@ -183,10 +186,10 @@ class ImportOptions:
                 f"time_column={self.time_column!r} and cycle_column={self.cycle_column!r} are both given; "
                 "give one of them (or neither for data without time order)"
             )
-        if self.cycle_unit is not None and self.cycle_unit not in CYCLE_UNITS:
+        if self.cycle_unit is not None and self.cycle_unit not in (*INDEX_UNITS, *CYCLE_UNITS):
             problems.append(
-                f"cycle_unit={self.cycle_unit!r} is unknown; choose one of {', '.join(CYCLE_UNITS)} (it turns the "
-                "counter into datetimes), or leave it out to keep the counter as a number (time_unit cycles or steps)"
+                f"cycle_unit={self.cycle_unit!r} is unknown; choose {' or '.join(INDEX_UNITS)} (the counter stays a "
+                f"number, the default) or one of {', '.join(CYCLE_UNITS)} (the counter becomes datetimes)"
             )
         if self.cycle_unit is not None and self.cycle_column is None:
             problems.append(f"cycle_unit={self.cycle_unit!r} is given without cycle_column")
@@ -206,9 +209,11 @@ class ImportOptions:
             elif self.counter_as_number and is_clock(unit):
                 problems.append(
                     f"time_unit={unit!r} is a clock unit, but cycle_column={self.cycle_column!r} is kept as a counter: "
-                    f"choose one of {', '.join(INDEX_UNITS)} (or give cycle_unit to turn the counter into datetimes)"
+                    f"choose one of {', '.join(INDEX_UNITS)} (or give cycle_unit s, min, h or d to turn the counter into datetimes)"
                 )
-            elif self.cycle_column is not None and self.cycle_unit is not None and not is_clock(unit):
+            elif self.cycle_unit in INDEX_UNITS and unit != self.cycle_unit:
+                problems.append(f"time_unit={unit!r} and cycle_unit={self.cycle_unit!r} disagree; give one of them")
+            elif self.cycle_unit in CYCLE_UNITS and not is_clock(unit):
                 problems.append(
                     f"time_unit={unit!r} does not fit cycle_unit={self.cycle_unit!r}, which turns the counter into "
                     f"datetimes: leave cycle_unit out to keep the counter as {unit}"

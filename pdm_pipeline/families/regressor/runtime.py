@@ -19,9 +19,12 @@ class RegressorRuntime:
         self.inputs = self.model.feature_inputs
         self.time_unit = card["time_unit"]
         self.column = output_column(self.time_unit)
+        self.cap = card.get("rul_cap")
 
     def rul(self, features: np.ndarray) -> np.ndarray:
-        return np.maximum(self.model.predict(features), 0.0)
+        """Predicted RUL within [0, cap]: the model learned min(rul, cap), so values past the cap mean nothing."""
+        upper = np.inf if self.cap is None else float(self.cap)
+        return np.clip(self.model.predict(features), 0.0, upper)
 
     def predict(self, features: np.ndarray, units: np.ndarray | None = None) -> dict[str, np.ndarray]:
         return {self.column: self.rul(features)}

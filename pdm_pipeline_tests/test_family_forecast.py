@@ -1,0 +1,226 @@
+"""Sensor forecasts family: Prophet vs seasonal naive chosen on val, any time axis, backtest on test.
+
+Real Prophet on small synthetic series made here: a 10-minute series with a daily cycle, a slow trend and
+AR(1) noise (Prophet's kind of series), a random walk (where nothing beats the last value), per-cycle engines
+that all start at cycle 1, and a 20-minute per-second test bench file (too short to forecast a day).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pdm_pipeline import families
+from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.errors import SettingsError
+from pdm_pipeline.families.base import ModelSkipped, read_card
+from pdm_pipeline.families.forecast.runtime import ForecastRuntime
+from pdm_pipeline.families.forecast.series import FORECAST_COLUMNS
+from pdm_pipeline.families.forecast.settings import ForecastSettings
+from pdm_pipeline.families.forecast.train import forecast_sensors
+from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
+from pdm_pipeline_tests.helpers import assert_picture, views
+
+pytestmark = pytest.mark.slow
+
+FORECAST = families.get("timeseries")
+SENSORS = ["bearing_temp_C", "vibration_mm_s"]
+START = pd.Timestamp("2024-03-04")
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
+    noise = rng.normal(0.0, sigma, n)
+    out = np.empty(n)
+    out[0] = noise[0] / np.sqrt(1 - phi**2)
+    for i in range(1, n):
+        out[i] = phi * out[i - 1] + noise[i]
+    return out
+
+
+def daily_cycle(days: float, seed: int = 0, step_minutes: float = 10) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = int(days * 24 * 60 / step_minutes)
+    ts = pd.date_range(START, periods=n, freq=pd.Timedelta(minutes=step_minutes))
+    cycle = np.sin(2 * np.pi * ((ts.hour + ts.minute / 60) / 24 - 8 / 24))
+    elapsed = np.arange(n) * step_minutes / 1440
+    return pd.DataFrame({
+        TIMESTAMP: ts,
+        "bearing_temp_C": 60 + 6 * cycle + 0.25 * elapsed + _ar1(rng, n, 0.9, 0.5),
+        "vibration_mm_s": 3 + 0.8 * cycle + 0.03 * elapsed + _ar1(rng, n, 0.9, 0.08),
+    })
+
+
+def chronological(frame: pd.DataFrame, val_days: float, test_days: float) -> dict[str, pd.DataFrame]:
+    end = frame[TIMESTAMP].max()
+    test_start = end - pd.Timedelta(days=test_days)
+    val_start = test_start - pd.Timedelta(days=val_days)
+    return {
+        "train": frame[frame[TIMESTAMP] < val_start].reset_index(drop=True),
+        "val": frame[(frame[TIMESTAMP] >= val_start) & (frame[TIMESTAMP] < test_start)].reset_index(drop=True),
+        "test": frame[frame[TIMESTAMP] >= test_start].reset_index(drop=True),
+    }
+
+
+def train_on(splits: dict[str, pd.DataFrame], tmp_path, config: TrainingConfig | None = None, unit: str = "hours"):
+    train, test = views(splits, [], time_unit=unit, raw=splits)
+    out = tmp_path / "model"
+    FORECAST.train(train, out, config or TrainingConfig())
+    return out, test
+
+
+@pytest.fixture(scope="module")
+def cycle_model(tmp_path_factory):
+    splits = chronological(daily_cycle(25), val_days=5, test_days=4)
+    out, test = train_on(splits, tmp_path_factory.mktemp("fc"))
+    return out, test, splits
+
+
+def test_selection_compares_prophet_candidates_and_the_seasonal_naive_on_val(cycle_model):
+    out, _, splits = cycle_model
+    card = read_card(out)
+    selection = card["selection"]
+    labels = [c["label"] for c in selection["candidates"]]
+    assert labels[-1] == "seasonal naive" and len(labels) >= 3
+    best = min((c for c in selection["candidates"] if c["score"] is not None), key=lambda c: c["score"])
+    assert selection["chosen"] == best["label"] or (selection["chosen"] == "seasonal naive" and
+                                                      selection["candidates"][-1]["score"] <= best["score"])
+    val_start = splits["val"][TIMESTAMP].min().floor("h")
+    assert all(pd.Timestamp(o) >= val_start for o in selection["origins"]), "validation origins lie in val"
+    assert card["spec"]["step_seconds"] == 3600 and card["spec"]["horizon_points"] == 24
+
+
+def test_prophet_wins_a_daily_cycle_and_beats_naive_on_test(cycle_model):
+    out, test, _ = cycle_model
+    card = read_card(out)
+    assert card["method"] == "prophet" and len(card["files"]) == 2
+    evaluation = FORECAST.evaluate(out, test)
+    assert evaluation.metrics["mase"] < evaluation.baseline["mase"]
+    assert evaluation.metrics["mase"] < 1
+    assert 0.6 <= evaluation.metrics["coverage_80"] <= evaluation.metrics["coverage_95"] <= 1.0
+    assert evaluation.details["label"] == "prophet"
+    assert_picture(evaluation.pictures["forecast bearing_temp_C"])
+
+
+def test_forecast_after_recent_rows_continues_them(cycle_model):
+    out, _, splits = cycle_model
+    runtime = ForecastRuntime(out, read_card(out))
+    recent = splits["test"].iloc[:300]
+    fc = runtime.forecast(recent)
+    assert list(fc.columns) == FORECAST_COLUMNS and len(fc) == 2 * 24
+    first = pd.Timestamp(fc["ds"].min())
+    assert first > recent[TIMESTAMP].max() and first - recent[TIMESTAMP].max() <= pd.Timedelta(hours=1)
+    assert (fc["yhat_lower_95"] <= fc["yhat_lower_80"]).all() and (fc["yhat_upper_80"] <= fc["yhat_upper_95"]).all()
+    again = runtime.forecast(recent)
+    pd.testing.assert_frame_equal(fc, again)  # seeded: reproducible
+    six = runtime.forecast(recent, horizon=6)
+    assert len(six) == 2 * 6
+
+
+def test_naive_ships_where_prophet_does_not_beat_it_and_needs_no_prophet(tmp_path):
+    """A random walk: no model beats the last value; the naive forecast ships, honestly labelled, with
+    empirical bands, and the edge loads and runs it without importing Prophet."""
+    rng = np.random.default_rng(4)
+    n = 24 * 30
+    ts = pd.date_range(START, periods=n, freq="h")
+    frame = pd.DataFrame({TIMESTAMP: ts, "level_m": np.cumsum(rng.normal(0, 1, n)),
+                          "flow_l_s": np.cumsum(rng.normal(0, 0.3, n))})
+    splits = chronological(frame, val_days=6, test_days=5)
+    out, test = train_on(splits, tmp_path)
+    card = read_card(out)
+    assert card["method"] == "naive" and card["label"] == "seasonal naive"
+    assert "naive" in card["selection"]["reason"]
+    assert not (out / "prophet").exists()
+    evaluation = FORECAST.evaluate(out, test)
+    assert evaluation.details["label"] == "seasonal naive"
+    assert evaluation.metrics["mase"] == pytest.approx(evaluation.baseline["mase"])
+    assert 0.5 <= evaluation.metrics["coverage_95"] <= 1.0
+    code = (
+        "import sys, json; from pathlib import Path; import pandas as pd\n"
+        "from pdm_pipeline.families.forecast.runtime import ForecastRuntime\n"
+        f"p = Path({str(out)!r}); r = ForecastRuntime(p, json.loads((p / 'model_card.json').read_text()))\n"
+        f"fc = r.forecast(pd.read_json({splits['test'].to_json()!r}, convert_dates=['timestamp']))\n"
+        "print(len(fc), 'prophet' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert result == ["48", "False"]
+
+
+def engines(n_units: int, seed: int) -> pd.DataFrame:
+    """Run-to-failure engines counted in cycles from 1 (they share the origin), one slowly degrading sensor."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for u in range(n_units):
+        life = int(rng.integers(150, 220))
+        cycles = np.arange(1, life + 1)
+        parts.append(pd.DataFrame({
+            TIMESTAMP: cycles, UNIT_ID: f"e{seed}_{u}",
+            "egt_C": 640 + 8 * (cycles / life) ** 2 + rng.normal(0, 0.4, life),
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_units_sharing_an_origin_are_forecast_unit_by_unit_in_cycles(tmp_path):
+    splits = {"train": engines(6, 1), "val": engines(2, 2), "test": engines(2, 3)}
+    out, test = train_on(splits, tmp_path, unit="cycles")
+    card = read_card(out)
+    assert card["parallel_units"] is True
+    assert card["spec"]["time_unit"] == "cycles" and card["spec"]["step_seconds"] == 1
+    assert card["spec"]["seasonalities"] == {"daily": False, "weekly": False}
+    runtime = ForecastRuntime(out, card)
+    recent = splits["test"][splits["test"][UNIT_ID] == "e3_1"].iloc[:100]
+    fc = runtime.forecast(recent)
+    assert fc["ds"].tolist()[:3] == [101.0, 102.0, 103.0], "continues the unit's own cycle counter"
+    evaluation = FORECAST.evaluate(out, test)
+    assert evaluation.metrics["n_windows"] >= 2
+    assert evaluation.details["step_seconds"] == 1
+
+
+def test_a_series_shorter_than_two_horizons_is_skipped_with_its_reason(tmp_path):
+    """A 20-minute per-second file cannot train a 24 h forecast: skipped, saying how long it is."""
+    n = 1200
+    ts = pd.date_range(START, periods=n, freq="s")
+    frame = pd.DataFrame({TIMESTAMP: ts, "pressure_bar": np.sin(np.arange(n) / 30)})
+    splits = {"train": frame.iloc[:400], "val": frame.iloc[400:500], "test": frame.iloc[500:]}
+    with pytest.raises(ModelSkipped, match="too short to forecast"):
+        train_on(splits, tmp_path, unit="seconds")
+    # With a horizon that fits (60 s), the same data trains, on a grid finer than an hour.
+    out, _ = train_on(splits, tmp_path, TrainingConfig(forecast_horizon=60), unit="seconds")
+    card = read_card(out)
+    assert card["spec"]["step_seconds"] < 3600 and card["spec"]["horizon_points"] <= 60
+
+
+def test_backtest_uses_only_data_before_each_origin(cycle_model):
+    out, test, _ = cycle_model
+    evaluation = FORECAST.evaluate(out, test)
+    origins = [pd.Timestamp(o) for o in evaluation.details["origins"]]
+    changed = test.raw_test.copy()
+    late = changed[TIMESTAMP] > origins[-1] + pd.Timedelta(days=1)
+    changed.loc[late, SENSORS] += 100.0  # after the last horizon: cannot change any backtest number
+    from dataclasses import replace
+
+    again = FORECAST.evaluate(out, replace(test, raw_test=changed))
+    assert again.metrics["mase"] == pytest.approx(evaluation.metrics["mase"])
+
+
+def test_forecast_sensors_prefers_critical_sensors():
+    assert forecast_sensors(["b"], ["a", "b", "c"]) == ["b"]
+    assert forecast_sensors([], ["a", "b"]) == ["a", "b"]
+    with pytest.raises(ValueError, match="not among the sensors"):
+        forecast_sensors(["z"], ["a"])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"forecast_growth": "cubic"}, "growth='cubic'"),
+    ({"forecast_bogus": 1}, "unknown forecast setting"),
+    ({"window": 3}, "unknown expert setting"),
+])
+def test_bad_forecast_settings_are_named(extra, message):
+    with pytest.raises(SettingsError, match=message):
+        TrainingConfig(extra=extra).validate()
+    assert ForecastSettings.overrides({"forecast_history_points": 168}) == {"history_points": 168}
+    assert json.dumps(ForecastSettings().as_dict())

@@ -1,0 +1,214 @@
+"""Failure classifier and RUL regressor families, with real AutoGluon on small data, shipped as native boosters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from pdm_pipeline import families
+from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.schema import LABEL, RUL, TIMESTAMP, UNIT_ID
+from pdm_pipeline.families.base import ModelSkipped, read_card
+from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+from pdm_pipeline.families.classifier.train import f1_optimal_threshold
+from pdm_pipeline.families.regressor.evaluate import nasa_score, rul_bands
+from pdm_pipeline.families.regressor.runtime import RegressorRuntime
+from pdm_pipeline.families.tabular import TabularInputError
+from pdm_pipeline_tests.helpers import assert_picture, views
+
+pytestmark = pytest.mark.slow
+
+FEATURES = [f"sensor_{i}" for i in range(10)]
+LIFE = 150  # every unit runs 150 rows to failure: RUL 149 .. 0
+HORIZON = 20
+UNITS = {"train": 10, "val": 3, "test": 3}
+TIME_LIMIT_S = 15
+CLASSIFIER, REGRESSOR = families.get("classification"), families.get("regression")
+
+
+def make_frames(seed: int = 0, cycles: bool = False) -> dict[str, pd.DataFrame]:
+    """Run-to-failure feature frames: two sensors react to wear near failure, one drifts with age, seven are noise.
+
+    Each frame also carries the pass-through columns and a `leak` column equal to the label, which must never
+    reach the model because it is not in FEATURES."""
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for split, n_units in UNITS.items():
+        parts = []
+        for u in range(n_units):
+            rul = np.arange(LIFE - 1, -1, -1, dtype=float)
+            wear = np.exp(-rul / 25.0)
+            x = rng.normal(size=(LIFE, len(FEATURES)))
+            x[:, 0] = 3.0 * wear + 0.25 * x[:, 0]
+            x[:, 1] = -2.0 * wear + 0.25 * x[:, 1]
+            x[:, 2] = 1.0 - rul / LIFE + 0.05 * x[:, 2]
+            part = pd.DataFrame(x, columns=FEATURES)
+            part[RUL] = rul
+            part[UNIT_ID] = f"{split}_unit_{u}"
+            part[TIMESTAMP] = (np.arange(1, LIFE + 1) if cycles else
+                               pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(LIFE) + 1000 * u, unit="h"))
+            part[LABEL] = (rul <= HORIZON).astype(int)
+            part["leak"] = part[LABEL].astype(float)
+            parts.append(part)
+        frames[split] = pd.concat(parts, ignore_index=True)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def frames() -> dict[str, pd.DataFrame]:
+    return make_frames()
+
+
+@pytest.fixture(scope="module")
+def classifier(frames, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clf") / "model"
+    train, _ = views(frames, FEATURES)
+    CLASSIFIER.train(train, out, TrainingConfig(time_limit_s=TIME_LIMIT_S))
+    return out
+
+
+@pytest.fixture(scope="module")
+def regressor(frames, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reg") / "model"
+    train, _ = views(frames, FEATURES)
+    REGRESSOR.train(train, out, TrainingConfig(time_limit_s=TIME_LIMIT_S, rul_cap="60"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- classifier
+
+
+def test_classifier_ships_a_native_booster_faithful_to_autogluon(classifier):
+    card = read_card(classifier)
+    assert card["format"] == "lightgbm" and (classifier / card["model_file"]).is_file()
+    assert not (classifier / "autogluon").exists(), "the AutoGluon directory (pickles) is not kept"
+    assert card["faithfulness"]["max_abs_diff"] <= card["faithfulness"]["tolerance"] == 1e-5
+    assert set(card["input_columns"]) <= set(FEATURES) and "leak" not in card["input_columns"]
+    assert not list(classifier.rglob("*.pkl")), "no pickle in a shipped classifier"
+
+
+def test_threshold_is_f1_optimal_on_val_through_the_shipped_runtime(classifier, frames):
+    card = read_card(classifier)
+    runtime = ClassifierRuntime(classifier, card)
+    proba = runtime.probability(frames["val"][runtime.inputs].to_numpy(dtype=float))
+    threshold, best_f1 = f1_optimal_threshold(frames["val"][LABEL].to_numpy(), proba)
+    assert card["threshold"] == pytest.approx(threshold)
+    assert card["val_metrics"]["f1"] == pytest.approx(best_f1, abs=1e-9)
+    for other in (threshold * 0.8, min(1.0, threshold * 1.2)):
+        assert f1_score(frames["val"][LABEL], proba >= other) <= best_f1 + 1e-12
+
+
+def test_classifier_beats_majority_baseline_on_test_with_pictures(classifier, frames):
+    _, test = views(frames, FEATURES)
+    evaluation = CLASSIFIER.evaluate(classifier, test)
+    assert evaluation.metrics["f1"] > 0.6 > evaluation.baseline["f1"]
+    assert evaluation.metrics["roc_auc"] > 0.9
+    assert 0 < evaluation.metrics["single_row_latency_ms"] < 50
+    matrix = evaluation.details["confusion_matrix"]
+    assert matrix["tp"] + matrix["fn"] == int(frames["test"][LABEL].sum())
+    assert_picture(evaluation.pictures["confusion_matrix"])
+    assert_picture(evaluation.pictures["precision_recall_curve"])
+
+
+def test_classifier_skips_without_a_usable_label(frames, tmp_path):
+    train, _ = views(frames, FEATURES, label_skipped_reason="no rul and no alarm levels")
+    with pytest.raises(ModelSkipped, match="no rul and no alarm levels"):
+        CLASSIFIER.train(train, tmp_path / "a", TrainingConfig(time_limit_s=5))
+    one_class = {**frames, "val": frames["val"].assign(**{LABEL: 0})}
+    train, _ = views(one_class, FEATURES)
+    with pytest.raises(ModelSkipped, match="single class .* in the val split"):
+        CLASSIFIER.train(train, tmp_path / "b", TrainingConfig(time_limit_s=5))
+
+
+def test_bad_feature_lists_and_frames_are_named(frames, tmp_path):
+    train, _ = views(frames, [*FEATURES, RUL])
+    with pytest.raises(TabularInputError, match="reserved column"):
+        CLASSIFIER.train(train, tmp_path / "a", TrainingConfig(time_limit_s=5))
+    broken = {**frames, "val": frames["val"].drop(columns=["sensor_3"])}
+    train, _ = views(broken, FEATURES)
+    with pytest.raises(TabularInputError, match="the val split is missing 1 feature column.*sensor_3"):
+        CLASSIFIER.train(train, tmp_path / "b", TrainingConfig(time_limit_s=5))
+    bad_label = {**frames, "train": frames["train"].assign(**{LABEL: 2})}
+    train, _ = views(bad_label, FEATURES)
+    with pytest.raises(TabularInputError, match="other than 0/1"):
+        CLASSIFIER.train(train, tmp_path / "c", TrainingConfig(time_limit_s=5))
+
+
+# ---------------------------------------------------------------------------------------------- regressor
+
+
+def test_regressor_learns_the_capped_target_and_reports_raw_and_capped_truth(regressor, frames):
+    card = read_card(regressor)
+    assert card["rul_cap"] == 60.0 and card["rul_cap_selection"]["rule"].startswith("rul_cap=60")
+    assert card["format"] == "lightgbm" and card["time_unit"] == "hours"
+    runtime = RegressorRuntime(regressor, card)
+    predicted = runtime.rul(frames["test"][runtime.inputs].to_numpy(dtype=float))
+    assert predicted.max() <= 60.0 and predicted.min() >= 0
+    _, test = views(frames, FEATURES)
+    evaluation = REGRESSOR.evaluate(regressor, test)
+    m = evaluation.metrics
+    assert m["rmse_capped_truth"] < m["rmse"], "early-life rows lie above the cap: raw truth is harder"
+    assert m["rmse_capped_truth"] < evaluation.baseline["rmse"]
+    assert m["rmse_within_cap"] < 15
+    assert "nasa_score" not in m, "the NASA score is for cycle data"
+    assert [row["band"] for row in evaluation.details["error_by_rul_band"]][0] == "0-24 h"
+    assert_picture(evaluation.pictures["rul_predicted_vs_true"])
+    assert_picture(evaluation.pictures["rul_over_time"])
+
+
+def test_auto_cap_is_chosen_on_val_for_run_to_failure_cycles(tmp_path):
+    """Cycle data, rul in cycles: candidates are shares of the unit life, the choice and its scores are in the
+    card, outputs are named with the unit and the NASA score is reported."""
+    frames = make_frames(seed=3, cycles=True)
+    train, test = views(frames, FEATURES, time_unit="cycles")
+    out = tmp_path / "model"
+    summary = REGRESSOR.train(train, out, TrainingConfig(time_limit_s=TIME_LIMIT_S))
+    card = read_card(out)
+    selection = card["rul_cap_selection"]
+    assert selection["rule"].startswith("auto:") and len(selection["candidates"]) == 4
+    assert [c["cap"] for c in selection["candidates"]] == [None, 59.6, 89.4, 119.2]
+    best = min(selection["candidates"], key=lambda c: c["val_rmse_near_failure"])
+    assert card["rul_cap"] == best["cap"] == summary["rul_cap"]
+    runtime = RegressorRuntime(out, card)
+    assert runtime.column == "rul_cycles"
+    evaluation = REGRESSOR.evaluate(out, test)
+    assert evaluation.metrics["nasa_score"] > 0 and "nasa_score_per_row" in evaluation.metrics
+    assert "cycles" in evaluation.baseline_name
+
+
+def test_regressor_skips_without_rul(frames, tmp_path):
+    no_rul = {s: f.drop(columns=[RUL]) for s, f in frames.items()}
+    train, _ = views(no_rul, FEATURES)
+    with pytest.raises(ModelSkipped, match="no 'rul' column"):
+        REGRESSOR.train(train, tmp_path / "a", TrainingConfig(time_limit_s=5))
+
+
+def test_nasa_score_penalises_late_predictions_more():
+    truth = np.array([50.0, 50.0])
+    assert nasa_score(truth, truth) == 0
+    assert nasa_score(truth, truth + 10) > nasa_score(truth, truth - 10) > 0
+
+
+def test_rul_bands_follow_the_unit():
+    assert rul_bands(500.0, "hours") == [(0.0, 24.0), (24.0, 72.0), (72.0, 168.0), (168.0, float("inf"))]
+    assert rul_bands(200.0, "cycles") == [(0.0, 50.0), (50.0, 100.0), (100.0, 150.0), (150.0, float("inf"))]
+
+
+def test_bagged_preset_keeps_the_autogluon_predictor_and_says_why(frames, tmp_path):
+    """The seed preset's bagged ensemble is not one booster: it ships as the AutoGluon predictor (verified by
+    hash before loading), and the card names the reason."""
+    train, test = views(frames, FEATURES)
+    out = tmp_path / "model"
+    config = TrainingConfig(preset="seed", time_limit_s=20)
+    CLASSIFIER.train(train, out, config)
+    card = read_card(out)
+    assert card["format"] == "autogluon" and "not a single" in card["fallback_reason"]
+    assert (out / "autogluon").is_dir()
+    evaluation = CLASSIFIER.evaluate(out, test)
+    assert evaluation.metrics["f1"] > 0.5
+    assert json.loads((out / "model_card.json").read_text())["preset"] == "seed"

@@ -1,0 +1,212 @@
+"""The core release (gates, atomic switch, carry-over, recovery) and the signed edge bundle, on tiny real runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pdm_pipeline.core import keys, paths
+from pdm_pipeline.core.bundle import BundleExportError, export_bundle
+from pdm_pipeline.core.config import GateSettings, TrainingConfig
+from pdm_pipeline.core.contract import load_machine
+from pdm_pipeline.core.pipeline import run_machine
+from pdm_pipeline.core.release import (
+    KEPT,
+    RELEASED,
+    current_release_dir,
+    read_release,
+    recover_machine,
+    verify_release,
+)
+from pdm_pipeline.edge.integrity import IntegrityError, Trust, write_manifest
+from pdm_pipeline.edge.predictor import STATUS, WARMUP, EdgePredictor, PredictionInputError
+
+pytestmark = pytest.mark.slow
+
+MACHINE = "motor_001"
+FAST = TrainingConfig(time_limit_s=10, extra={"forecast_validation_windows": 0})
+
+
+@pytest.fixture(scope="module")
+def released(tiny_fleet_root, tmp_path_factory):
+    """One full core run (train, evaluate, gate, release) of motor_001 on a private copy of the tiny fleet."""
+    root = tmp_path_factory.mktemp("release") / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    result = run_machine(root, MACHINE, FAST)
+    return root, result
+
+
+def test_release_layout_is_versioned_with_one_current_pointer(released):
+    root, result = released
+    release = result.release
+    assert release.published and release.outcome in ("published", "published with warnings")
+    link = paths.current_release(root, MACHINE)
+    assert link.is_symlink() and os.readlink(link) == release.release_id
+    current = current_release_dir(root, MACHINE)
+    for model_type in ("classification", "regression", "anomaly", "timeseries", "bundle"):
+        assert (current / model_type).is_dir(), model_type
+    description = verify_release(current, keys.local_trust(root))
+    assert {t: e["action"] for t, e in description["models"].items()} == dict.fromkeys(
+        ("classification", "regression", "anomaly", "timeseries"), RELEASED)
+    assert not (root / "staging" / MACHINE / result.run_id).exists(), "the run's staging is cleaned up"
+    metrics = json.loads((current / "classification" / "metrics.json").read_text())
+    assert metrics["metrics"]["f1"] == pytest.approx(result.evaluations["classification"].metrics["f1"])
+
+
+def test_evaluation_features_equal_the_bundle_features_on_the_same_rows(released):
+    """One continuous history per unit: what evaluation scored is what the Pi computes from the unit's rows."""
+    root, result = released
+    bundle = EdgePredictor.load(current_release_dir(root, MACHINE) / "bundle", trust=keys.local_trust(root))
+    data = load_machine(root, MACHINE)
+    history = pd.concat([data.splits[s] for s in ("train", "val", "test")], ignore_index=True)
+    predicted = bundle.predict(history)
+    test_rows = np.arange(len(history) - len(data.splits["test"]), len(history))
+    frame = result.features.frames["test"]
+    from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+
+    card = json.loads((current_release_dir(root, MACHINE) / "classification" / "model_card.json").read_text())
+    runtime = ClassifierRuntime(current_release_dir(root, MACHINE) / "classification", card)
+    expected = runtime.probability(frame[runtime.inputs].to_numpy(dtype=float))
+    np.testing.assert_allclose(predicted["failure_probability"].to_numpy()[test_rows], expected, rtol=1e-6, atol=1e-9)
+    # Anomaly: the same scores and the same debounced alarm as the evaluation counted.
+    anomaly = result.evaluations["anomaly"]
+    flagged = predicted["anomaly_flag"].to_numpy()[test_rows]
+    assert flagged.mean() == pytest.approx(anomaly.metrics["flagged_rate"])
+
+
+def test_bundle_refuses_tampering_unsigned_and_foreign_keys(released, tmp_path):
+    root, _ = released
+    trust = keys.local_trust(root)
+    bundle = tmp_path / "bundle"
+    export_bundle(current_release_dir(root, MACHINE) / "bundle", bundle, trust)
+    EdgePredictor.load(bundle, trust=trust)  # intact: loads
+
+    # Edited model file AND re-hashed manifest, but not re-signed: refused.
+    booster = bundle / "classification" / "model.txt"
+    booster.write_bytes(booster.read_bytes() + b"\n")  # still a valid booster, but not the signed bytes
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    write_manifest(bundle, None, {k: v for k, v in manifest.items() if k not in ("files", "n_files", "total_bytes")})
+    with pytest.raises(IntegrityError, match="not signed"):
+        EdgePredictor.load(bundle, trust=trust)
+    EdgePredictor.load(bundle, trust=Trust(trust.public_key, allow_unsigned=True))  # only when told so
+
+    # Signed by another key: refused.
+    other = tmp_path / "other_root"
+    write_manifest(bundle, keys.signing_key(other), {"machine_id": MACHINE})
+    with pytest.raises(IntegrityError, match="does not verify"):
+        EdgePredictor.load(bundle, trust=trust)
+
+
+def test_manifest_paths_are_confined_and_unlisted_files_refused(released, tmp_path):
+    root, _ = released
+    trust = keys.local_trust(root)
+    bundle = tmp_path / "bundle"
+    export_bundle(current_release_dir(root, MACHINE) / "bundle", bundle, trust)
+    planted = bundle / "anomaly" / "extra.pkl"
+    planted.write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(IntegrityError, match="anomaly/extra.pkl is not listed"):
+        EdgePredictor.load(bundle, trust=trust)
+    planted.unlink()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["../../x"] = {"sha256": "0" * 64, "bytes": 1}
+    from pdm_pipeline.edge.integrity import sign_bytes
+
+    data = json.dumps(manifest).encode()
+    (bundle / "manifest.json").write_bytes(data)
+    (bundle / "manifest.sig").write_bytes(sign_bytes(keys.signing_key(root), data))
+    with pytest.raises(IntegrityError, match="not a plain relative path"):
+        EdgePredictor.load(bundle, trust=trust)
+
+
+def test_a_planted_file_in_a_released_model_is_refused_before_loading(released):
+    root, _ = released
+    model_dir = current_release_dir(root, MACHINE) / "regression"
+    planted = model_dir / "evil.pkl"
+    planted.write_bytes(b"not a model")
+    try:
+        with pytest.raises(IntegrityError, match="evil.pkl is not listed"):
+            verify_release(current_release_dir(root, MACHINE), keys.local_trust(root))
+    finally:
+        planted.unlink()
+
+
+def test_export_refuses_a_non_empty_directory_that_is_not_a_bundle(released, tmp_path):
+    root, _ = released
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(BundleExportError, match="non-empty directory that is not a bundle"):
+        export_bundle(current_release_dir(root, MACHINE) / "bundle", precious, keys.local_trust(root))
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_predict_flags_rows_it_cannot_see_instead_of_calling_them_healthy(released):
+    root, _ = released
+    predictor = EdgePredictor.load(current_release_dir(root, MACHINE) / "bundle", trust=keys.local_trust(root))
+    raw = load_machine(root, MACHINE).splits["val"].iloc[-200:].copy()
+    raw.loc[raw.index[-1], predictor.sensors] = np.nan
+    out = predictor.predict(raw)
+    assert out[STATUS].iloc[-1] == "no sensor readings"
+    assert np.isnan(out["failure_probability"].iloc[-1]) and np.isnan(out["rul_hours"].iloc[-1])
+    stale = load_machine(root, MACHINE).splits["val"].iloc[-200:].copy()
+    stale[predictor.sensors[0]] = np.nan
+    out = predictor.predict(stale)
+    assert out[STATUS].iloc[-1].startswith(f"stale: no reading of {predictor.sensors[0]}")
+    assert (predictor.predict(raw.iloc[:5])[WARMUP]).all()
+    with pytest.raises(PredictionInputError, match="missing column"):
+        predictor.predict(raw.drop(columns=[predictor.sensors[0]]))
+
+
+def test_a_blocked_model_keeps_its_previous_version_and_the_others_move_on(released):
+    """A strict quality gate blocks the classifier only: the new release carries the old classifier (hard
+    link, same bytes) beside the new regressor, anomaly and forecast models."""
+    root, first = released
+    before = current_release_dir(root, MACHINE)
+    old_classifier = (before / "classification" / "model.txt").read_bytes()
+    gates = GateSettings(quality_limits={"classifier_roc_auc": 1.01}, strict_quality_gates=("classifier_roc_auc",))
+    second = run_machine(root, MACHINE, TrainingConfig(time_limit_s=10, seed=1, extra={"forecast_validation_windows": 0}),
+                         gates)
+    release = second.release
+    assert release.published and release.outcome == "blocked"
+    decision = release.decisions["classification"]
+    assert decision.action == KEPT and "classifier_roc_auc" in decision.reason
+    assert decision.source_release == first.release.release_id
+    after = current_release_dir(root, MACHINE)
+    assert after != before
+    assert (after / "classification" / "model.txt").read_bytes() == old_classifier
+    assert release.decisions["regression"].action == RELEASED
+    description = read_release(after, keys.local_trust(root))
+    assert description["previous_release"] == first.release.release_id
+
+
+def test_nothing_changes_when_the_whole_release_is_over_budget(released):
+    root, _ = released
+    before = os.readlink(paths.current_release(root, MACHINE))
+    result = run_machine(root, MACHINE, FAST, GateSettings(total_budget_mb=0.01))
+    assert not result.release.published and "previous release stays" in result.release.reason
+    assert os.readlink(paths.current_release(root, MACHINE)) == before
+
+
+def test_recovery_removes_interrupted_writes_and_repairs_a_dangling_pointer(released):
+    root, _ = released
+    directory = paths.releases_dir(root, MACHINE)
+    building = directory / ".building-20990101T000000-deadbeef"
+    (building / "classification").mkdir(parents=True)
+    incomplete = directory / "20990101T000000-cafebabe"
+    incomplete.mkdir()
+    good = os.readlink(directory / "current")
+    os.replace(directory / "current", directory / "current.bak")
+    os.symlink("does-not-exist", directory / "current")
+    done = recover_machine(root, MACHINE)
+    assert not building.exists() and not incomplete.exists()
+    assert any("re-pointed" in line for line in done)
+    newest = sorted(p.name for p in directory.iterdir() if p.name[0].isdigit())[-1]
+    assert os.readlink(directory / "current") == newest
+    (directory / "current.bak").unlink()
+    assert good in [p.name for p in directory.iterdir()]
