@@ -189,7 +189,10 @@ def test_old_cycle_unit_seconds_counts_rul_in_seconds(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("options", "time_unit"),
-    [({}, None), ({"time_unit": "cycles"}, "cycles"), ({"time_unit": "steps"}, "steps"), ({"cycle_unit": "steps"}, "steps")],
+    [
+        ({}, None), ({"time_unit": "cycles"}, "cycles"), ({"time_unit": "steps"}, "steps"),
+        ({"cycle_unit": "steps"}, "steps"),
+    ],
 )
 def test_cycle_column_is_kept_as_a_number(tmp_path: Path, options: dict, time_unit: str | None) -> None:
     frame = pd.DataFrame({"cycle": np.arange(1, 21), "s1": np.linspace(0, 1, 20)})

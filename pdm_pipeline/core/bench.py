@@ -5,19 +5,20 @@
 
 1. One machine is simulated (35,000 / 7,500 / 7,500 rows by default). The default type is `compressor`: it
    has 10 sensors, the size of the original system's machines (`motor` has 6).
-2. For each preset, the whole graph (`pipeline.run_machine`: load, labels, features, four models trained,
-   evaluated on test and published) runs in a FRESH subprocess with its own data root, so the peak resident
-   memory is that run's alone: the parent reads it from the child's rusage (`os.wait4`, ru_maxrss, which also
-   covers the child's own subprocesses) and measures wall time around it. The child reports per-model train
-   time, artifact size and test metrics.
-3. Each preset's published models are bundled (`bundle.build_bundle`) and the bundle is loaded with
-   `predict.EdgePredictor` to measure prediction latency (median of repeats) of classifier + RUL + anomaly:
-   on prepared feature rows (the models alone: the < 10 ms target) and end to end from raw rows (features
-   over a `min_history_rows` buffer, then the models), each for one row and for 1,000 rows.
+2. For each preset, the core pipeline (`pipeline.run_machine`: load, labels, features, every model family
+   trained and evaluated on test, then the gated atomic release with its signed bundle, exactly as the Dagster
+   graph does, without Dagster's own run overhead) runs in a FRESH subprocess with its own data root, so the
+   peak resident memory is that run's alone: the parent reads it from the child's rusage (`os.wait4`,
+   ru_maxrss, which also covers the child's own subprocesses) and measures wall time around it. The child
+   reports per-model train time, artifact size and test metrics.
+3. The released bundle is loaded with `edge.EdgePredictor` (signature and hashes verified) to measure
+   prediction latency (median of repeats) of classifier + RUL + anomaly: on prepared feature rows (the models
+   alone: the < 10 ms target) and end to end from raw rows (features over a `min_history_rows` buffer, then the
+   models), each for one row and for 1,000 rows.
 4. `bench.json` (everything) and `bench.md` (pi vs seed side by side, ratios, deltas, targets) go to `out_dir`.
 
 Targets (checked on the pi preset; the comparisons need both presets):
-    whole graph < 60 s and peak RSS < 2 GB; the whole graph >= 10x faster than seed; test metrics no worse
+    core pipeline < 60 s and peak RSS < 2 GB; >= 10x faster than seed; test metrics no worse
     than seed: classifier F1 >= 98 % of seed's and RUL RMSE <= 102 % of seed's (NO_WORSE_TOLERANCE);
     the four published models < 20 MB together; one-row prediction of the three models < 10 ms.
 """
@@ -38,9 +39,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pdm_pipeline import families
 from pdm_pipeline.core import paths
 from pdm_pipeline.core.config import TABULAR_PRESETS, TrainingConfig
-from pdm_pipeline.core.schema import ANOMALY, CLASSIFICATION, MODEL_TYPES, REGRESSION, TIMESERIES
+
+CLASSIFICATION, REGRESSION = "classification", "regression"
 
 Log = Callable[[str], None]
 
@@ -63,13 +66,11 @@ SINGLE_ROW_REPEATS = 200
 END_TO_END_REPEATS = 30
 BATCH_ROWS = 1000
 BATCH_REPEATS = 10
-# Headline test metrics per model type in the report: (metric, higher is better).
-HEADLINE_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
-    CLASSIFICATION: (("f1", True), ("pr_auc", True), ("roc_auc", True)),
-    REGRESSION: (("rmse", False), ("mae", False), ("r2", True)),
-    ANOMALY: (("f1", True), ("roc_auc", True), ("false_alarm_rate", False)),
-    TIMESERIES: (("mase", False), ("coverage_80", True), ("coverage_95", True)),
-}
+
+
+def _headline(model_type: str) -> tuple[tuple[str, bool], ...]:
+    """(metric, higher is better) of a family, from the registry."""
+    return families.get(model_type).headline_metrics[:3]
 
 
 # ---------------------------------------------------------------------------------------------- child: one run
@@ -77,21 +78,32 @@ HEADLINE_METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
 
 def _train_child(root: Path, machine_id: str, preset: str, time_limit_s: float | None, result: Path) -> None:
     """Run the whole graph for one machine and write what the parent reports (inside the fresh subprocess)."""
+    import logging
+
     from pdm_pipeline.core.pipeline import run_machine
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in ("cmdstanpy", "prophet", "mlflow", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = TrainingConfig(preset=preset, time_limit_s=time_limit_s)
     run = run_machine(root, machine_id, config)
     models = {}
-    for model_type in MODEL_TYPES:
+    for family in families.all_families():
+        model_type = family.model_type
         trained, evaluation = run.trained[model_type], run.evaluations[model_type]
         models[model_type] = {
-            "skipped_reason": trained.skipped_reason,
+            "skipped_reason": trained.reason,
             "train_seconds": trained.train_seconds,
             "size_mb": trained.size_mb,
-            "best_model": trained.summary.get("best_model"),
+            "best_model": trained.summary.get("best_model") or trained.summary.get("chosen"),
             "test_metrics": evaluation.flat_metrics(),
         }
-    result.write_text(json.dumps({"preset": preset, "step_seconds": run.seconds, "models": models}, indent=1))
+    release = run.release
+    bundle = {"path": str(release.bundle.path), "size_mb": release.bundle.size_mb, "formats": release.bundle.formats} \
+        if release.bundle else None
+    result.write_text(json.dumps({"preset": preset, "step_seconds": run.seconds, "models": models,
+                                  "release": {"outcome": release.outcome, "reason": release.reason}, "bundle": bundle},
+                                 indent=1))
 
 
 def _run_preset(root: Path, machine_id: str, preset: str, time_limit_s: float | None, log: Log) -> dict[str, Any]:
@@ -137,22 +149,32 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(timings)
 
 
-def measure_latency(bundle_dir: Path, raw: Any) -> dict[str, float]:
+def measure_latency(bundle_dir: Path, raw: Any, trust: Any = None) -> dict[str, float]:
     """Prediction latency (ms, medians) of classifier + RUL + anomaly from a loaded bundle on raw rows `raw`
     (time-ordered rows of one machine, at least `min_history_rows` + BATCH_ROWS of them for full figures)."""
-    from pdm_pipeline.core.predict import EdgePredictor
+    from pdm_pipeline.core.features import compute_features
+    from pdm_pipeline.edge.predictor import EdgePredictor
 
     begin = time.perf_counter()
-    predictor = EdgePredictor.load(bundle_dir)
+    predictor = EdgePredictor.load(bundle_dir, trust=trust)
     load_ms = (time.perf_counter() - begin) * 1000.0
     buffer = raw.iloc[-predictor.min_history_rows:]
     batch = raw.iloc[:BATCH_ROWS]
-    one_row = [m[-1:] for m in predictor.model_inputs(buffer)]
-    batch_inputs = predictor.model_inputs(batch)
+
+    def matrices(rows: Any) -> list[Any]:
+        return [compute_features(rows, g.spec).fillna(g.fill_values).to_numpy(dtype=float) for g in predictor._groups]
+
+    def score(mats: list[Any]) -> None:
+        for group, matrix in zip(predictor._groups, mats):
+            for runtime, columns in zip(group.runtimes, group.columns):
+                runtime.predict(matrix[:, columns])
+
+    one_row = [m[-1:] for m in matrices(buffer)]
+    batch_inputs = matrices(batch)
     return {
         "load_ms": load_ms,
-        "models_single_row_ms": _median_ms(lambda: predictor.score_inputs(one_row), SINGLE_ROW_REPEATS),
-        "models_batch_ms": _median_ms(lambda: predictor.score_inputs(batch_inputs), BATCH_REPEATS),
+        "models_single_row_ms": _median_ms(lambda: score(one_row), SINGLE_ROW_REPEATS),
+        "models_batch_ms": _median_ms(lambda: score(batch_inputs), BATCH_REPEATS),
         "end_to_end_single_row_ms": _median_ms(lambda: predictor.predict(buffer, latest_only=True), END_TO_END_REPEATS),
         "end_to_end_batch_ms": _median_ms(lambda: predictor.predict(batch), BATCH_REPEATS),
         "batch_rows": float(len(batch)),
@@ -191,7 +213,7 @@ def compare(pi: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:
             seed["latency"]["models_single_row_ms"], pi["latency"]["models_single_row_ms"]
         ),
     }
-    for model_type in MODEL_TYPES:
+    for model_type in families.model_types():
         ratios[f"{model_type}_train_seconds"] = _ratio(
             seed["models"][model_type]["train_seconds"], pi["models"][model_type]["train_seconds"]
         )
@@ -199,8 +221,8 @@ def compare(pi: dict[str, Any], seed: dict[str, Any]) -> dict[str, Any]:
             seed["models"][model_type]["size_mb"], pi["models"][model_type]["size_mb"]
         )
     deltas = {}
-    for model_type, metrics in HEADLINE_METRICS.items():
-        for name, _ in metrics:
+    for model_type in families.model_types():
+        for name, _ in _headline(model_type):
             a, b = _metric(seed, model_type, name), _metric(pi, model_type, name)
             deltas[f"{model_type}_{name}"] = None if a is None or b is None else a - b
     return {"ratios_seed_over_pi": ratios, "deltas_seed_minus_pi": deltas}
@@ -215,12 +237,12 @@ def check_targets(pi: dict[str, Any], seed: dict[str, Any] | None) -> dict[str, 
     targets = {
         "pi_graph_seconds": target(
             pi["graph_seconds"], GRAPH_SECONDS_TARGET, pi["graph_seconds"] < GRAPH_SECONDS_TARGET,
-            "whole graph wall time < 60 s",
+            "core pipeline wall time (train, evaluate, release, bundle) < 60 s",
         ),
         "pi_peak_rss_mb": target(pi["peak_rss_mb"], PEAK_RSS_MB_TARGET, pi["peak_rss_mb"] < PEAK_RSS_MB_TARGET,
                                  "peak resident memory of the run < 2 GB"),
         "pi_models_mb": target(pi["models_mb"], MODELS_MB_TARGET, pi["models_mb"] < MODELS_MB_TARGET,
-                               "the four published models < 20 MB together"),
+                               "the released models < 20 MB together"),
         "pi_single_row_ms": target(
             pi["latency"]["models_single_row_ms"], SINGLE_ROW_MS_TARGET,
             pi["latency"]["models_single_row_ms"] < SINGLE_ROW_MS_TARGET,
@@ -287,14 +309,14 @@ def markdown_report(result: dict[str, Any]) -> str:
 
     ratios = comparison["ratios_seed_over_pi"] if comparison else {}
     deltas = comparison["deltas_seed_minus_pi"] if comparison else {}
-    row("whole graph (s)", [runs[p]["graph_seconds"] for p in presets], ratios.get("graph_seconds"))
+    row("core pipeline incl. release (s)", [runs[p]["graph_seconds"] for p in presets], ratios.get("graph_seconds"))
     row("peak RSS (MB)", [runs[p]["peak_rss_mb"] for p in presets], ratios.get("peak_rss_mb"))
-    row("four models (MB)", [runs[p]["models_mb"] for p in presets], ratios.get("models_mb"))
+    row("released models (MB)", [runs[p]["models_mb"] for p in presets], ratios.get("models_mb"))
     row("bundle (MB)", [runs[p]["bundle"]["size_mb"] for p in presets], ratios.get("bundle_mb"))
     row("bundle formats", [", ".join(f"{t}: {f}" for t, f in runs[p]["bundle"]["formats"].items()) for p in presets])
     row("classifier + RUL training (s)", [_tabular_seconds(runs[p]) for p in presets],
         ratios.get("tabular_train_seconds"))
-    for model_type in MODEL_TYPES:
+    for model_type in families.model_types():
         models = [runs[p]["models"][model_type] for p in presets]
         if all(m["skipped_reason"] for m in models):
             row(f"{model_type}", ["skipped"] * len(presets))
@@ -303,12 +325,12 @@ def markdown_report(result: dict[str, Any]) -> str:
             row(f"{model_type}: best model", [m["best_model"] or "-" for m in models])
         row(f"{model_type}: train (s)", [m["train_seconds"] for m in models], ratios.get(f"{model_type}_train_seconds"))
         row(f"{model_type}: size (MB)", [m["size_mb"] for m in models], ratios.get(f"{model_type}_size_mb"))
-        for name, higher_better in HEADLINE_METRICS[model_type]:
+        for name, higher_better in _headline(model_type):
             arrow = "higher" if higher_better else "lower"
             row(f"{model_type}: test {name} ({arrow} is better)",
                 [m["test_metrics"].get(name) for m in models], None, deltas.get(f"{model_type}_{name}"))
         if model_type in (CLASSIFICATION, REGRESSION):
-            row(f"{model_type}: 1 row via AutoGluon (ms)",
+            row(f"{model_type}: 1 row, shipped model (ms)",
                 [m["test_metrics"].get("single_row_latency_ms") for m in models])
     latency_rows = (
         ("models_single_row_ms", "bundle: 1 row, clf + RUL + anomaly (ms)"),
@@ -348,7 +370,7 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Simulate one machine, run each preset's whole graph in a fresh subprocess, bundle and time predictions;
     write bench.json and bench.md to `out_dir` and return the result (see the module docstring)."""
-    from pdm_pipeline.core.bundle import build_bundle
+    from pdm_pipeline.core import keys
     from pdm_pipeline.core.contract import load_machine
     from pdm_pipeline.core.simulate import simulate_machine
 
@@ -374,15 +396,9 @@ def run_benchmark(
         time_limit = seed_time_limit_s if preset == "seed" else None
         report = _run_preset(root, machine_id, preset, time_limit, log)
         report["time_limit_s"] = time_limit or TABULAR_PRESETS[preset].time_limit_s
-        info = build_bundle(root, machine_id, paths.bundle_dir(root, machine_id), log=log)
-        report["bundle"] = {
-            "path": str(info.path),
-            "size_mb": info.size_mb,
-            "formats": info.formats,
-            "max_abs_diff": info.max_abs_diff,
-            "build_seconds": info.build_seconds,
-        }
-        report["latency"] = measure_latency(info.path, test)
+        if report.get("bundle") is None:
+            raise RuntimeError(f"bench: the {preset} run released nothing: {report['release']['reason']}")
+        report["latency"] = measure_latency(Path(report["bundle"]["path"]), test, keys.local_trust(root))
         log(f"bench: {preset}: one row clf + RUL + anomaly {report['latency']['models_single_row_ms']:.2f} ms")
         runs[preset] = report
 

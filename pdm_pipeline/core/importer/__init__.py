@@ -36,9 +36,9 @@ Choices, in the order a user meets them:
   `time_unit` (seconds, minutes, hours or days; default hours) is the unit of rul and horizons. `cycle_column`:
   a cycle/step counter kept as a number in ``timestamp``, `time_unit` (or `cycle_unit`) "cycles" (default) or
   "steps"; units usually all start from the same origin. The old `cycle_unit` values "s", "min", "h", "d" still
-  turn the counter into datetimes (2000-01-01 + cycle x unit) with time_unit seconds/minutes/hours/days. Neither column means no
-  time order: no ``timestamp`` column, ``"time_order": false``, no ``time_unit``. The time and cycle columns are
-  never sensors.
+  turn the counter into datetimes (2000-01-01 + cycle x unit) with time_unit seconds/minutes/hours/days.
+  Neither column means no time order: no ``timestamp`` column, ``"time_order": false``, no ``time_unit``. The
+  time and cycle columns are never sensors.
 - Labels (`label_column` -> ``failure_status``, `eval_label_column` -> ``anomaly_window``) must hold 0/1 or
   booleans; anything else is an error. Non-zero values are not turned into 1 silently because a -1/1 coding
   or a multi-class failure code would be misread; map them to 0/1 before importing. Rows labelled anomalous

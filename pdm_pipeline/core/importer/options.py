@@ -209,7 +209,8 @@ class ImportOptions:
             elif self.counter_as_number and is_clock(unit):
                 problems.append(
                     f"time_unit={unit!r} is a clock unit, but cycle_column={self.cycle_column!r} is kept as a counter: "
-                    f"choose one of {', '.join(INDEX_UNITS)} (or give cycle_unit s, min, h or d to turn the counter into datetimes)"
+                    f"choose one of {', '.join(INDEX_UNITS)} (or give cycle_unit s, min, h or d to turn the counter "
+                    "into datetimes)"
                 )
             elif self.cycle_unit in INDEX_UNITS and unit != self.cycle_unit:
                 problems.append(f"time_unit={unit!r} and cycle_unit={self.cycle_unit!r} disagree; give one of them")
