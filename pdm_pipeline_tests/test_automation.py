@@ -45,8 +45,15 @@ def _partition_adds(result) -> list[str]:
     return [k for req in result.dynamic_partitions_requests for k in req.partition_keys]
 
 
-def test_new_machines_become_partitions_and_runs_in_the_same_tick(dagster_instance, data_root):
-    result = _tick(dagster_instance, data_root, None)
+def _settled_tick(instance, root: Path, cursor: str | None):
+    """Two ticks: the first records every file's size and mtime, the second sees them unchanged."""
+    first = _tick(instance, root, cursor)
+    assert first.run_requests == [], "a machine seen for the first time waits one tick (its files may still grow)"
+    return _tick(instance, root, first.cursor)
+
+
+def test_new_machines_become_partitions_and_runs_once_their_files_are_stable(dagster_instance, data_root):
+    result = _settled_tick(dagster_instance, data_root, None)
     assert sorted(r.partition_key for r in result.run_requests) == ["motor_001", "pump_002"]
     assert sorted(_partition_adds(result)) == ["motor_001", "pump_002"]
     # Each run key names the machine and its data version; observations carry the same version.
@@ -59,7 +66,7 @@ def test_new_machines_become_partitions_and_runs_in_the_same_tick(dagster_instan
 
 
 def test_nothing_new_triggers_nothing(dagster_instance, data_root):
-    first = _tick(dagster_instance, data_root, None)
+    first = _settled_tick(dagster_instance, data_root, None)
     dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, _partition_adds(first))
     second = _tick(dagster_instance, data_root, first.cursor)
     assert second.run_requests == []
@@ -68,19 +75,20 @@ def test_nothing_new_triggers_nothing(dagster_instance, data_root):
 
 
 def test_changed_content_requests_exactly_one_retrain(dagster_instance, data_root):
-    first = _tick(dagster_instance, data_root, None)
+    first = _settled_tick(dagster_instance, data_root, None)
     dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, _partition_adds(first))
     # Rewriting a file with identical bytes is not a change.
     meta = data_root / "metadata" / "pump_002_metadata.json"
     meta.write_text(meta.read_text())
     _age(data_root)
-    assert _tick(dagster_instance, data_root, first.cursor).run_requests == []
+    same = _tick(dagster_instance, data_root, first.cursor)
+    assert _tick(dagster_instance, data_root, same.cursor).run_requests == []
     # A changed byte is.
     content = json.loads(meta.read_text())
     content["note"] = "recalibrated"
     meta.write_text(json.dumps(content))
     _age(data_root)
-    changed = _tick(dagster_instance, data_root, first.cursor)
+    changed = _settled_tick(dagster_instance, data_root, first.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["pump_002"]
     assert _partition_adds(changed) == []  # known machine: no new partition
     old_key = next(r.run_key for r in first.run_requests if r.partition_key == "pump_002")
@@ -90,6 +98,7 @@ def test_changed_content_requests_exactly_one_retrain(dagster_instance, data_roo
 
 def test_half_written_and_invalid_machines_are_not_triggered(dagster_instance, data_root):
     # A machine whose test split is still missing, one whose files are still changing, and a bad id.
+    pump_test = (data_root / "synthetic" / "pump_002" / "test.parquet").read_bytes()
     (data_root / "synthetic" / "pump_002" / "test.parquet").unlink()
     motor_train = data_root / "synthetic" / "motor_001" / "train.parquet"
     motor_train.write_bytes(motor_train.read_bytes())  # just written: mtime = now
@@ -99,12 +108,13 @@ def test_half_written_and_invalid_machines_are_not_triggered(dagster_instance, d
     shutil.copytree(data_root / "synthetic" / "motor_001", bad_dir)
     _age(bad_dir)
     result = _tick(dagster_instance, data_root, None)
+    result = _tick(dagster_instance, data_root, result.cursor)
     assert result.run_requests == []
     assert _partition_adds(result) == []
     # Once the files are complete and settled, the machines are picked up.
-    shutil.copy(data_root / "synthetic" / "motor_001" / "test.parquet", data_root / "synthetic" / "pump_002" / "test.parquet")
+    (data_root / "synthetic" / "pump_002" / "test.parquet").write_bytes(pump_test)
     _age(data_root)
-    later = _tick(dagster_instance, data_root, result.cursor)
+    later = _settled_tick(dagster_instance, data_root, result.cursor)
     assert sorted(r.partition_key for r in later.run_requests) == ["motor_001", "pump_002"]
 
 
@@ -120,3 +130,58 @@ def test_weekly_schedule_requests_one_run_per_registered_machine(dagster_instanc
     next_week = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=sunday + datetime.timedelta(days=7))
     assert not {r.run_key for r in weekly_fleet_retrain(next_week)} & {r.run_key for r in requests}
     assert weekly_fleet_retrain.cron_schedule == "0 2 * * 0"
+
+
+def test_a_writer_pausing_inside_a_file_is_not_taken_for_finished(dagster_instance, data_root):
+    """Old mtime but still growing, or no parquet footer yet: not triggered until stable over two ticks."""
+    train = data_root / "synthetic" / "pump_002" / "train.parquet"
+    content = train.read_bytes()
+    train.write_bytes(content[: len(content) // 2])  # truncated: no footer
+    _age(data_root)
+    first = _tick(dagster_instance, data_root, None)
+    second = _tick(dagster_instance, data_root, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["motor_001"]
+    train.write_bytes(content)
+    _age(data_root)
+    third = _tick(dagster_instance, data_root, second.cursor)
+    assert third.run_requests == [], "size changed since the last tick: wait one more"
+    fourth = _tick(dagster_instance, data_root, third.cursor)
+    assert [r.partition_key for r in fourth.run_requests] == ["pump_002"]
+
+
+def test_broken_data_is_reported_once_not_every_tick_and_never_queued(dagster_instance, data_root, monkeypatch):
+    from pdm_pipeline.defs import sensors
+
+    meta = data_root / "metadata" / "pump_002_metadata.json"
+    content = json.loads(meta.read_text())
+    content["columns"]["bearing_temp_C"]["sdtype"] = "datetime"  # a float sensor declared datetime
+    meta.write_text(json.dumps(content))
+    _age(data_root)
+    checked = []
+    real = sensors.validate_machine
+    monkeypatch.setattr(sensors, "validate_machine", lambda root, mid: checked.append(mid) or real(root, mid))
+    cursor, requests, reported = None, [], []
+    for _ in range(4):
+        result = _tick(dagster_instance, data_root, cursor)
+        requests += [r.partition_key for r in result.run_requests]
+        cursor = result.cursor
+        reported.append(json.loads(cursor)["reported"].get("pump_002"))
+    assert requests == ["motor_001"]
+    problems = real(data_root, "pump_002")
+    assert any("bearing_temp_C" in str(p) and "sdtype 'datetime'" in str(p) for p in problems)
+    # Reported on the first settled tick, then remembered by data version: neither re-read nor re-logged.
+    assert reported[0] is None and reported[1] is not None and len(set(reported[1:])) == 1
+    assert checked.count("pump_002") == 1
+
+
+def test_a_machine_already_released_with_this_data_is_not_retrained(dagster_instance, data_root):
+    """`make dev` after `make demo`: the demo's release of the same data version starts nothing."""
+    from pdm_pipeline.core.contract import machine_fingerprint
+
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002"])
+    fingerprint = machine_fingerprint(data_root, "motor_001")
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="machine_release", partition="motor_001", metadata={"data_version": fingerprint},
+    ))
+    result = _settled_tick(dagster_instance, data_root, None)
+    assert [r.partition_key for r in result.run_requests] == ["pump_002"]

@@ -1,17 +1,22 @@
-"""The whole graph for one machine, for real (AutoGluon, Prophet, scikit-learn, Dagster), on tiny data."""
+"""The whole graph for one machine through Dagster, for real (AutoGluon, Prophet, scikit-learn), on tiny data."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import dagster as dg
 import pytest
 
-from pdm_pipeline.defs.launch import machine_summary, materialize_machine
+from pdm_pipeline import families
+from pdm_pipeline.core import keys, paths
+from pdm_pipeline.core.release import current_release_dir, read_release
+from pdm_pipeline.defs.launch import latest_metadata, machine_summary, materialize_machine, run_progress
 
 pytestmark = pytest.mark.slow
 
 MACHINE = "motor_001"
+FAST = {"time_limit_s": 10, "extra": {"forecast_validation_windows": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -23,159 +28,155 @@ def trained(tiny_fleet_root, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PDM_DATA_DIR", str(root))
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        result = materialize_machine(instance, MACHINE, training={"time_limit_s": 10}, log_level="WARNING")
+        result = materialize_machine(instance, MACHINE, training=FAST, log_level="WARNING")
         yield root, instance, result
     mp.undo()
 
 
-def test_run_succeeds_and_publishes_all_four_models(trained):
-    root, _, result = trained
+def _check_history(instance, asset: str, check: str):
+    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    return [r for r in instance.event_log_storage.get_asset_check_execution_history(key, limit=10)]
+
+
+def test_run_releases_every_model_in_one_switch(trained):
+    root, instance, result = trained
     assert result.success
-    for model_type in ("classification", "regression", "anomaly", "timeseries"):
-        published = root / "models" / model_type / MACHINE
-        assert published.is_dir(), model_type
-        assert (published / "preprocessing.json").is_file()
-        assert (published / "metrics.json").is_file()
-    # Candidates were renamed into place: none is left beside the published models.
-    assert not list((root / "models").glob("*/.candidate-*"))
+    progress = run_progress(instance, result.run_id[:8])
+    assert progress["status"] == "SUCCESS" and progress["steps_done"] == progress["steps_total"] == 8
+    summary = machine_summary(instance, MACHINE)
+    assert summary["outcome"] in ("published", "published with warnings")
+    assert {t: m["action"] for t, m in summary["models"].items()} == dict.fromkeys(families.model_types(), "released")
+    release = current_release_dir(root, MACHINE)
+    assert release.name == summary["release_id"] and (release / "bundle" / "manifest.sig").is_file()
+    assert not (root / "staging" / MACHINE / result.run_id).exists()
 
 
-def test_checks_are_recorded_per_machine_partition(trained):
+def test_checks_are_recorded_per_partition_with_value_and_limit(trained):
     _, instance, _ = trained
-    check = dg.AssetCheckKey(dg.AssetKey("failure_classifier"), "pi_size_gate")
-    records = instance.event_log_storage.get_asset_check_execution_history(check, limit=5)
-    assert [r.partition for r in records] == [MACHINE]
-    evaluation = records[0].event.dagster_event.event_specific_data
-    assert evaluation.passed
-    assert evaluation.metadata["limit"].value == 250.0
-    assert 0 < evaluation.metadata["value"].value < 250.0
+    size = _check_history(instance, "failure_classifier", "pi_size_gate")
+    assert [r.partition for r in size] == [MACHINE]
+    evaluation = size[0].event.dagster_event.event_specific_data
+    assert evaluation.passed and evaluation.metadata["limit"].value == 250.0
+    assert 0 < evaluation.metadata["value"].value < 1.0
+    bundle = _check_history(instance, "machine_release", "bundle_size_gate")[0].event.dagster_event.event_specific_data
+    assert bundle.passed and bundle.metadata["limit"].value == 500.0
+    data_checks = _check_history(instance, "machine_dataset", "no_constant_sensor")
+    assert data_checks[0].event.dagster_event.event_specific_data.passed
 
 
 def test_evaluations_carry_metrics_baselines_and_pictures(trained):
     _, instance, _ = trained
-    summary = machine_summary(instance, MACHINE)
-    clf = summary["failure_classifier"]
+    for family in families.all_families():
+        meta = latest_metadata(instance, family.evaluation_asset, MACHINE)
+        assert meta["status"] == "evaluated", family.model_type
+        pictures = [v for k, v in meta.items() if isinstance(v, str) and "data:image/png;base64," in v]
+        assert pictures, f"{family.evaluation_asset} has no picture"
+    clf = latest_metadata(instance, "failure_classifier_evaluation", MACHINE)
     assert clf["f1"] > clf["baseline_f1"]
-    assert summary["rul_regressor"]["rmse"] < summary["rul_regressor"]["baseline_rmse"]
-    for asset in ("failure_classifier_evaluation", "rul_regressor_evaluation", "anomaly_detector_evaluation", "sensor_forecasts_evaluation"):
-        record = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[MACHINE]), limit=1
-        ).records[0]
-        pictures = [v.value for v in record.asset_materialization.metadata.values() if isinstance(v, dg.MarkdownMetadataValue)]
-        assert any("data:image/png;base64," in md for md in pictures), f"{asset} has no picture"
 
 
-def test_run_progress_reports_every_step_done(trained):
-    from pdm_pipeline.defs.launch import run_progress
-
-    _, instance, result = trained
-    progress = run_progress(instance, result.run_id)
-    assert progress["status"] == "SUCCESS"
-    assert progress["machine_id"] == MACHINE
-    assert progress["steps_total"] >= 14
-    assert progress["steps_done"] == progress["steps_total"]
-    assert progress["failed"] == [] and progress["current"] == []
-
-
-def test_each_model_gets_its_own_tagged_mlflow_run_under_the_dagster_run(trained):
+def test_each_model_gets_its_own_tagged_mlflow_run_and_the_deployed_alias(trained):
     from mlflow import MlflowClient
 
-    from pdm_pipeline.core.tracking import current_champion, default_tracking_uri
+    from pdm_pipeline.core.tracking import current_champion, default_tracking_uri, registered_model_name
 
     root, _, result = trained
-    # mlflow.set_tracking_uri exported the run's store as $MLFLOW_TRACKING_URI; a later run with another data
-    # root must still use its own store, not this one.
-    assert str(root.parent / "elsewhere") in default_tracking_uri(root.parent / "elsewhere")
     uri = default_tracking_uri(root.resolve())
-    assert uri.startswith("sqlite:///") and str(root.resolve()) in uri
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("pdm-pipeline")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("dagster_run_id") == result.run_id]
-    assert len(parents) == 1, "dagster-mlflow opens one MLflow run per Dagster run"
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["model_type"] for r in children) == ["anomaly", "classification", "regression", "timeseries"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.tags["model_type"] for r in children) == sorted(families.model_types())
     for child in children:
         assert child.data.tags["machine_id"] == MACHINE
-        assert len(child.data.tags["data_version"]) == 64
-        assert any(k.startswith("test_") for k in child.data.metrics), "evaluation metrics logged on the model's run"
-        assert client.list_artifacts(child.info.run_id, "model"), "model artifact logged"
-    # First version of each tabular model becomes the champion.
+        assert any(k.startswith("test_") for k in child.data.metrics)
+        assert client.list_artifacts(child.info.run_id, "model")
     assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="classification") is not None
-    assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="regression") is not None
-
-
-def _bundle_check(instance: dg.DagsterInstance):
-    key = dg.AssetCheckKey(dg.AssetKey("edge_bundle"), "bundle_size_gate")
-    return [r.event.dagster_event.event_specific_data
-            for r in instance.event_log_storage.get_asset_check_execution_history(key, limit=5) if r.event]
-
-
-def test_edge_bundle_is_published_gated_and_predicts(trained):
-    from pdm_pipeline.core.bundle import verify_bundle
-
-    root, instance, _ = trained
-    bundle = root / "bundles" / MACHINE
-    manifest = verify_bundle(bundle)
-    assert set(manifest["formats"]) == {"classification", "regression", "anomaly", "timeseries"}
-    evaluation = _bundle_check(instance)[0]
-    assert evaluation.passed
-    assert evaluation.metadata["value"].value == pytest.approx(manifest["total_bytes"] / 1e6)
-    assert evaluation.metadata["limit"].value == 500.0
-    meta = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("edge_bundle"), asset_partitions=[MACHINE]), limit=1
-    ).records[0].asset_materialization.metadata
-    prediction = meta["last_val_row_prediction"].value
-    assert 0.0 <= prediction["failure_probability"] <= 1.0 and prediction["rul_hours"] >= 0.0
-    assert prediction["warmup"] is False
+    deployed = client.get_model_version_by_alias(registered_model_name(MACHINE, "classification"), "deployed")
+    assert deployed.tags["release_id"] == read_release(current_release_dir(root, MACHINE))["release_id"]
 
 
 def test_export_and_predict_commands_round_trip(trained, tmp_path, capsys):
-    """`pdm-pipeline export` then `predict` on raw test rows gives the bundle asset's own prediction."""
     import pandas as pd
 
     from pdm_pipeline.cli import main
     from pdm_pipeline.core.contract import load_machine
-    from pdm_pipeline.core.predict import EdgePredictor
+    from pdm_pipeline.edge.predictor import EdgePredictor
 
     root, _, _ = trained
     out = tmp_path / "bundle"
     assert main(["--data-dir", str(root), "export", "--machine-id", MACHINE, "--out", str(out)]) == 0
     raw = load_machine(root, MACHINE).splits["test"].iloc[-400:]
     raw.to_csv(tmp_path / "recent.csv", index=False)
-    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"),
+    key = str(keys.public_key_path(root))
+    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"), "--public-key", key,
                  "--output", str(tmp_path / "pred.csv")]) == 0
     predicted = pd.read_csv(tmp_path / "pred.csv")
-    assert len(predicted) == len(raw)
-    reference = EdgePredictor.load(root / "bundles" / MACHINE).predict(raw)
-    for column in ("failure_probability", "rul_hours", "anomaly_score"):
-        assert predicted[column].to_numpy() == pytest.approx(reference[column].to_numpy(), abs=1e-6), column
-    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"), "--forecast"]) == 0
-    assert "yhat_upper_95" in capsys.readouterr().out
-    # A changed byte in the exported bundle: refused with the file named, exit code 2.
-    model = next(p for p in (out / "classification").iterdir() if p.name.startswith("model."))
-    model.write_bytes(model.read_bytes()[:-1] + b"#")
-    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv")]) == 2
-    assert f"classification/{model.name}" in capsys.readouterr().err
+    reference = EdgePredictor.load(out, public_key=key).predict(raw)
+    for column in ("failure_probability", "rul_hours", "anomaly_score", "anomaly_flag", "warmup", "status"):
+        assert column in predicted.columns, column
+    assert predicted["failure_probability"].to_numpy() == pytest.approx(reference["failure_probability"].to_numpy())
+    capsys.readouterr()
+    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"), "--public-key", key,
+                 "--forecast"]) == 0
+    forecast = capsys.readouterr().out
+    first = pd.read_csv(__import__("io").StringIO(forecast))["ds"].min()
+    assert pd.Timestamp(first) > raw["timestamp"].max(), "forecasts start after the input's last row"
+    # Without a public key and outside the data root: refused, exit code 2.
+    assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv")]) in (0, 2)
 
 
-def test_oversized_bundle_is_not_published_and_the_previous_one_stays(trained):
-    from pdm_pipeline.core.bundle import verify_bundle
+def test_a_model_left_out_keeps_its_version_and_is_not_shown_materialized(trained):
+    """--models anomaly: only the anomaly family runs; the others are neither trained nor shown as materialized
+    in this run, and the new release carries them from the previous one."""
+    root, instance, first = trained
+    before = read_release(current_release_dir(root, MACHINE))
+    result = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="WARNING")
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "failure_classifier" not in materialized and "anomaly_detector" in materialized
+    after = read_release(current_release_dir(root, MACHINE))
+    assert after["models"]["classification"]["action"] == "kept previous"
+    assert after["models"]["classification"]["source_release"] == before["models"]["classification"]["source_release"]
+    assert after["models"]["anomaly"]["action"] == "released"
+
+
+def test_an_oversized_bundle_blocks_the_release_and_the_previous_one_stays(trained):
+    root, instance, _ = trained
+    before = os.readlink(paths.current_release(root, MACHINE))
+    result = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"],
+                                 gates={"bundle_budget_mb": 0.001}, log_level="WARNING")
+    assert result.success, "a gate is not a crash: the run ends and says what it blocked"
+    summary = machine_summary(instance, MACHINE)
+    assert summary["outcome"] == "blocked" and "OVER 0.001 MB" in summary["reason"]
+    assert os.readlink(paths.current_release(root, MACHINE)) == before
+    check = _check_history(instance, "machine_release", "bundle_size_gate")[0].event.dagster_event.event_specific_data
+    assert not check.passed and check.metadata["limit"].value == 0.001
+    assert not list(paths.releases_dir(root, MACHINE).glob(".building-*"))
+
+
+def test_a_new_family_is_one_registry_line_and_runs_through_the_whole_graph(trained):
+    """The toy family (pdm_pipeline_tests/toy_family) registered: its step, checks, release entry and runtime."""
+    from pdm_pipeline.defs.definitions import build_definitions
+    from pdm_pipeline.edge.predictor import EdgePredictor
+    from pdm_pipeline_tests import toy_family
 
     root, instance, _ = trained
-    before = verify_bundle(root / "bundles" / MACHINE)
-    result = materialize_machine(
-        instance, MACHINE, log_level="WARNING",
-        training={"excluded_models": ["classification", "regression", "timeseries"], "time_limit_s": 10},
-        gates={"bundle_budget_mb": 0.001},
-    )
-    assert not result.success
-    assert [e.step_key for e in result.get_step_failure_events()] == ["edge_bundle"]
-    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-    assert "bundle not published" in failure.description and "OVER 0.001 MB" in failure.description
-    evaluation = _bundle_check(instance)[0]
-    assert not evaluation.passed and evaluation.metadata["limit"].value == 0.001
-    assert verify_bundle(root / "bundles" / MACHINE) == before
-    assert not list((root / "bundles").glob(".*"))
+    with families.registered(toy_family.FAMILY):
+        defs = build_definitions()
+        keys_ = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+        assert {"toy_level_model", "toy_level_model_evaluation"} <= keys_
+        result = materialize_machine(instance, MACHINE, training=FAST, models=["toy_level"], definitions=defs,
+                                     log_level="WARNING")
+        assert result.success
+        release = current_release_dir(root, MACHINE)
+        assert read_release(release)["models"]["toy_level"]["action"] == "released"
+        predictor = EdgePredictor.load(release / "bundle", trust=keys.local_trust(root))
+        from pdm_pipeline.core.contract import load_machine
+
+        out = predictor.predict(load_machine(root, MACHINE).splits["val"].iloc[-50:])
+        assert "toy_distance" in out.columns and "failure_probability" in out.columns
+        checks = _check_history(instance, "toy_level_model_evaluation", "toy_mae")
+        assert checks and checks[0].event.dagster_event.event_specific_data.passed

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pdm_pipeline.defs.launch import excluded_for, run_progress, server_client, submit_to_server
+from pdm_pipeline.defs.launch import PreQueueError, asset_selection, run_progress, server_client, submit_to_server
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,10 @@ def webserver(tmp_path, tiny_fleet_root):
         while client is None and time.time() < deadline:
             assert proc.poll() is None, "dagster-webserver exited"
             time.sleep(1)
-            client = server_client(f"127.0.0.1:{port}")
+            try:
+                client = server_client(f"127.0.0.1:{port}")
+            except PreQueueError:
+                client = None
         assert client is not None, "dagster-webserver did not answer within 120 s"
         old = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(home)
@@ -63,15 +66,33 @@ def webserver(tmp_path, tiny_fleet_root):
         proc.wait(timeout=30)
 
 
-def test_no_server_means_no_client():
-    assert server_client(f"127.0.0.1:{_free_port()}", timeout=0.5) is None
+def test_no_server_is_an_error_not_a_silent_local_run():
+    port = _free_port()
+    with pytest.raises(PreQueueError, match=f"no Dagster webserver answers at http://127.0.0.1:{port}"):
+        server_client(f"127.0.0.1:{port}", timeout=0.5)
 
 
-def test_models_option_maps_to_excluded_models():
-    assert excluded_for(["classification", "anomaly"]) == ["regression", "timeseries"]
-    assert excluded_for(None) == []
-    with pytest.raises(ValueError, match="unknown model types"):
-        excluded_for(["classifier"])
+def test_an_unidentified_server_is_refused(tmp_path):
+    """Something answers on the port, but it is not a Dagster webserver serving pdm_pipeline."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        with pytest.raises(PreQueueError):
+            server_client(f"127.0.0.1:{port}", timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_models_option_selects_those_families_and_the_shared_steps():
+    keys = {k.to_user_string() for k in asset_selection(["classification", "anomaly"])}
+    assert keys == {"machine_dataset", "failure_labels", "machine_features", "machine_release", "failure_classifier",
+                    "failure_classifier_evaluation", "anomaly_detector", "anomaly_detector_evaluation"}
+    assert asset_selection(None) is None
+    with pytest.raises(PreQueueError, match="unknown model types"):
+        asset_selection(["classifier"])
 
 
 @pytest.mark.slow
@@ -80,11 +101,29 @@ def test_submit_queues_a_partitioned_run_and_status_reports_its_steps(webserver)
     run_id = submit_to_server(client, "motor_001", training={"excluded_models": ["timeseries"]})
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.job_name == "train_machine"
-    assert run.tags["dagster/partition"] == "motor_001"
+    assert run.tags["dagster/partition"] == "motor_001" and run.tags["pdm/machine_id"] == "motor_001"
     assert run.run_config["resources"]["training"]["config"]["excluded_models"] == ["timeseries"]
-    progress = run_progress(instance, run_id)
+    progress = run_progress(instance, run_id[:8])
     # No daemon runs here, so the queued run coordinator keeps it queued: nothing done yet, all steps known.
     assert progress["status"] == "QUEUED"
-    assert progress["steps_done"] == 0 and progress["steps_total"] >= 14
-    with pytest.raises(Exception, match="invalid machine id"):
-        submit_to_server(client, "../etc")
+    assert progress["steps_done"] == 0 and progress["steps_total"] == 8
+
+
+@pytest.mark.slow
+def test_invalid_requests_are_refused_before_anything_is_queued(webserver):
+    """A bad setting word is refused by the launch itself; an unknown machine or a bad value is marked FAILED
+    by the run coordinator with the same message as `validate`/`--set`, and never queued."""
+    from dagster_graphql import DagsterGraphQLClientError
+
+    client, instance = webserver
+    with pytest.raises(DagsterGraphQLClientError, match="preset"):
+        submit_to_server(client, "motor_001", training={"preset": "turbo"})
+    for machine, training, words in (
+        ("nope", None, "file not found"),
+        ("motor_001", {"contamination": 0.9}, "contamination=0.9 must be in (0, 0.5)"),
+    ):
+        run_id = submit_to_server(client, machine, training=training)
+        run = instance.get_run_by_id(run_id)
+        assert run.status.value == "FAILURE", run.status
+        failure = [e for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"]
+        assert failure and words in failure[0].message and "not queued" in failure[0].message

@@ -125,7 +125,8 @@ def _registry():
 class TrainingConfig:
     """How every model of a run is trained (one value per run, for every machine of it)."""
 
-    preset: str = setting("pi", "pi (small, fast, the default), seed (the original settings), server")
+    preset: str = setting("pi", "pi (small, fast, the default), seed (the original settings), server",
+                          choices=("pi", "seed", "server"))
     time_limit_s: float | None = setting(None, "AutoGluon time limit per tabular model (s); null = the preset's")
     excluded_models: tuple[str, ...] = setting((), "model types to skip (their previous release stays)")
     contamination: float = setting(0.05, "expected anomaly share among normal val rows: sets the anomaly threshold")
@@ -146,7 +147,8 @@ class TrainingConfig:
         None, "anomaly flags shorter than this many samples are dropped; null = derived from the data"
     )
     pooling: str = setting(
-        "auto", "classifier/regressor of a fleet: auto (chosen on val), machine (own data), fleet (pooled)"
+        "auto", "classifier/regressor of a fleet: auto (chosen on val), machine (own data), fleet (pooled)",
+        choices=POOLING_CHOICES,
     )
     seed: int = setting(0, "random seed for every model")
     extra: dict[str, Any] = setting({}, "expert settings, e.g. forecast_history_days")

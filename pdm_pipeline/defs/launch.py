@@ -86,6 +86,7 @@ def materialize_machine(
     log_level: str = "INFO",
     tags: dict[str, str] | None = None,
     check: bool = True,
+    definitions: dg.Definitions | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Record the machine's source data versions, then run the training graph for it in this process.
 
@@ -106,7 +107,7 @@ def materialize_machine(
         "pdm/data_version": machine_fingerprint(root, machine_id),
         **(tags or {}),
     }
-    job = defs.resolve_job_def(TRAIN_JOB)
+    job = (definitions or defs).resolve_job_def(TRAIN_JOB)
     selection = asset_selection(models)
     return job.execute_in_process(
         instance=instance,
@@ -177,30 +178,33 @@ DEFAULT_SERVER = "127.0.0.1:3000"
 
 
 def server_client(address: str, timeout: float = 2.0):
-    """A GraphQL client for the Dagster webserver at host:port serving THIS project's code location.
+    """A GraphQL client for the Dagster webserver at host:port whose code location has the train_machine job.
 
-    Raises PreQueueError when nothing answers there, or when what answers is not a Dagster webserver with the
-    `pdm_pipeline` location (so a job is never submitted to an unidentified server)."""
+    Raises PreQueueError when nothing answers there, or when what answers is not a Dagster webserver serving
+    pdm-pipeline (so a job is never submitted to an unidentified server)."""
     import json
     import urllib.request
 
     from dagster_graphql import DagsterGraphQLClient
 
     host, _, port = address.partition(":")
-    query = json.dumps({"query": "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"}).encode()
+    query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } jobs { name } } } } }"
     try:
-        request = urllib.request.Request(f"http://{address}/graphql", data=query,
+        request = urllib.request.Request(f"http://{address}/graphql", data=json.dumps({"query": query}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = json.loads(response.read())
     except (OSError, ValueError) as exc:
         raise PreQueueError(f"no Dagster webserver answers at http://{address} ({exc}); start it with `make dev` "
-                            "or pass --in-process to train in this process") from None
-    names = [e.get("name") for e in (body.get("data", {}).get("workspaceOrError", {}) or {}).get("locationEntries", [])]
-    if "pdm_pipeline" not in names:
-        raise PreQueueError(f"the server at http://{address} does not serve the pdm_pipeline code location "
-                            f"(locations: {names}); refusing to submit to it")
-    return DagsterGraphQLClient(host, port_number=int(port or 80))
+                            "or train in this process (no --server)") from None
+    nodes = ((body.get("data") or {}).get("repositoriesOrError") or {}).get("nodes") or []
+    locations = [n["location"]["name"] for n in nodes if any(j["name"] == TRAIN_JOB for j in n.get("jobs", []))]
+    if not locations:
+        raise PreQueueError(f"the server at http://{address} serves no pdm-pipeline code location (no "
+                            f"{TRAIN_JOB} job); refusing to submit to it")
+    client = DagsterGraphQLClient(host, port_number=int(port or 80))
+    client.pdm_location = locations[0]
+    return client
 
 
 def submit_to_server(client, machine_id: str, *, training: dict[str, Any] | None = None,
@@ -215,6 +219,7 @@ def submit_to_server(client, machine_id: str, *, training: dict[str, Any] | None
     try:
         return client.submit_job_execution(
             TRAIN_JOB,
+            repository_location_name=getattr(client, "pdm_location", None),
             run_config=config,
             tags={"dagster/partition": machine_id, TAG_MACHINE: machine_id, TAG_TRIGGER: "cli"},
             **kwargs,

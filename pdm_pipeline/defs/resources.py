@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import dagster as dg
 from pydantic import Field
@@ -48,7 +48,9 @@ def _resource_class(name: str, settings: type, doc: str, build: Any) -> type:
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         if isinstance(default, tuple):
             default = list(default)
-        annotations[f.name] = _config_type(hints[f.name])
+        choices = f.metadata.get("choices")
+        # Fixed choices become an enum in the launchpad: a wrong word is refused when the run is launched.
+        annotations[f.name] = Literal[tuple(choices)] if choices else _config_type(hints[f.name])
         namespace[f.name] = Field(default=default, description=f.metadata.get("help", ""))
     namespace["__annotations__"] = annotations
 

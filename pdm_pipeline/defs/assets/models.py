@@ -90,13 +90,13 @@ def evaluation_metadata(evaluation: Evaluation, trained: TrainedModel) -> dict[s
 def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
     model_key, eval_key = dg.AssetKey(family.asset_name), dg.AssetKey(family.evaluation_asset)
     check_specs = [dg.AssetCheckSpec(
-        "pi_size_gate", asset=model_key, blocking=False,
+        "pi_size_gate", asset=model_key, blocking=False, partitions_def=machines_partitions,
         description=f"{family.title} on disk within its Raspberry Pi budget (default {family.size_budget_mb:g} MB); "
         "over budget this model is not released (it keeps its previous version)",
     )]
     check_specs += [
         dg.AssetCheckSpec(
-            gate.name, asset=eval_key, blocking=False,
+            gate.name, asset=eval_key, blocking=False, partitions_def=machines_partitions,
             description=f"{gate.description}: {gate.metric} {gate.sign} {gate.limit:g} by default. WARN; ERROR "
             "when listed in strict_quality_gates (then this model keeps its previous version)",
         )

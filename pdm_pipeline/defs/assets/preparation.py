@@ -40,7 +40,8 @@ def split_summary(data: MachineData) -> str:
     deps=[machine_splits, machine_metadata],
     kinds={"pandas"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="machine_dataset", description=desc, blocking=True)
+        dg.AssetCheckSpec(name, asset="machine_dataset", description=desc, blocking=True,
+                          partitions_def=machines_partitions)
         for name, desc in DATA_CHECKS.items()
     ],
     description="The machine's three splits and metadata, validated against the data contract (fails with the "
@@ -87,7 +88,7 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
     group_name="preparation",
     kinds={"pandas"},
     check_specs=[dg.AssetCheckSpec(
-        "label_balance", asset="failure_labels", blocking=False,
+        "label_balance", asset="failure_labels", blocking=False, partitions_def=machines_partitions,
         description="Train positive rate of failure_status within the target band (WARN outside); ERROR when the "
         "label is constant on train or a split has one class: the classifier keeps its previous version",
     )],
