@@ -1,10 +1,17 @@
 """A corpus of broken variants of one machine's data, for the end-to-end bad-input test.
 
 Each `BadInput` pairs a small function that breaks a copy of a valid machine's files (written by the simulator)
-with what the run must end in: a failed step (the data contract, publication), a failed blocking check
-(ERROR), or an invalid machine id refused before anything runs, and the substrings the failure message must
-contain. The test (test_bad_input_corpus.py) runs the whole Dagster graph on every variant and proves that the
-failure is clear and that the previously published models are untouched.
+with what must happen, and the substrings the message must contain:
+
+- CONTRACT / DATA_CHECK: refused before anything is queued (the same checks as `validate`); and when the files
+  break after a run was queued, that run fails at `machine_dataset` (a Failure from the contract, or a blocking
+  data check with ERROR) before any model trains;
+- LABEL: the label is unusable: the classifier keeps its previous version, the other families still release;
+- GATE: the models are valid but a gate blocks: the previous release stays current, whole;
+- MACHINE_ID: an invalid machine id, refused before a partition or a run exists.
+
+The test (test_bad_input_corpus.py) runs the whole Dagster graph on every variant and proves that the outcome is
+clear and that released models are never replaced by anything that failed.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ import numpy as np
 import pandas as pd
 
 from pdm_pipeline.core.paths import metadata_path, profile_path, split_path
-from pdm_pipeline.core.schema import LABEL, MODEL_TYPES, RUL, SPLITS, TIMESTAMP, UNIT_ID
+from pdm_pipeline.core.schema import LABEL, RUL, SPLITS, TIMESTAMP, UNIT_ID
 
-# Where a variant must fail.
-STEP = "step"  # a failed step (dagster Failure); `fails_at` is the step key
-CHECK = "check"  # a failed blocking check with severity ERROR; `fails_at` is the check name
+# What a variant must end in.
+CONTRACT = "contract"  # refused before queueing; a queued run fails at machine_dataset (Failure, ContractError)
+DATA_CHECK = "data_check"  # refused before queueing; a queued run fails the blocking check `fails_at` (ERROR)
+LABEL_DEFECT = "label"  # label_balance ERROR; the classifier keeps its previous version, the rest release
+GATE = "gate"  # the gate `fails_at` blocks; the previous release stays current
 MACHINE_ID = "machine_id"  # InvalidMachineIdError before any run starts; `fails_at` is unused
 
 # A sensor name that no machine type of the simulator has.
@@ -106,7 +115,7 @@ class BadInput:
     name: str
     # Breaks the machine's files in place (None: the files stay valid, e.g. a bad id or a too strict gate).
     breaker: Callable[[MachineFiles], None] | None
-    # STEP, CHECK or MACHINE_ID, and the step key or check name that must fail ("" for MACHINE_ID).
+    # CONTRACT, DATA_CHECK, LABEL_DEFECT, GATE or MACHINE_ID, and the step or check that must fail.
     where: str
     fails_at: str
     # Substrings (case-sensitive) the failure message must contain.
@@ -116,7 +125,8 @@ class BadInput:
     # Run config of the training and gates resources for this variant.
     training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     gates: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    # A known product bug: the test is marked xfail(strict=True) with this reason.
+    # The model families to train (None: all).
+    models: tuple[str, ...] | None = None
 
     def break_files(self, files: MachineFiles) -> None:
         if self.breaker is not None:
@@ -350,19 +360,28 @@ def _profile_unknown_sensor(files: MachineFiles) -> None:
 # ------------------------------------------------------------------------------------------------ corpus
 
 # Train only what a gate variant needs (the anomaly ensemble: seconds), skip the rest.
-ANOMALY_ONLY = MappingProxyType({"excluded_models": [m for m in MODEL_TYPES if m != "anomaly"], "time_limit_s": 10})
 
 _TRAIN, _VAL, _TEST = "train.parquet", "val.parquet", "test.parquet"
 
 
 def _contract(name: str, breaker: Callable[[MachineFiles], None], *expected: str) -> BadInput:
     """A variant the data contract refuses: the machine_dataset step fails."""
-    return BadInput(name, breaker, STEP, "machine_dataset", expected)
+    return BadInput(name, breaker, CONTRACT, "machine_dataset", expected)
 
 
 def _check(name: str, breaker: Callable[[MachineFiles], None] | None, check: str, *expected: str, **kw: Any) -> BadInput:
-    """A variant stopped by the blocking check `check` (ERROR)."""
-    return BadInput(name, breaker, CHECK, check, expected, **kw)
+    """A variant valid by the contract and stopped by a blocking data check (before any model trains)."""
+    return BadInput(name, breaker, DATA_CHECK, check, expected, **kw)
+
+
+def _label(name: str, breaker: Callable[[MachineFiles], None], *expected: str) -> BadInput:
+    """A variant whose label is unusable: label_balance ERROR, only the classifier keeps its previous version."""
+    return BadInput(name, breaker, LABEL_DEFECT, "label_balance", expected)
+
+
+def _gate(name: str, check: str, *expected: str, **kw: Any) -> BadInput:
+    """Valid data and models, blocked by a gate: the previous release stays (only the anomaly family trains)."""
+    return BadInput(name, None, GATE, check, expected, models=("anomaly",), **kw)
 
 
 def _bad_id(name: str, machine_id: str, *expected: str) -> BadInput:
@@ -420,29 +439,18 @@ VARIANTS: tuple[BadInput, ...] = (
     _bad_id("machine_id_parent_dir", "../evil", "invalid machine id '../evil'", "must not contain '..'"),
     _bad_id("machine_id_with_slash", "a/b", "invalid machine id 'a/b'"),
     _bad_id("machine_id_empty", "", "invalid machine id ''"),
-    # Valid by the contract, stopped by a blocking data-quality or label check before any training.
-    _check("constant_sensor", _constant_sensor, "no_constant_sensor", "constant sensors on train"),
+    # Valid by the contract, stopped by a blocking data-quality check before any training.
+    _check("constant_sensor", _constant_sensor, "no_constant_sensor", "constant on train"),
     _check("critical_sensor_nan", _critical_nan, "critical_sensors_complete", "10.0% missing in train.", "tolerance 0.0%"),
-    _check("label_single_class_in_val", _label_single_class_in_val, "label_balance", LABEL, "single class in ['val']"),
-    _check(
-        "rul_far_from_failure_after_train", _rul_far_from_failure_after_train, "label_balance",
-        LABEL, "single class in ['val', 'test']",
-    ),
-    _check(
-        "label_all_zero", _label_all_zero, "label_balance", f"{LABEL} would be 0 on every train row",
-    ),
-    # Valid data, stopped by a model gate after training (only the anomaly ensemble is trained).
-    _check(
-        "pi_size_budget_tiny", None, "pi_size_gate", "anomaly model", "OVER the Pi budget of 0.001 MB",
-        training=ANOMALY_ONLY, gates=_gates(anomaly_budget_mb=0.001),
-    ),
-    _check(
-        "strict_quality_gate_fails", None, "anomaly_single_row_latency", "single_row_latency_ms", "needs <= 0",
-        training=ANOMALY_ONLY,
-        gates=_gates(strict_quality_gates=["anomaly_single_row_latency"], max_single_row_latency_ms=0.0),
-    ),
-    BadInput(
-        "total_size_budget_tiny", None, STEP, "deployed_models", ("not published", "OVER 0.001 MB", "previous models stay"),
-        training=ANOMALY_ONLY, gates=_gates(total_budget_mb=0.001),
-    ),
+    # An unusable label: the classifier keeps its previous version, the other families still release.
+    _label("label_single_class_in_val", _label_single_class_in_val, LABEL, "single class in ['val']"),
+    _label("rul_far_from_failure_after_train", _rul_far_from_failure_after_train, LABEL, "single class in ['val', 'test']"),
+    _label("label_all_zero", _label_all_zero, f"{LABEL} would be 0 on every train row"),
+    # Valid data, a model gate or a release gate blocks: the previous release stays current.
+    _gate("pi_size_budget_tiny", "pi_size_gate", "anomaly model", "OVER the Pi budget of 0.001 MB",
+          gates=_gates(size_budget_mb={"anomaly": 0.001})),
+    _gate("strict_quality_gate_fails", "anomaly_single_row_latency", "single_row_latency_ms", "needs <= 0",
+          gates=_gates(strict_quality_gates=["anomaly_single_row_latency"],
+                       quality_limits={"anomaly_single_row_latency": 0.0})),
+    _gate("total_size_budget_tiny", "pi_total_size_gate", "OVER 0.001 MB", gates=_gates(total_budget_mb=0.001)),
 )

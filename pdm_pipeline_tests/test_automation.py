@@ -158,8 +158,8 @@ def test_broken_data_is_reported_once_not_every_tick_and_never_queued(dagster_in
     meta.write_text(json.dumps(content))
     _age(data_root)
     checked = []
-    real = sensors.validate_machine
-    monkeypatch.setattr(sensors, "validate_machine", lambda root, mid: checked.append(mid) or real(root, mid))
+    real = sensors.machine_report
+    monkeypatch.setattr(sensors, "machine_report", lambda root, mid: checked.append(mid) or real(root, mid))
     cursor, requests, reported = None, [], []
     for _ in range(4):
         result = _tick(dagster_instance, data_root, cursor)
@@ -167,7 +167,7 @@ def test_broken_data_is_reported_once_not_every_tick_and_never_queued(dagster_in
         cursor = result.cursor
         reported.append(json.loads(cursor)["reported"].get("pump_002"))
     assert requests == ["motor_001"]
-    problems = real(data_root, "pump_002")
+    problems = real(data_root, "pump_002").errors
     assert any("bearing_temp_C" in str(p) and "sdtype 'datetime'" in str(p) for p in problems)
     # Reported on the first settled tick, then remembered by data version: neither re-read nor re-logged.
     assert reported[0] is None and reported[1] is not None and len(set(reported[1:])) == 1

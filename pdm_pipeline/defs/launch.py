@@ -17,7 +17,7 @@ import dagster as dg
 
 from pdm_pipeline import families
 from pdm_pipeline.core.config import build_gate_settings, build_training_config
-from pdm_pipeline.core.contract import machine_fingerprint, validate_machine
+from pdm_pipeline.core.contract import machine_fingerprint
 from pdm_pipeline.core.paths import data_root, validate_machine_id
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
@@ -65,15 +65,18 @@ def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[
     """Everything that can be checked before a run is queued: the id, the data contract, every setting.
 
     Raises PreQueueError with the same messages as `pdm-pipeline validate` and `--set`."""
+    from pdm_pipeline.core.validation import machine_report
+
     root = data_root() if root is None else root
     validate_machine_id(machine_id)
-    problems = validate_machine(root, machine_id)
-    if problems:
-        raise PreQueueError(
-            f"machine {machine_id}: not queued, {len(problems)} data problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
-        )
     build_training_config(training)
-    build_gate_settings(gates)
+    settings = build_gate_settings(gates)
+    errors = machine_report(root, machine_id, settings).errors
+    if errors:
+        raise PreQueueError(
+            f"machine {machine_id}: not queued, {len(errors)} problem(s) (see `pdm-pipeline validate`):\n"
+            + "\n".join(f"  - {e}" for e in errors)
+        )
 
 
 def materialize_machine(
@@ -99,12 +102,16 @@ def materialize_machine(
     root = data_root()
     for observation in source_observations(root, machine_id):
         instance.report_runless_asset_event(observation)
+    try:
+        data_version = machine_fingerprint(root, machine_id)
+    except PdmError:  # files missing: the run's machine_dataset step reports it
+        data_version = "unreadable"
     run_tags = {
         TAG_MACHINE: machine_id,
         TAG_TRIGGER: "cli",
         TAG_HOST: socket.gethostname(),
         TAG_PID: str(os.getpid()),
-        "pdm/data_version": machine_fingerprint(root, machine_id),
+        "pdm/data_version": data_version,
         **(tags or {}),
     }
     job = (definitions or defs).resolve_job_def(TRAIN_JOB)

@@ -16,7 +16,7 @@ import json
 
 import dagster as dg
 
-from pdm_pipeline.core.contract import validate_machine
+from pdm_pipeline.core.validation import machine_report
 from pdm_pipeline.core.discovery import scan_machines
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
@@ -84,10 +84,10 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
             continue
         if cursor["reported"].get(mid) == fingerprint:
             continue  # this version was checked and reported broken already: not again every tick
-        problems = validate_machine(root, mid)
+        problems = machine_report(root, mid).errors
         if problems:
             context.log.error(
-                f"{mid}: not triggered, the data breaks the contract ({len(problems)} problem(s)):\n"
+                f"{mid}: not triggered, the data would stop the run ({len(problems)} problem(s)):\n"
                 + "\n".join(f"  - {p}" for p in problems)
             )
             cursor["reported"][mid] = fingerprint
