@@ -1,9 +1,15 @@
-# pdm-pipeline — every command sets up what it needs (venv, install) first.
-#   make demo   sample data for 3 machines, train and evaluate everything, print a summary
-#   make test   the test suite
-#   make dev    the Dagster UI on http://127.0.0.1:3000 over the same instance as the demo
-#   make mlflow the MLflow UI on http://127.0.0.1:5000 (one run per model per machine, the champion aliases)
-#   make bench  pi vs seed preset on a machine of the original size: time, memory, size, metrics, latency
+# pdm-pipeline: every target sets up what it needs (venv, install) first.
+#   make demo        sample data for 3 machines, train, evaluate, gate and release everything, print a summary
+#   make test        the whole test suite (real AutoGluon, Prophet, Dagster, MLflow, PostgreSQL, Celery)
+#   make test-fast   the tests not marked slow (seconds)
+#   make lint        ruff and pyright
+#   make dev         the Dagster UI on http://127.0.0.1:3000 over the same instance as the demo (+ daemon)
+#   make mlflow      the MLflow UI on http://127.0.0.1:5000
+#   make bench       pi vs seed preset on a machine of the original size
+#   make bench-real  the public datasets in ../shared/realdata with their own protocols, beside the references
+#   make bench-fleet N sample machines through the real daemon path (sensor -> queue -> runs)
+#   make demo-real   import AI4I 2020 and NAB machine temperature and train them
+# PDM_POSTGRES_URL=postgresql://... switches the Dagster instance and MLflow to PostgreSQL (see README).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,13 +25,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 MACHINES ?= 3
 SEED ?= 0
 PORT ?= 3000
+FLEET ?= 20
 
-.PHONY: install demo demo-real test dev mlflow bench clean
+.PHONY: install demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version' 
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -41,14 +48,27 @@ demo-real: install
 test: install
 	$(BIN)/python -m pytest -q
 
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check pdm_pipeline pdm_pipeline_tests
+	$(BIN)/pyright
+
 dev: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 mlflow: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(PDM_DATA_DIR)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $${PDM_MLFLOW_URI:-sqlite:///$(PDM_DATA_DIR)/mlflow.db} --host 127.0.0.1 --port 5000
 
 bench: install
 	$(BIN)/pdm-pipeline bench
 
+bench-real: install
+	$(BIN)/pdm-pipeline bench-real --realdata ../shared/realdata --out bench-real
+
+bench-fleet: install
+	$(BIN)/pdm-pipeline bench-fleet --machines $(FLEET) --out bench-fleet
+
 clean:
-	rm -rf .dagster_home data/synthetic data/metadata data/models data/bundles data/mlruns
+	rm -rf .dagster_home data/synthetic data/metadata data/releases data/staging data/fleets data/keys data/mlruns data/mlflow.db

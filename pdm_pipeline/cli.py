@@ -576,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PIPELINE_MODULES = {"dagster", "dagster_graphql", "autogluon", "mlflow", "prophet", "sklearn", "tqdm", "matplotlib",
+                     "scipy"}
+
 # Commands that run Dagster: their step logs (which capture `pdm_pipeline.*`, see dagster.yaml python_logs)
 # are printed by Dagster's console logger; a second handler here would print every line twice.
 _DAGSTER_COMMANDS = {"demo", "run", "train", "status", "demo-real"}
@@ -604,6 +607,13 @@ def main(argv: list[str] | None = None) -> int:
     except PdmError as exc:
         # Something the user can fix: one clear message, no traceback.
         print(f"pdm-pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _PIPELINE_MODULES:
+            raise
+        # An edge-only install (pip install 'pdm-pipeline[edge]') running a training-host command.
+        print(f"pdm-pipeline {args.command}: error: this command needs the training pipeline ({exc.name} is not "
+              "installed): pip install 'pdm-pipeline[pipeline]'; on a Raspberry Pi use `pdm-edge`", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -119,7 +119,7 @@ def test_half_written_and_invalid_machines_are_not_triggered(dagster_instance, d
 
 
 def test_weekly_schedule_requests_one_run_per_registered_machine(dagster_instance):
-    sunday = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.timezone.utc)
+    sunday = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.UTC)
     context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=sunday)
     assert isinstance(weekly_fleet_retrain(context), dg.SkipReason)
     dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002", "fan_005"])

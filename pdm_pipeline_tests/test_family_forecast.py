@@ -17,13 +17,13 @@ import pytest
 
 from pdm_pipeline import families
 from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
 from pdm_pipeline.errors import SettingsError
 from pdm_pipeline.families.base import ModelSkipped, read_card
 from pdm_pipeline.families.forecast.runtime import ForecastRuntime
 from pdm_pipeline.families.forecast.series import FORECAST_COLUMNS
 from pdm_pipeline.families.forecast.settings import ForecastSettings
 from pdm_pipeline.families.forecast.train import forecast_sensors
-from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
 from pdm_pipeline_tests.helpers import assert_picture, views
 
 pytestmark = pytest.mark.slow

@@ -258,12 +258,12 @@ def check_targets(pi: dict[str, Any], seed: dict[str, Any] | None) -> dict[str, 
     rmse = (_metric(pi, REGRESSION, "rmse"), _metric(seed, REGRESSION, "rmse") if seed else None)
     targets["classifier_f1_no_worse"] = target(
         f1[0], None if f1[1] is None else f1[1] * (1 - NO_WORSE_TOLERANCE),
-        None if None in f1 else f1[0] >= f1[1] * (1 - NO_WORSE_TOLERANCE),
+        None if f1[0] is None or f1[1] is None else f1[0] >= f1[1] * (1 - NO_WORSE_TOLERANCE),
         f"pi test F1 >= {1 - NO_WORSE_TOLERANCE:.0%} of seed's",
     )
     targets["rul_rmse_no_worse"] = target(
         rmse[0], None if rmse[1] is None else rmse[1] * (1 + NO_WORSE_TOLERANCE),
-        None if None in rmse else rmse[0] <= rmse[1] * (1 + NO_WORSE_TOLERANCE),
+        None if rmse[0] is None or rmse[1] is None else rmse[0] <= rmse[1] * (1 + NO_WORSE_TOLERANCE),
         f"pi test RUL RMSE <= {1 + NO_WORSE_TOLERANCE:.0%} of seed's",
     )
     return targets

@@ -67,7 +67,7 @@ def promote_champions(
                 if champion_dir is not None:
                     try:
                         champion_score = _rescore(t, champion_dir, data, features, trust)
-                    except Exception as exc:  # noqa: BLE001 - an unloadable champion is compared by its stored score
+                    except Exception as exc:
                         log.warning(f"{t} champion could not be re-scored: {exc}")
         decision = tracking.register_and_promote(
             tracking_uri=tracking_uri,

@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from pdm_pipeline.errors import SettingsError
 
 
-def setting(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" reads best at call sites
+def setting(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with its help text (shown in the CLI's --set list and in Dagster's launchpad)."""
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})

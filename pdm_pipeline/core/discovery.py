@@ -15,6 +15,7 @@ from pathlib import Path
 from pdm_pipeline.core import contract, paths
 from pdm_pipeline.core.schema import SPLITS
 
+
 def machine_files(root: Path, machine_id: str) -> dict[str, list[Path]]:
     """The files of a machine by part: 'splits' (the three parquet files) and 'metadata' (+ profile if present)."""
     meta = [paths.metadata_path(root, machine_id)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pdm_pipeline.core import paths
 from pdm_pipeline.edge.integrity import IntegrityError, Trust
 
 SIGNING_KEY_ENV = "PDM_SIGNING_KEY"

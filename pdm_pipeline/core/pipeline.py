@@ -34,7 +34,13 @@ from pdm_pipeline.core.config import GateSettings, TrainingConfig
 from pdm_pipeline.core.contract import MachineData, load_machine
 from pdm_pipeline.core.evaluation import Evaluation
 from pdm_pipeline.core.features import FeatureSpec, build_feature_frame, continuous_features, fit_feature_spec
-from pdm_pipeline.core.labels import ConstantLabel, LabelDefinition, LabelUnavailable, apply_labels, fit_label_definition
+from pdm_pipeline.core.labels import (
+    ConstantLabel,
+    LabelDefinition,
+    LabelUnavailable,
+    apply_labels,
+    fit_label_definition,
+)
 from pdm_pipeline.core.schema import LABEL
 from pdm_pipeline.edge.integrity import Trust, verify_dir, write_manifest
 from pdm_pipeline.families.base import (
@@ -226,7 +232,7 @@ def train_model(
         shutil.rmtree(out_dir, ignore_errors=True)
         log.info(f"{mid}: {family.title} skipped: {exc}")
         return TrainedModel(family.model_type, mid, None, SKIPPED, reason=str(exc))
-    except Exception as exc:  # noqa: BLE001 - one family's failure must not block the others
+    except Exception as exc:
         shutil.rmtree(out_dir, ignore_errors=True)
         reason = f"training failed: {type(exc).__name__}: {exc}"
         log.error(f"{mid}: {family.title} {reason}\n{traceback.format_exc()}")
@@ -247,7 +253,7 @@ def evaluate_model(trained: TrainedModel, data: MachineData, features: FeatureFr
     try:
         verify_dir(trained.path, trust, f"{family.title} of {trained.machine_id}")
         return family.evaluate(trained.path, test_view(data, features))
-    except Exception as exc:  # noqa: BLE001 - an evaluation failure blocks this model's release only
+    except Exception as exc:
         reason = f"evaluation failed: {type(exc).__name__}: {exc}"
         log.error(f"{trained.machine_id}: {family.title} {reason}\n{traceback.format_exc()}")
         return Evaluation.failed(trained.model_type, reason)

@@ -7,19 +7,19 @@ for the families registered at call time (tests register a toy family this way).
 
 from __future__ import annotations
 
-import dagster as dg  # noqa: E402 - pdm_pipeline.defs installed the warning filters first
+import dagster as dg
 
-from pdm_pipeline.defs.assets.fleet import fleet_overview  # noqa: E402
-from pdm_pipeline.defs.assets.models import family_assets  # noqa: E402
-from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset, machine_features  # noqa: E402
-from pdm_pipeline.defs.assets.release import machine_release  # noqa: E402
-from pdm_pipeline.defs.assets.source_data import machine_metadata, machine_splits  # noqa: E402
-from pdm_pipeline.defs.io_manager import RunScopedPickleIOManager  # noqa: E402
-from pdm_pipeline.defs.jobs import train_machine_job  # noqa: E402
-from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource  # noqa: E402
-from pdm_pipeline.defs.schedules import weekly_fleet_retrain  # noqa: E402
-from pdm_pipeline.defs.sensors import new_machine_data_sensor  # noqa: E402
-from pdm_pipeline.defs.tracking import mlflow_resource  # noqa: E402
+from pdm_pipeline.defs.assets.fleet import fleet_overview
+from pdm_pipeline.defs.assets.models import family_assets
+from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset, machine_features
+from pdm_pipeline.defs.assets.release import machine_release
+from pdm_pipeline.defs.assets.source_data import machine_metadata, machine_splits
+from pdm_pipeline.defs.io_manager import RunScopedPickleIOManager
+from pdm_pipeline.defs.jobs import train_machine_job
+from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
+from pdm_pipeline.defs.schedules import weekly_fleet_retrain
+from pdm_pipeline.defs.sensors import new_machine_data_sensor
+from pdm_pipeline.defs.tracking import mlflow_resource
 
 
 def build_resources() -> dict:

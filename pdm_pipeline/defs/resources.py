@@ -35,12 +35,12 @@ def _config_type(kind: Any) -> Any:
         return list[get_args(kind)[0]]
     args = get_args(kind)
     if type(None) in args:
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         return _config_type(inner) | None
     return kind
 
 
-def _resource_class(name: str, settings: type, doc: str, build: Any) -> type:
+def _resource_class(name: str, settings: type, doc: str, build: Any) -> type[dg.ConfigurableResource]:
     annotations: dict[str, Any] = {}
     namespace: dict[str, Any] = {"__doc__": doc, "__module__": __name__}
     hints = get_type_hints(settings)
@@ -62,16 +62,30 @@ def _resource_class(name: str, settings: type, doc: str, build: Any) -> type:
     return type(name, (dg.ConfigurableResource,), namespace)
 
 
-TrainingResource = _resource_class(
+_TrainingBase = _resource_class(
     "TrainingResource", TrainingConfig,
     "Training settings for every model of the run (generated from pdm_pipeline.core.config.TrainingConfig).",
     build_training_config,
 )
-GatesResource = _resource_class(
+_GatesBase = _resource_class(
     "GatesResource", GateSettings,
     "Limits of the data-quality checks, the Pi size gates and the quality gates (from core.config.GateSettings).",
     build_gate_settings,
 )
+
+
+class TrainingResource(_TrainingBase):  # type: ignore[misc, valid-type]
+    """Training settings for every model of the run (fields generated from core.config.TrainingConfig)."""
+
+    def settings(self) -> TrainingConfig:
+        return build_training_config({f.name: getattr(self, f.name) for f in fields(TrainingConfig)})
+
+
+class GatesResource(_GatesBase):  # type: ignore[misc, valid-type]
+    """Limits of every gate (fields generated from core.config.GateSettings)."""
+
+    def settings(self) -> GateSettings:
+        return build_gate_settings({f.name: getattr(self, f.name) for f in fields(GateSettings)})
 
 
 def training_config(resource: Any) -> TrainingConfig:

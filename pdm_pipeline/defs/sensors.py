@@ -16,8 +16,8 @@ import json
 
 import dagster as dg
 
-from pdm_pipeline.core.validation import machine_report
 from pdm_pipeline.core.discovery import scan_machines
+from pdm_pipeline.core.validation import machine_report
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
 from pdm_pipeline.defs.jobs import train_machine_job

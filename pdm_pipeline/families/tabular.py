@@ -301,7 +301,7 @@ def export_model(
         "format": fmt,
         "model_file": file_name,
         "input_columns": input_columns,
-        "faithfulness": {"max_abs_diff": max_diff, "tolerance": tolerance, "rows": int(len(sample)),
+        "faithfulness": {"max_abs_diff": max_diff, "tolerance": tolerance, "rows": len(sample),
                          "compared_on": "val rows"},
     }
 

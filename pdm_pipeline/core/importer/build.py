@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -166,7 +166,7 @@ def _metadata(
     missing = {s: int(sum(df[s].isna().sum() for df in splits.values())) for s in sensors}
     metadata["source"] = {
         **source,
-        "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "options": asdict(options),
         "sensor_columns": {name: column for column, name in columns.sensors.items()},
         "ignored_columns": list(columns.ignored),

@@ -153,7 +153,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     )
     details = {
         "truth_column": column,
-        "n_test": int(len(test)),
+        "n_test": len(test),
         "n_positive": int(truth.sum()),
         "threshold": runtime.threshold,
         "threshold_rule": card["threshold_rule"],

@@ -175,22 +175,22 @@ class AnomalyRuntime:
         out: dict[str, np.ndarray] = {}
         t2 = q = None
         for name in self.detectors:
-            if name == "isolation_forest":
+            if name == "isolation_forest" and self._iforest is not None:
                 out[name] = self._iforest(z)
-            elif name == "one_class_svm":
+            elif name == "one_class_svm" and self._svm is not None:
                 out[name] = self._svm(z)
-            elif name == "local_outlier_factor":
+            elif name == "local_outlier_factor" and self._lof is not None:
                 out[name] = self._lof(z)
             elif name == "zscore":
                 out[name] = np.abs(z).max(axis=1)
-            elif name in ("hotelling_t2", "spe_q"):
-                if t2 is None:
+            elif name in ("hotelling_t2", "spe_q") and self._pca is not None:
+                if t2 is None or q is None:
                     t2, q = self._pca.project(z)
                 out[name] = t2 if name == "hotelling_t2" else q
-            elif name == "autoencoder":
+            elif name == "autoencoder" and self._ae is not None:
                 out[name] = self._ae(z)
             else:
-                raise ValueError(f"anomaly model: unknown detector {name!r} in the card")
+                raise ValueError(f"anomaly model: detector {name!r} in the card has no arrays in the model file")
         return out
 
     def score(self, features: np.ndarray) -> pd.DataFrame:

@@ -47,7 +47,7 @@ from pdm_pipeline.core.config import TrainingConfig
 from pdm_pipeline.core.schema import EVAL_ANOMALY, LABEL, RESERVED_COLUMNS, UNIT_ID
 from pdm_pipeline.core.timeaxis import unit_codes
 from pdm_pipeline.errors import PdmError
-from pdm_pipeline.families.anomaly import DETECTORS, ENSEMBLE, FAMILY
+from pdm_pipeline.families.anomaly import DETECTORS, FAMILY
 from pdm_pipeline.families.anomaly.runtime import MODEL_FILE, AnomalyRuntime, average_path_length
 from pdm_pipeline.families.base import CARD_FILE, ModelSkipped, TrainView
 
@@ -354,13 +354,13 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
         "detector_settings": {
             "isolation_forest": {"n_estimators": IFOREST_TREES, "max_samples": int(forest.max_samples_)},
             "one_class_svm": {"kernel": "rbf", "gamma": float(svm._gamma), "nu": config.contamination,
-                              "support_vectors": int(len(svm.support_))},
-            "local_outlier_factor": {"n_neighbors": int(lof.n_neighbors_), "rows": int(len(lof._fit_X))},
-            "pca": {"components": int(len(arrays["pca_variance"])), "variance_kept": PCA_VARIANCE},
+                              "support_vectors": len(svm.support_)},
+            "local_outlier_factor": {"n_neighbors": int(lof.n_neighbors_), "rows": len(lof._fit_X)},
+            "pca": {"components": len(arrays["pca_variance"]), "variance_kept": PCA_VARIANCE},
         },
-        "train_rows": int(len(train_frame)),
-        "train_normal_rows": int(len(normal)),
-        "fit_rows": int(len(fit_rows)),
+        "train_rows": len(train_frame),
+        "train_normal_rows": len(normal),
+        "fit_rows": len(fit_rows),
         "reference_rows": int(n_reference),
         "val_normal_rows": int(val_is_normal.sum()),
         "seed": config.seed,
@@ -383,7 +383,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
         "weights": weights,
         "threshold": threshold,
         "contamination": config.contamination,
-        "n_train_normal": int(len(normal)),
+        "n_train_normal": len(normal),
         "val_metrics": card["val_metrics"],
     }
 

@@ -98,7 +98,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": matrix.tolist()},
         "test_positive_rate": float(truth.mean()),
         "train_positive_rate": card["train_positive_rate"],
-        "n_test": int(len(test)),
+        "n_test": len(test),
         "best_model": card["best_model"],
         "format": card["format"],
         "source": card.get("source"),

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from pdm_pipeline.core.config import TrainingConfig
 from pdm_pipeline.core.schema import LABEL

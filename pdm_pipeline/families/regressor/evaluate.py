@@ -135,7 +135,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         "rul_cap_selection": card.get("rul_cap_selection"),
         "error_by_rul_band": band_rows,
         "train_mean_rul": train_mean,
-        "n_test": int(len(test)),
+        "n_test": len(test),
         "best_model": card["best_model"],
         "format": card["format"],
         "preset": card["preset"],
