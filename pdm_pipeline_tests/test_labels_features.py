@@ -277,15 +277,23 @@ def test_band_energies_of_long_windows_use_block_means() -> None:
 # ---------------------------------------------------------------- features: other shapes and bad input
 
 
-def test_without_time_order_only_raw_values() -> None:
+def test_without_time_order_raw_values_and_pairwise_interactions() -> None:
     rng = np.random.default_rng(4)
-    tabular = pd.DataFrame({"torque": rng.normal(40, 5, 50), "tool_vib": rng.normal(size=50), LABEL: 0})
-    spec = fit_feature_spec(tabular, ["torque", "tool_vib"], time_order=False)
-    assert spec.step is None and spec.windows == ()
-    assert spec.feature_names == ("torque", "tool_vib")
+    tabular = pd.DataFrame({"torque": rng.normal(40, 5, 50), "tool_vib": rng.normal(size=50),
+                            "speed": rng.normal(1500, 100, 50), LABEL: 0})
+    sensors = ["torque", "tool_vib", "speed"]
+    spec = fit_feature_spec(tabular, sensors, time_order=False)
+    assert spec.step is None and spec.windows == () and spec.interactions
+    assert spec.feature_names[:3] == tuple(sensors) and len(spec.feature_names) == 3 + 2 * 3
     got = compute_features(tabular, spec)
-    assert list(got.columns) == ["torque", "tool_vib"] and (got.dtypes == np.float32).all()
-    np.testing.assert_allclose(got.to_numpy(), tabular[["torque", "tool_vib"]].to_numpy(), rtol=1e-6)
+    assert (got.dtypes == np.float32).all()
+    np.testing.assert_allclose(got[sensors].to_numpy(), tabular[sensors].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got["torque__times__speed"], tabular["torque"] * tabular["speed"], rtol=1e-6)
+    np.testing.assert_allclose(got["torque__minus__tool_vib"], tabular["torque"] - tabular["tool_vib"], rtol=1e-5)
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    many = [f"s{i}" for i in range(13)]  # past MAX_INTERACTION_SENSORS: raw values only
+    wide = pd.DataFrame(rng.normal(size=(20, 13)), columns=many)
+    assert fit_feature_spec(wide, many, time_order=False).feature_names == tuple(many)
 
 
 def test_build_feature_frame_passes_through_reserved_columns(frame: pd.DataFrame, spec: FeatureSpec) -> None:

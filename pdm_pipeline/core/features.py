@@ -18,7 +18,10 @@ training path. `continuous_features` computes train, val and test in one pass ov
 or test row sees the rows of its unit that precede it in earlier splits, exactly as `predict` does on a unit's
 history (no restart at split boundaries).
 
-Without time order (e.g. AI4I 2020, independent rows) the features are the raw sensor values only.
+Without time order (e.g. AI4I 2020, independent rows) there is no history to summarise: the features are the raw
+sensor values and, for up to MAX_INTERACTION_SENSORS sensors, every pair's product and difference (physical
+quantities are often products or differences of what is measured: power = torque x speed, a temperature rise =
+process - ambient; trees approximate them only with many splits).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ MAX_BAND_POINTS = 128
 MIN_BAND_POINTS = 6
 _BAND_CHUNK_ROWS = 4096
 SPLIT_COLUMN = "__split"
+# Pairwise products and differences for data without time order, up to this many sensors (66 pairs at 12).
+MAX_INTERACTION_SENSORS = 12
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class FeatureSpec:
     # Window lengths in samples, shortest first.
     windows: tuple[int, ...]
     feature_names: tuple[str, ...]
+    # Pairwise products and differences of the sensors (data without time order only).
+    interactions: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the inverse of `from_dict`)."""
@@ -74,6 +81,7 @@ class FeatureSpec:
             "time_unit": self.time_unit,
             "step": self.step,
             "windows": list(self.windows),
+            "interactions": self.interactions,
             "feature_names": list(self.feature_names),
         }
 
@@ -91,8 +99,9 @@ class FeatureSpec:
             step=None if d["step"] is None else float(d["step"]),
             windows=tuple(int(w) for w in d["windows"]),
             feature_names=tuple(str(f) for f in d["feature_names"]),
+            interactions=bool(d.get("interactions", False)),
         )
-        if spec.feature_names != _feature_names(spec.sensors, spec.vibration_sensors, spec.windows):
+        if spec.feature_names != _feature_names(spec.sensors, spec.vibration_sensors, spec.windows, spec.interactions):
             raise ValueError(
                 "feature spec is inconsistent: its feature_names do not match its sensors and windows "
                 "(written by another version of the pipeline?)"
@@ -136,7 +145,9 @@ def fit_feature_spec(
     _sensor_matrix(train, sensors, where="train split")  # validates the columns
     vibration = tuple(s for s in sensors if "vib" in s.lower())
     if not time_order:
-        return FeatureSpec(sensors, vibration, time_unit, None, (), sensors)
+        pairs = len(sensors) <= MAX_INTERACTION_SENSORS
+        names = _feature_names(sensors, vibration, (), pairs)
+        return FeatureSpec(sensors, vibration, time_unit, None, (), names, interactions=pairs)
     given = tuple(int(w) for w in window_samples)
     if given and any(w < 2 for w in given):
         raise ValueError(f"window_samples={given!r} must be whole numbers >= 2")
@@ -158,7 +169,13 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """
     values = _sensor_matrix(df, spec.sensors, where="feature input")
     if spec.step is None:
-        return pd.DataFrame(values.astype(np.float32), index=df.index, columns=list(spec.feature_names))
+        columns = [values]
+        if spec.interactions:
+            for i, j in _pairs(len(spec.sensors)):
+                columns.append((values[:, i] * values[:, j])[:, None])
+                columns.append((values[:, i] - values[:, j])[:, None])
+        matrix = np.hstack(columns).astype(np.float32)
+        return pd.DataFrame(matrix, index=df.index, columns=list(spec.feature_names))
 
     codes = unit_codes(df)
     # Units become contiguous blocks (order inside a unit kept) so windows can be bounded by the unit start.
@@ -306,8 +323,17 @@ def _band_energies(values: np.ndarray, unit_start: np.ndarray, window: int) -> n
     return out
 
 
-def _feature_names(sensors: tuple[str, ...], vibration: tuple[str, ...], windows: tuple[int, ...]) -> tuple[str, ...]:
+def _pairs(n: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+def _feature_names(
+    sensors: tuple[str, ...], vibration: tuple[str, ...], windows: tuple[int, ...], interactions: bool = False
+) -> tuple[str, ...]:
     names: list[str] = list(sensors)
+    if interactions:
+        for i, j in _pairs(len(sensors)):
+            names += [f"{sensors[i]}__times__{sensors[j]}", f"{sensors[i]}__minus__{sensors[j]}"]
     for window in windows:
         label = window_label(window)
         names += [f"{sensor}__{stat}_{label}" for stat in WINDOW_STATISTICS for sensor in sensors]

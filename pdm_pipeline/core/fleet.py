@@ -1,15 +1,307 @@
-"""Pooled fleet models: one classifier / RUL regressor trained on every machine of a fleet (same machine type).
+"""Pooled fleet models: one classifier and one RUL regressor trained on every machine of a fleet.
 
-Filled in by the fleet asset (issue: pooled fleet models); until a fleet has pooled models, machines train on
-their own data only.
+A fleet is the machines whose metadata (or profile) names the same `machine_type` (the importer sets it for a
+group column: AI4I's `ai4i_H`, `ai4i_L`, `ai4i_M` form the fleet `ai4i`). Machines of one fleet share sensors and
+physics but each may have few failures of its own; a model trained on all of them sees many more.
+
+Training (`train_fleet`, the `fleet_models` asset): each member's data is loaded, labelled and featurized exactly
+as in its own run; train rows of all members are pooled (val rows too, for early stopping), with one 0/1 column
+per member (`machine__<id>`), so the model can still learn what is particular to a machine. Pooling needs the
+members to share their feature names, and for the classifier one label definition (an importer-given label, or
+the same method and horizon: set `horizon` to pool RUL-based labels); otherwise that family is not pooled and
+the reason is recorded. The pooled models are written, signed, to `data/fleets/<fleet>/<release>/` with a
+`current` pointer (the same atomic switch as a machine's release).
+
+Use (`pooled_for`, in each machine's own run): when the machine's fleet has a pooled model and `pooling` is
+"auto", the family trains the machine's own model as well and compares both on THIS machine's val rows (PR-AUC
+for the classifier, RMSE for the regressor); the better one ships (with its threshold calibrated on this
+machine's val rows), still evaluated, gated and released per machine. `pooling` "fleet" forces the pooled model,
+"machine" ignores it. The pooled model never saw any test row of any member.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 
-def pooled_for(root: Path, data: Any) -> dict[str, Any]:
-    """Model type -> pooled model of the machine's fleet that this machine may use (none yet)."""
-    return {}
+from pdm_pipeline.core import keys, paths
+from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.contract import ContractError, load_machine
+from pdm_pipeline.edge.integrity import verify_dir, write_manifest
+from pdm_pipeline.errors import PdmError
+from pdm_pipeline.families.base import CARD_FILE, PREPROCESSING_FILE, TrainView
+
+log = logging.getLogger(__name__)
+
+POOLED_FAMILIES = ("classification", "regression")
+MIN_MEMBERS = 2
+FLEET_FILE = "fleet.json"
+MACHINE_PREFIX = "machine__"
+
+
+def machine_column(machine_id: str) -> str:
+    return f"{MACHINE_PREFIX}{machine_id}"
+
+
+def fleet_of(metadata: Any) -> str | None:
+    fleet = getattr(metadata, "machine_type", None)
+    return fleet if fleet and paths.is_valid_machine_id(fleet) else None
+
+
+def fleet_members(root: Path, fleet: str) -> list[str]:
+    """Machines under the data root whose metadata or profile names this machine type."""
+    members = []
+    for machine_id in paths.list_machine_dirs(root):
+        if not paths.is_valid_machine_id(machine_id):
+            continue
+        for file in (paths.metadata_path(root, machine_id), paths.profile_path(root, machine_id)):
+            try:
+                if json.loads(file.read_text()).get("machine_type") == fleet:
+                    members.append(machine_id)
+                    break
+            except (OSError, ValueError, AttributeError):
+                continue
+    return members
+
+
+def fleets(root: Path) -> dict[str, list[str]]:
+    """Every fleet with at least MIN_MEMBERS machines under the data root."""
+    out: dict[str, list[str]] = {}
+    for machine_id in paths.list_machine_dirs(root):
+        if not paths.is_valid_machine_id(machine_id):
+            continue
+        try:
+            fleet = json.loads(paths.metadata_path(root, machine_id).read_text()).get("machine_type")
+            if fleet is None and paths.profile_path(root, machine_id).is_file():
+                fleet = json.loads(paths.profile_path(root, machine_id).read_text()).get("machine_type")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if fleet and paths.is_valid_machine_id(fleet):
+            out.setdefault(fleet, []).append(machine_id)
+    return {f: m for f, m in out.items() if len(m) >= MIN_MEMBERS}
+
+
+@dataclass
+class PooledModel:
+    """A released pooled model a machine may adopt."""
+
+    fleet: str
+    model_type: str
+    path: Path
+    card: dict[str, Any]
+    members: list[str]
+    release_id: str
+
+
+@dataclass
+class FleetResult:
+    fleet: str
+    members: list[str]
+    release_id: str | None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[TrainView | None, str | None, str | None]:
+    """(view, reason the classifier cannot pool, reason nothing can pool) over the members' train and val rows."""
+    from pdm_pipeline.core.pipeline import train_view
+
+    names = [list(f.feature_names) for _, _, f in prepared]
+    if any(n != names[0] for n in names):
+        return None, None, "the members do not share their feature names (other sensors or windows)"
+    columns = [machine_column(d.machine_id) for d, _, _ in prepared]
+    frames: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
+    raw: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
+    for data, _, features in prepared:
+        for split in frames:
+            part = features.frames[split].copy()
+            for column in columns:
+                part[column] = 1.0 if column == machine_column(data.machine_id) else 0.0
+            frames[split].append(part)
+            raw[split].append(data.splits[split])
+    def rule(definition: Any) -> str | None:  # what the label means (not the rate it had on each machine)
+        if definition is None:
+            return None
+        d = definition.to_dict()
+        return json.dumps({k: d[k] for k in ("method", "horizon", "time_unit", "alarm_levels")}, sort_keys=True)
+
+    definitions = {rule(labels.definition) for _, labels, _ in prepared}
+    label_reason = None
+    if None in definitions:
+        label_reason = "a member has no usable label"
+    elif len(definitions) > 1:
+        label_reason = ("the members' label definitions differ (each chose its own horizon on train): set `horizon` "
+                        "to pool the classifier")
+    first_data, first_labels, first_features = prepared[0]
+    view = train_view(first_data, first_labels, first_features)
+    view = replace(
+        view,
+        machine_id=f"fleet {fleet}",
+        raw={s: pd.concat(v, ignore_index=True) for s, v in raw.items()},
+        frames={s: pd.concat(v, ignore_index=True) for s, v in frames.items()},
+        feature_names=[*first_features.feature_names, *columns],
+        label_skipped_reason=label_reason,
+        pooled={},
+    )
+    return view, label_reason, None
+
+
+def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, run_id: str | None = None) -> FleetResult:
+    """Train and release the pooled models of one fleet (see the module docstring)."""
+    from pdm_pipeline import families
+    from pdm_pipeline.core.pipeline import new_run_id, prepare_features, prepare_labels
+    from pdm_pipeline.core.release import _switch, new_release_id
+
+    config = (config or TrainingConfig()).validate()
+    root = Path(root)
+    members = fleet_members(root, fleet)
+    if len(members) < MIN_MEMBERS:
+        raise PdmError(f"fleet {fleet!r} has {len(members)} machine(s) under {root}: pooling needs {MIN_MEMBERS}+")
+    prepared = []
+    for machine_id in members:
+        try:
+            data = load_machine(root, machine_id)
+        except ContractError as exc:
+            log.warning(f"fleet {fleet}: {machine_id} left out: {exc}")
+            continue
+        labels = prepare_labels(data, config)
+        prepared.append((data, labels, prepare_features(data, labels, config)))
+    result = FleetResult(fleet, [d.machine_id for d, _, _ in prepared], None)
+    if len(prepared) < MIN_MEMBERS:
+        result.skipped = dict.fromkeys(POOLED_FAMILIES, "fewer than 2 members with valid data")
+        return result
+    view, label_reason, reason = _pooled_view(fleet, prepared)
+    if view is None:
+        result.skipped = dict.fromkeys(POOLED_FAMILIES, reason or "")
+        return result
+    run_id = run_id or new_run_id()
+    base = paths.fleet_dir(root, fleet)
+    staging = base / f".staging-{run_id}"
+    signing_key = keys.signing_key(root)
+    for model_type in POOLED_FAMILIES:
+        family = families.get(model_type)
+        if model_type == "classification" and label_reason:
+            result.skipped[model_type] = label_reason
+            continue
+        out = staging / model_type
+        try:
+            summary = family.train(view, out, replace(config, pooling="machine"))
+        except families.ModelSkipped as exc:
+            result.skipped[model_type] = str(exc)
+            shutil.rmtree(out, ignore_errors=True)
+            continue
+        (out / PREPROCESSING_FILE).write_text(json.dumps(view.preprocessing, indent=1))
+        (out / FLEET_FILE).write_text(json.dumps({
+            "fleet": fleet, "members": result.members,
+            "machine_columns": [machine_column(m) for m in result.members],
+        }, indent=1))
+        write_manifest(out, signing_key, {"fleet": fleet, "model_type": model_type})
+        result.models[model_type] = summary
+        log.info(f"fleet {fleet}: pooled {family.title} trained on {len(result.members)} machines")
+    if not result.models:
+        shutil.rmtree(staging, ignore_errors=True)
+        return result
+    release_id = new_release_id(run_id)
+    base.mkdir(parents=True, exist_ok=True)
+    with _FleetLock(base):
+        staging.rename(base / release_id)
+        _switch(base, release_id)
+        for old in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+                          and not p.is_symlink())[:-3]:
+            shutil.rmtree(old, ignore_errors=True)
+    result.release_id = release_id
+    return result
+
+
+class _FleetLock:
+    """An exclusive lock on a fleet's releases (released by the OS when the holder dies)."""
+
+    def __init__(self, base: Path) -> None:
+        self.path = base / ".lock"
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.handle = self.path.open("a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+# ---------------------------------------------------------------------------------------------- use
+
+
+def pooled_for(root: Path, data: Any) -> dict[str, PooledModel]:
+    """Model type -> the released pooled model of the machine's fleet (verified), when there is one."""
+    fleet = fleet_of(data.metadata)
+    if fleet is None:
+        return {}
+    current = paths.fleet_dir(root, fleet) / "current"
+    if not current.is_symlink():
+        return {}
+    release = current.resolve()
+    trust = keys.local_trust(root)
+    out = {}
+    for model_type in POOLED_FAMILIES:
+        model_dir = release / model_type
+        if not model_dir.is_dir():
+            continue
+        verify_dir(model_dir, trust, f"pooled {model_type} model of fleet {fleet}")
+        card = json.loads((model_dir / CARD_FILE).read_text())
+        members = json.loads((model_dir / FLEET_FILE).read_text())["members"]
+        out[model_type] = PooledModel(fleet, model_type, model_dir, card, members, release.name)
+    return out
+
+
+def machine_copy(pooled: PooledModel, view: TrainView, dest: Path) -> dict[str, Any] | None:
+    """Copy a pooled model into `dest` for one machine: its card with the machine's identity columns as
+    constant inputs. None when the machine's features cannot feed it."""
+    columns = set(json.loads((pooled.path / FLEET_FILE).read_text())["machine_columns"])
+    needed = [c for c in pooled.card["input_columns"] if c not in columns]
+    if not set(needed) <= set(view.feature_names):
+        return None
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    model_file = pooled.card["model_file"]
+    source = pooled.path / model_file
+    if source.is_dir():
+        shutil.copytree(source, dest / model_file)
+    else:
+        shutil.copy2(source, dest / model_file)
+    own = machine_column(view.machine_id)
+    card = dict(pooled.card)
+    card["constant_inputs"] = {c: (1.0 if c == own else 0.0) for c in pooled.card["input_columns"] if c in columns}
+    card["source"] = "fleet"
+    card["fleet"] = {"fleet": pooled.fleet, "release": pooled.release_id, "members": pooled.members,
+                     "machine_in_fleet": own in columns}
+    return card
+
+
+def adopt(pooled_dir: Path, out_dir: Path, own_card: dict[str, Any]) -> None:
+    """Replace the machine's own model file in `out_dir` by the pooled one staged in `pooled_dir`."""
+    own = out_dir / own_card["model_file"]
+    if own.is_dir():
+        shutil.rmtree(own)
+    else:
+        own.unlink(missing_ok=True)
+    for item in pooled_dir.iterdir():
+        item.rename(out_dir / item.name)
+    shutil.rmtree(pooled_dir, ignore_errors=True)
+
+
+def discard(pooled_dir: Path) -> None:
+    shutil.rmtree(pooled_dir, ignore_errors=True)

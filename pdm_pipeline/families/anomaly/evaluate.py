@@ -152,6 +152,10 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         thresholds, {**card["weights"]},
     )
     details = {
+        "confusion": {
+            "tp": int(np.sum((flags == 1) & (truth == 1))), "fp": int(np.sum((flags == 1) & (truth == 0))),
+            "fn": int(np.sum((flags == 0) & (truth == 1))), "tn": int(np.sum((flags == 0) & (truth == 0))),
+        },
         "truth_column": column,
         "n_test": len(test),
         "n_positive": int(truth.sum()),

@@ -257,11 +257,19 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
             f"{MIN_TRAIN_NORMAL_ROWS} are needed to fit the detectors"
         )
     val_is_normal = normal_mask(val_frame)
+    calibration: pd.DataFrame | None = None
     if val_is_normal.sum() < MIN_VAL_NORMAL_ROWS:
-        raise ModelSkipped(
-            f"{where}: {int(val_is_normal.sum())} normal val rows; at least {MIN_VAL_NORMAL_ROWS} are needed to "
-            "set the threshold"
-        )
+        # Val is (almost) all anomalous: the threshold is set on the LATEST normal train rows instead, held out
+        # from every fit (the closest stand-in for normal operation after the fit period).
+        n_calibration = max(MIN_VAL_NORMAL_ROWS, int(len(normal) * REFERENCE_MAX_FRACTION))
+        if len(normal) - n_calibration < MIN_TRAIN_NORMAL_ROWS:
+            raise ModelSkipped(
+                f"{where}: {int(val_is_normal.sum())} normal val rows and {len(normal)} normal train rows: too few "
+                f"to fit the detectors and set the threshold (needs {MIN_VAL_NORMAL_ROWS} + {MIN_TRAIN_NORMAL_ROWS})"
+            )
+        calibration, normal = normal.iloc[-n_calibration:], normal.iloc[:-n_calibration]
+        log.info(f"anomaly: val has {int(val_is_normal.sum())} normal rows: the threshold is calibrated on the "
+                 f"latest {n_calibration} normal train rows, held out from fitting")
 
     order = np.random.default_rng(config.seed).permutation(len(normal))
     n_reference = min(REFERENCE_MAX_ROWS, int(len(normal) * REFERENCE_MAX_FRACTION))
@@ -322,9 +330,16 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
     weights, weight_rule, val_auc = _weights(val_frame, val_scores, detectors)
     runtime.weights = np.array([weights[d] for d in detectors])
     ensemble = val_scores[detectors].to_numpy() @ runtime.weights / runtime.weights.sum()
-    threshold = conformal_threshold(ensemble[val_is_normal], config.contamination)
+    if calibration is None:
+        calibration_scores, calibration_rule = val_scores.loc[val_is_normal], f"{int(val_is_normal.sum())} val normal rows"
+    else:
+        calibration_scores = runtime.score(_matrix(calibration, used))
+        calibration_rule = (f"the latest {len(calibration)} normal train rows, held out from fitting (val has only "
+                            f"{int(val_is_normal.sum())} normal rows)")
+    calibration_ensemble = calibration_scores[detectors].to_numpy() @ runtime.weights / runtime.weights.sum()
+    threshold = conformal_threshold(calibration_ensemble, config.contamination)
     detector_thresholds = {
-        d: conformal_threshold(val_scores[d].to_numpy()[val_is_normal], config.contamination) for d in detectors
+        d: conformal_threshold(calibration_scores[d].to_numpy(), config.contamination) for d in detectors
     }
     time_ordered = view.metadata.time_order
     samples = config.anomaly_min_event_samples or (DEFAULT_ALARM_SAMPLES if time_ordered else 1)
@@ -339,10 +354,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
         "weight_rule": weight_rule,
         "val_auc": val_auc,
         "threshold": threshold,
-        "threshold_rule": (
-            f"conformal {1 - config.contamination:g} quantile of the ensemble score on {int(val_is_normal.sum())} "
-            "val normal rows"
-        ),
+        "threshold_rule": f"conformal {1 - config.contamination:g} quantile of the ensemble score on {calibration_rule}",
         "detector_thresholds": detector_thresholds,
         "contamination": config.contamination,
         "alarm": {

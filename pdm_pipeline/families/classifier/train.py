@@ -43,6 +43,9 @@ CLASSIFIER_METRIC = "average_precision"
 # LightGBM fit ~8 s -> ~6 s and 0.9 -> 0.5 MB, same test F1. Model selection still uses CLASSIFIER_METRIC.
 CLASSIFIER_STOPPING_METRIC = "log_loss"
 FAITHFULNESS_TOLERANCE = 1e-5
+# Fewer failures than this in a machine's val rows cannot tell its own model from the fleet's: the pooled one,
+# trained on every member's failures, is kept.
+MIN_VAL_POSITIVES_TO_CHOOSE = 10
 
 
 def binary_labels(frame: Any, split: str) -> np.ndarray:
@@ -109,6 +112,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         tabular.autogluon_data(train_frame, names, LABEL, labels["train"]),
         tabular.autogluon_data(val_frame, names, LABEL, labels["val"]),
         LABEL, "binary", CLASSIFIER_METRIC, CLASSIFIER_STOPPING_METRIC, work, config, "classifier",
+        time_order=view.metadata.time_order,
     )
     if predictor.positive_class != 1:
         raise RuntimeError(f"AutoGluon took {predictor.positive_class!r} as the positive class, expected 1")
@@ -149,10 +153,17 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     }
 
 
-def _calibrate(model_dir: Path, card: dict[str, Any], view: TrainView, labels: dict[str, np.ndarray]) -> dict:
-    """Threshold chosen on val probabilities of the runtime that ships (native booster or AutoGluon)."""
+def _calibrate(
+    model_dir: Path, card: dict[str, Any], view: TrainView, labels: dict[str, np.ndarray], keep_threshold: bool = False
+) -> dict:
+    """Threshold chosen on val probabilities of the runtime that ships (native booster or AutoGluon); with
+    `keep_threshold`, the card's threshold stays (a fleet model's, calibrated on every member's val rows)."""
     runtime = ClassifierRuntime(model_dir, card)
     proba = runtime.probability(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
+    if keep_threshold:
+        metrics = val_metrics(labels["val"], proba, float(card["threshold"]))
+        return {**card, "threshold_source": "maximum F1 on the val rows of the whole fleet (this machine's val has "
+                "too few failures to calibrate alone)", "val_metrics": metrics}
     threshold, _ = f1_optimal_threshold(labels["val"], proba)
     metrics = val_metrics(labels["val"], proba, threshold)
     log.info(
@@ -172,15 +183,17 @@ def _choose_pooled(
     if candidate is None:
         own["pooling"] = "no usable pooled model for this machine"
         return own
-    card = _calibrate(out_dir / ".pooled", candidate, view, labels)
+    positives = int(labels["val"].sum())
+    few = positives < MIN_VAL_POSITIVES_TO_CHOOSE
+    card = _calibrate(out_dir / ".pooled", candidate, view, labels, keep_threshold=few)
     own_score, pooled_score = own["val_metrics"]["average_precision"], card["val_metrics"]["average_precision"]
-    decision = {
-        "own_val_pr_auc": own_score,
-        "pooled_val_pr_auc": pooled_score,
-        "fleet": card.get("fleet"),
-        "rule": "forced by pooling=fleet" if force else "higher val PR-AUC on this machine's val rows",
-    }
-    if force or pooled_score > own_score:
+    rule = ("forced by pooling=fleet" if force else
+            f"this machine's val has {positives} failure rows (< {MIN_VAL_POSITIVES_TO_CHOOSE}): too few to prefer its "
+            "own model over the one trained on the whole fleet" if few else
+            "higher val PR-AUC on this machine's val rows")
+    decision = {"own_val_pr_auc": own_score, "pooled_val_pr_auc": pooled_score, "fleet": card.get("fleet"),
+                "val_positives": positives, "rule": rule}
+    if force or few or pooled_score > own_score:
         fleet.adopt(out_dir / ".pooled", out_dir, own)
         log.info(f"classifier: pooled fleet model chosen (val PR-AUC {pooled_score:.3f} vs own {own_score:.3f})")
         return {**card, "pooling": {**decision, "chosen": "fleet"}, "own_val_metrics": own["val_metrics"]}

@@ -145,6 +145,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         tabular.autogluon_data(view.frames["train"], names, RUL, target["train"]),
         tabular.autogluon_data(view.frames["val"], names, RUL, target["val"]),
         RUL, "regression", REGRESSOR_METRIC, None, work, config, "regressor",
+        time_order=view.metadata.time_order,
     )
     best_model = predictor.model_best
     exported = tabular.export_model(
@@ -176,9 +177,13 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         f"regressor: val RMSE {card['val_metrics']['rmse']:.3g} {unit}, MAE {card['val_metrics']['mae']:.3g} {unit} "
         f"(cap {'none' if cap is None else f'{cap:g} {unit}'})"
     )
+    pooled = (view.pooled or {}).get(FAMILY.model_type) if config.pooling != "machine" else None
+    if pooled is not None:
+        card = _choose_pooled(out_dir, card, view, rul, pooled, force=config.pooling == "fleet")
     card["train_seconds"] = time.perf_counter() - start
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=1))
     return {
+        "source": card["source"],
         "best_model": best_model,
         "format": card["format"],
         "rul_cap": cap,
@@ -186,6 +191,44 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         "val_metrics": card["val_metrics"],
         "preset": card["preset"],
     }
+
+
+def _comparison_rows(card: dict[str, Any], rul: np.ndarray) -> np.ndarray:
+    """The val rows own and pooled models are compared on: the degradation window of the cap selection (rows
+    with a raw RUL up to its region), else every row."""
+    region = (card.get("rul_cap_selection") or {}).get("region")
+    rows = rul <= region if region is not None else np.ones(len(rul), dtype=bool)
+    return rows if rows.sum() >= 10 else np.ones(len(rul), dtype=bool)
+
+
+def _choose_pooled(
+    out_dir: Path, own: dict[str, Any], view: TrainView, rul: dict[str, np.ndarray], pooled: Any, force: bool
+) -> dict[str, Any]:
+    """Compare the fleet's pooled regressor with the machine's own on this machine's val rows (raw RUL)."""
+    from pdm_pipeline.core import fleet
+
+    candidate = fleet.machine_copy(pooled, view, out_dir / ".pooled")
+    if candidate is None:
+        own["pooling"] = "no usable pooled model for this machine"
+        return own
+    rows = _comparison_rows(own, rul["val"])
+    scores = {}
+    for name, directory, card in (("own", out_dir, own), ("pooled", out_dir / ".pooled", candidate)):
+        runtime = RegressorRuntime(directory, card)
+        predicted = runtime.rul(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
+        scores[name] = float(np.sqrt(np.mean((predicted[rows] - rul["val"][rows]) ** 2)))
+    decision = {"own_val_rmse": scores["own"], "pooled_val_rmse": scores["pooled"], "rows": int(rows.sum()),
+                "rule": "forced by pooling=fleet" if force else "lower val RMSE (raw RUL) on this machine's val rows"}
+    if force or scores["pooled"] < scores["own"]:
+        fleet.adopt(out_dir / ".pooled", out_dir, own)
+        runtime = RegressorRuntime(out_dir, candidate)
+        predicted = runtime.rul(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
+        target = capped(rul["val"], candidate.get("rul_cap"))
+        log.info(f"regressor: pooled fleet model chosen (val RMSE {scores['pooled']:.3g} vs own {scores['own']:.3g})")
+        return {**candidate, "time_unit": own["time_unit"], "val_metrics": regression_metrics(target, predicted),
+                "pooling": {**decision, "chosen": "fleet"}, "own_val_metrics": own["val_metrics"]}
+    fleet.discard(out_dir / ".pooled")
+    return {**own, "pooling": {**decision, "chosen": "machine"}}
 
 
 def regression_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
