@@ -360,7 +360,10 @@ def cmd_demo_real(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise PdmError(f"real dataset file not found: {f} (pass --realdata DIR)")
     ids = import_ai4i2020(ai4i, root, overwrite=True) + import_nab_machine_temperature(nab, windows, root, overwrite=True)
-    print(f"imported {', '.join(ids)}")
+    print(f"imported {', '.join(ids)}; training the pooled models of fleet ai4i first")
+    args.set = [*(args.set or [])]
+    if cmd_fleet(args) != EXIT_OK:
+        return EXIT_FAILED
     return _run_machines(ids, training, gates, None)
 
 
@@ -432,6 +435,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if failed:
         print("targets missed: " + "; ".join(failed))
     return EXIT_OK
+
+
+def cmd_bench_real(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.bench_real import markdown, run_bench_real
+
+    result = run_bench_real(Path(args.realdata), Path(args.out))
+    print(markdown(result))
+    print(f"results: {Path(args.out) / 'bench-real.json'}, {Path(args.out) / 'bench-real.md'}")
+    return EXIT_OK
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Train the pooled models of every fleet (materializes the fleet_models asset in this instance)."""
+    import dagster as dg
+
+    from pdm_pipeline.defs.assets.fleet import fleet_models
+    from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
+
+    training, _ = _settings(args)
+    instance = _instance()
+    result = dg.materialize([fleet_models], instance=instance, raise_on_error=False,
+                            resources={"data_root": DataRootResource(), "training": TrainingResource(**training)},
+                            tags={"pdm/trigger": "cli"})
+    for event in result.get_asset_materialization_events():
+        table = event.materialization.metadata.get("pooled")
+        print(getattr(table, "value", table))
+    return EXIT_OK if result.success else EXIT_FAILED
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -560,6 +590,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", help="trusted public key (default $PDM_PUBLIC_KEY, or this data root's key)")
     p.add_argument("--allow-unsigned", action="store_true", help="accept a bundle without a valid signature")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("fleet", help="train the pooled models of every fleet (machines sharing a machine_type)")
+    _add_settings(p, models=False)
+    p.set_defaults(func=cmd_fleet)
+
+    p = sub.add_parser("bench-real", help="AI4I 2020, SKAB and NAB with their own protocols, beside the references")
+    p.add_argument("--realdata", default="../shared/realdata", help="folder holding ai4i2020/, skab_other/, nab/")
+    p.add_argument("--out", default="bench-real", help="output directory (bench-real.json, bench-real.md)")
+    p.set_defaults(func=cmd_bench_real)
 
     p = sub.add_parser("settings", help="list every --set key with its default and meaning")
     p.set_defaults(func=cmd_settings)

@@ -217,6 +217,11 @@ def _constant_sensor(files: MachineFiles) -> None:
     files.edit_splits(lambda df: df.assign(**{sensor: 1.0}), ("train",))
 
 
+def _all_constant(files: MachineFiles) -> None:
+    sensors = files.sensors()
+    files.edit_splits(lambda df: df.assign(**{s: 1.0 for s in sensors}))
+
+
 def _critical_nan(files: MachineFiles) -> None:
     """10 % NaN in a critical sensor: within the contract's hard limit (50 %), above the check's tolerance (0 %)."""
     sensor = files.critical_sensor()
@@ -440,7 +445,7 @@ VARIANTS: tuple[BadInput, ...] = (
     _bad_id("machine_id_with_slash", "a/b", "invalid machine id 'a/b'"),
     _bad_id("machine_id_empty", "", "invalid machine id ''"),
     # Valid by the contract, stopped by a blocking data-quality check before any training.
-    _check("constant_sensor", _constant_sensor, "no_constant_sensor", "constant on train"),
+    _check("all_sensors_constant", _all_constant, "no_constant_sensor", "every sensor is constant on train"),
     _check("critical_sensor_nan", _critical_nan, "critical_sensors_complete", "10.0% missing in train.", "tolerance 0.0%"),
     # An unusable label: the classifier keeps its previous version, the other families still release.
     _label("label_single_class_in_val", _label_single_class_in_val, LABEL, "single class in ['val']"),

@@ -176,7 +176,7 @@ def test_the_corpus_has_named_variants_of_every_kind():
     assert {v.fails_at for v in VARIANTS if v.where == DATA_CHECK} <= set(DATA_CHECKS)
     required = {
         "missing_train", "truncated_parquet", "random_bytes_parquet", "csv_renamed_parquet", "sensor_as_strings",
-        "extra_column", "missing_column", "all_nan_sensor", "inf_values", "constant_sensor", "unsorted_timestamps",
+        "extra_column", "missing_column", "all_nan_sensor", "inf_values", "all_sensors_constant", "unsorted_timestamps",
         "duplicate_timestamps", "negative_rul", "label_single_class_in_val", "empty_split", "metadata_not_json",
         "metadata_other_machine_id", "machine_id_parent_dir", "profile_alarm_above_trip", "timestamps_as_strings",
         "critical_sensor_nan", "pi_size_budget_tiny", "strict_quality_gate_fails", "total_size_budget_tiny",

@@ -503,3 +503,19 @@ def test_fingerprints_change_with_any_file_and_ignore_the_root_location(root: Pa
     (root / VAL).unlink()
     with pytest.raises(ContractError, match="val.parquet: file not found"):
         machine_fingerprint(root, MID)
+
+
+def test_a_split_too_big_to_train_is_refused_from_its_footer_before_it_is_read(root: Path, monkeypatch) -> None:
+    from pdm_pipeline.core import contract
+
+    rows = ROWS["train"]
+    with pytest.raises(ContractError) as info:
+        load_machine(root, MID, max_rows=rows - 1)
+    (problem,) = info.value.problems
+    assert problem.file == TRAIN and f"{rows:,} rows is more than max_split_rows={rows - 1:,}" in problem.message
+    assert "--set max_split_rows=" in problem.message and "GB of memory" in problem.message
+    assert validate_machine(root, MID, max_rows=rows) == []
+    # Within the row limit but more than this host's memory: refused too, the estimate beside what is there.
+    monkeypatch.setattr(contract, "available_memory_bytes", lambda: 1000)
+    (problem, *_) = validate_machine(root, MID, max_rows=rows)
+    assert "too big for this host" in problem.message and "0.0 GB available" in problem.message

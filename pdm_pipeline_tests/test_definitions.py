@@ -22,7 +22,7 @@ def test_definitions_load_and_follow_the_registry():
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     expected = {"machine_splits", "machine_metadata", "machine_dataset", "failure_labels", "machine_features",
-                "machine_release", "fleet_overview"}
+                "machine_release", "fleet_overview", "fleet_models"}
     for family in families.all_families():
         expected |= {family.asset_name, family.evaluation_asset}
     assert keys == expected
@@ -46,7 +46,7 @@ def test_machine_assets_and_checks_are_partitioned_and_blocking_only_where_they_
 
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
-        expected = None if key.to_user_string() == "fleet_overview" else machines_partitions
+        expected = None if key.to_user_string() in ("fleet_overview", "fleet_models") else machines_partitions
         assert graph.get(key).partitions_def == expected, key
     blocking = {k.to_user_string() for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
     assert blocking == {

@@ -388,8 +388,43 @@ def _load_metadata(
 # ----------------------------------------------------------------------------------------------- parquet
 
 
-def _read_parquet(path: Path, report: _Report) -> pd.DataFrame | None:
-    """Read a split once; every failure (missing, not parquet, truncated, corrupt) becomes a problem."""
+# Bytes a run holds per input value at its peak: the float64 value, ~30 rolling-window features per sensor,
+# and the copies the model libraries make (measured: a 2M-row, 10-sensor split peaked past 5 GB).
+RUN_BYTES_PER_VALUE = 8 * 40
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of this host (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _size_problem(rows: int, columns: int, max_rows: int | None) -> str | None:
+    """Why a split is too big to train (rows over the limit, or more memory than this host has), or None."""
+    need = rows * columns * RUN_BYTES_PER_VALUE
+    available = available_memory_bytes()
+    estimate = f"a run would need about {need / 1e9:.1f} GB of memory"
+    if available:
+        estimate += f", this host has {available / 1e9:.1f} GB available"
+    if max_rows is not None and rows > max_rows:
+        return (f"{rows:,} rows is more than max_split_rows={max_rows:,} ({estimate}): downsample the split, or "
+                f"raise the limit with --set max_split_rows=N")
+    if available and need > 0.8 * available:
+        return f"{rows:,} rows x {columns} columns is too big for this host ({estimate}): downsample the split"
+    return None
+
+
+def _read_parquet(path: Path, report: _Report, max_rows: int | None = None) -> pd.DataFrame | None:
+    """Read a split once; every failure (missing, not parquet, truncated, corrupt, too big) becomes a problem.
+
+    The size is judged from the parquet footer before anything is read, so a split too big to train is
+    refused with its row count instead of filling the memory."""
     try:
         size = path.stat().st_size
         if not path.is_file():
@@ -415,6 +450,10 @@ def _read_parquet(path: Path, report: _Report) -> pd.DataFrame | None:
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(path) as parquet:
+            too_big = _size_problem(parquet.metadata.num_rows, parquet.metadata.num_columns, max_rows)
+            if too_big:
+                report.add(path, None, too_big)
+                return None
             return parquet.read().to_pandas()
     except Exception as exc:  # any reader failure is a data problem, reported instead of raised
         detail = " ".join(str(exc).replace(str(path), report.relative(path)).split())[:160]
@@ -760,7 +799,7 @@ def _require_valid_id(machine_id: object) -> None:
         raise ContractError([Problem(str(machine_id), "", None, str(exc))]) from None
 
 
-def _inspect(root: Path, machine_id: str, max_nan_share: float) -> _Inspection:
+def _inspect(root: Path, machine_id: str, max_nan_share: float, max_rows: int | None = None) -> _Inspection:
     """Read every file of the machine once and check it; the heart of validate_machine and load_machine."""
     if not (0.0 <= max_nan_share <= 1.0):
         raise ValueError(f"max_nan_share={max_nan_share!r} must be between 0 and 1")
@@ -775,7 +814,7 @@ def _inspect(root: Path, machine_id: str, max_nan_share: float) -> _Inspection:
     paths = {split: split_path(root, machine_id, split) for split in SPLITS}
     frames: dict[str, pd.DataFrame] = {}
     for split, path in paths.items():
-        df = _read_parquet(path, report)
+        df = _read_parquet(path, report, max_rows)
         if df is not None:
             frames[split] = _check_split(df, path, metadata, max_nan_share, report)
     _check_same_columns(frames, paths, report)
@@ -813,23 +852,25 @@ def load_metadata(root: str | Path, machine_id: str) -> MachineMetadata:
     return metadata
 
 
-def validate_machine(root: str | Path, machine_id: str, *, max_nan_share: float = 0.0) -> list[Problem]:
+def validate_machine(root: str | Path, machine_id: str, *, max_nan_share: float = 0.0,
+                     max_rows: int | None = None) -> list[Problem]:
     """Every contract problem of one machine at once (empty list = valid). Never raises for data problems.
 
     `max_nan_share` is the largest share of NaN allowed per sensor and split (0.0 = none). An invalid machine
     id is reported alone: no path is built from it.
     """
-    return _inspect(Path(root), machine_id, max_nan_share).problems
+    return _inspect(Path(root), machine_id, max_nan_share, max_rows).problems
 
 
-def load_machine(root: str | Path, machine_id: str, *, max_nan_share: float = 0.0) -> MachineData:
+def load_machine(root: str | Path, machine_id: str, *, max_nan_share: float = 0.0,
+                 max_rows: int | None = None) -> MachineData:
     """Validate and load a machine; raises ContractError with the full list of problems.
 
     Each split comes back with its rows grouped by unit (units in order of first appearance) and, unless the
     metadata says "time_order": false, sorted by timestamp within each unit; with a fresh RangeIndex and the
     sensor columns as float64.
     """
-    inspection = _inspect(Path(root), machine_id, max_nan_share)
+    inspection = _inspect(Path(root), machine_id, max_nan_share, max_rows)
     if inspection.problems:
         raise ContractError(inspection.problems)
     metadata = inspection.metadata

@@ -89,12 +89,20 @@ def check_critical_sensors_complete(
     return GateOutcome("critical_sensors_complete", ok, ERROR, desc, worst, limit, {"worst": where})
 
 
+def constant_sensors(train: pd.DataFrame, sensors: tuple[str, ...]) -> list[str]:
+    return [c for c in sensors if c in train.columns and train[c].nunique(dropna=True) <= 1]
+
+
 def check_no_constant_sensor(splits: dict[str, pd.DataFrame], sensors: tuple[str, ...]) -> GateOutcome:
-    train = splits["train"]
-    constant = [c for c in sensors if c in train.columns and train[c].nunique(dropna=True) <= 1]
+    """WARN: a sensor constant on train carries no information; the models leave it out (named here). Every
+    sensor constant is an ERROR: there is nothing to learn from at all."""
+    constant = constant_sensors(splits["train"], sensors)
     ok = not constant
-    desc = "every sensor varies on train" if ok else f"constant on train (nothing to learn from): {', '.join(constant)}"
-    return GateOutcome("no_constant_sensor", ok, ERROR, desc, float(len(constant)), 0.0, {"constant": constant})
+    severity = ERROR if constant and len(constant) == len(sensors) else WARN
+    desc = ("every sensor varies on train" if ok else
+            f"constant on train, left out of the models: {', '.join(constant)}" if severity == WARN else
+            f"every sensor is constant on train (nothing to learn from): {', '.join(constant)}")
+    return GateOutcome("no_constant_sensor", ok, severity, desc, float(len(constant)), 0.0, {"constant": constant})
 
 
 def _units(df: pd.DataFrame):
@@ -206,7 +214,7 @@ def check_distribution_shift(
 
 DATA_CHECKS: dict[str, str] = {
     "critical_sensors_complete": "No missing values in critical sensors beyond the tolerance (ERROR)",
-    "no_constant_sensor": "No sensor is constant on train (ERROR: names the sensors)",
+    "no_constant_sensor": "Sensors constant on train are named and left out of the models (WARN; ERROR when all are)",
     "timestamps_regular": "Timestamps sorted and unique per unit with a regular step (WARN when irregular)",
     "rul_in_range": "rul within the expected range (WARN outside)",
     "distribution_shift": "Per-sensor train-vs-test Kolmogorov-Smirnov statistic under the limit (WARN past it)",

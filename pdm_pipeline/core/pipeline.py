@@ -127,10 +127,15 @@ class FeatureFrames:
 def prepare_features(data: MachineData, labels: LabelResult, config: TrainingConfig | None = None) -> FeatureFrames:
     """Causal rolling features over each unit's whole history (train, val and test in one pass), the train
     label attached, and the train-median fill values applied."""
+    from pdm_pipeline.core.gates import constant_sensors
+
     config = config or TrainingConfig()
+    constant = set(constant_sensors(data.splits["train"], data.sensors))
+    if constant:
+        log.warning(f"{data.machine_id}: sensors constant on train left out of the features: {sorted(constant)}")
     spec = fit_feature_spec(
         data.splits["train"],
-        data.sensors,
+        [s for s in data.sensors if s not in constant] or list(data.sensors),
         time_unit=data.metadata.time_unit,
         window_samples=tuple(config.window_samples),
         time_order=data.metadata.time_order,
@@ -300,7 +305,7 @@ def run_machine(
         log.info(f"{machine_id}: {name} done in {seconds[name]:.1f} s")
         return out
 
-    data = timed("load", lambda: load_machine(root, machine_id))
+    data = timed("load", lambda: load_machine(root, machine_id, max_rows=gates.max_split_rows))
     labels = timed("labels", lambda: prepare_labels(data, config))
     features = timed("features", lambda: prepare_features(data, labels, config))
     signing_key = keys.signing_key(root)

@@ -221,6 +221,41 @@ def log_model_run(
     return ModelRunRecord(run_id=run_id, experiment_id=experiment_id, url=ui_url(tracking_uri, experiment_id, run_id))
 
 
+def set_run_tags(*, tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    client = _client(tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def end_dagster_run(*, tracking_uri: str, experiment: str, dagster_run_id: str, status: str = "FAILED") -> list[str]:
+    """End every MLflow run of one Dagster run still RUNNING (its parent run, tag `dagster_run_id`, and any
+    child, tag `dagster.run_id`) with `status`; returns the MLflow run ids ended.
+
+    Called when a Dagster run fails, is cancelled or is found dead: dagster-mlflow ends its run only from the
+    last step of a run that gets there, so without this a failed run stays RUNNING in MLflow forever. A store or
+    experiment that does not exist yet means nothing to end.
+    """
+    from mlflow.entities import RunStatus
+
+    if status not in ("FAILED", "KILLED", "FINISHED"):
+        raise ValueError(f"status {status!r}: choose FAILED, KILLED or FINISHED")
+    db_path = _sqlite_path(tracking_uri)
+    if db_path is not None and not db_path.exists():
+        return []
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    running = RunStatus.to_string(RunStatus.RUNNING)
+    ended = []
+    for tag in ("dagster_run_id", TAG_DAGSTER_RUN_ID):
+        query = f"tags.`{tag}` = '{dagster_run_id}' and attributes.status = '{running}'"
+        for run in client.search_runs([found.experiment_id], filter_string=query, max_results=100):
+            client.set_terminated(run.info.run_id, status)
+            ended.append(run.info.run_id)
+    return ended
+
+
 def log_metrics(*, tracking_uri: str, run_id: str, metrics: dict[str, float], prefix: str = "test_") -> None:
     """Add metrics (finite ones, keys prefixed) to an existing run; works on a run already FINISHED
     and leaves its status unchanged."""

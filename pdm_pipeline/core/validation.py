@@ -49,7 +49,7 @@ def machine_report(root: Path, machine_id: str, settings: GateSettings | None = 
     settings = (settings or GateSettings()).validate()
     report = MachineReport(machine_id)
     try:
-        data = load_machine(root, machine_id, max_nan_share=LOAD_MAX_NAN_SHARE)
+        data = load_machine(root, machine_id, max_nan_share=LOAD_MAX_NAN_SHARE, max_rows=settings.max_split_rows)
     except ContractError as exc:
         report.problems = exc.problems
         return report

@@ -116,7 +116,7 @@ def materialize_machine(
     }
     job = (definitions or defs).resolve_job_def(TRAIN_JOB)
     selection = asset_selection(models)
-    return job.execute_in_process(
+    result = job.execute_in_process(
         instance=instance,
         partition_key=machine_id,
         run_config=run_config(training, gates, log_level),
@@ -124,6 +124,11 @@ def materialize_machine(
         tags=run_tags,
         asset_selection=selection,
     )
+    if not result.success:  # no daemon watches an in-process run: end its MLflow runs here
+        from pdm_pipeline.defs.recovery import end_mlflow
+
+        end_mlflow(result.run_id, "FAILED")
+    return result
 
 
 def asset_selection(models: list[str] | None) -> list[dg.AssetKey] | None:

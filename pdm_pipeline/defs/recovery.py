@@ -61,7 +61,18 @@ def fail_dead_in_process_runs(instance: dg.DagsterInstance) -> list[str]:
         except Exception:
             pass
         done.append(f"run {run.run_id[:8]} of {run.tags.get('pdm/machine_id', '?')} marked FAILED (process {pid} gone)")
+        done += end_mlflow(run.run_id, "FAILED")
     return done
+
+
+def end_mlflow(dagster_run_id: str, status: str) -> list[str]:
+    from pdm_pipeline.defs.tracking import end_mlflow_runs_of
+
+    try:
+        ended = end_mlflow_runs_of(dagster_run_id, status)
+    except Exception as exc:  # a tracking store that is down must not stop the recovery of everything else
+        return [f"could not end the MLflow runs of run {dagster_run_id[:8]}: {exc}"]
+    return [f"MLflow run {r[:8]} of run {dagster_run_id[:8]} ended {status}" for r in ended]
 
 
 def _active_run_ids(instance: dg.DagsterInstance) -> set[str]:
@@ -120,3 +131,38 @@ def sweep(instance: dg.DagsterInstance, root: Path) -> list[str]:
     done += remove_stale_staging(instance, root, active)
     done += remove_old_outputs(instance, active)
     return done
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Crash recovery every minute: runs of dead processes failed, interrupted releases repaired, "
+    "staging of ended runs removed (see pdm_pipeline/defs/recovery.py).",
+)
+def recovery_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    from pdm_pipeline.core.paths import data_root
+
+    done = sweep(context.instance, data_root())
+    for line in done:
+        context.log.info(line)
+    return dg.SkipReason("; ".join(done) if done else "nothing to recover")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.FAILURE,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A failed Dagster run ends its MLflow runs FAILED (dagster-mlflow ends them only on success).",
+)
+def mlflow_on_run_failure(context: dg.RunStatusSensorContext) -> None:
+    for line in end_mlflow(context.dagster_run.run_id, "FAILED"):
+        context.log.info(line)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A cancelled Dagster run ends its MLflow runs KILLED.",
+)
+def mlflow_on_run_canceled(context: dg.RunStatusSensorContext) -> None:
+    for line in end_mlflow(context.dagster_run.run_id, "KILLED"):
+        context.log.info(line)

@@ -27,6 +27,20 @@ class DataRootResource(dg.ConfigurableResource):
     def root(self) -> Path:
         return paths.data_root(self.data_dir)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Tag the run with the host and pid of the process executing it, so a run whose worker is killed
+        (kill -9, OOM) is found dead and failed by the recovery sweep: Dagster's run monitoring cannot check the
+        health of a worker started by the default run launcher. Only for the in-process executor, where this
+        process is the run's worker (a step process of another executor ends while its run goes on)."""
+        import os
+        import socket
+
+        run, instance = context.dagster_run, context.instance
+        if run is None or instance is None or os.environ.get("PDM_EXECUTOR", "in_process") != "in_process":
+            return
+        if "pdm/pid" not in (run.tags or {}):
+            instance.add_run_tags(run.run_id, {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())})
+
 
 def _config_type(kind: Any) -> Any:
     """A dataclass field type as a Dagster config type (tuples become lists)."""

@@ -41,6 +41,7 @@ def pdm_mlflow(init_context) -> Any:
     tracking.ensure_experiment(tracking_uri=uri, experiment=config["experiment_name"])
     resource = MlFlow(init_context)
     resource.tracking_uri = uri
+    _name_parent_run(resource, init_context.dagster_run)
     # dagster-mlflow unregisters mlflow.end_run; mlflow 3 registers _safe_end_run instead, which would end the
     # Dagster run's MLflow run when each step's process exits.
     import mlflow.tracking.fluent as fluent
@@ -65,6 +66,37 @@ def _end_stale_runs(log) -> None:
             log.info(f"ended MLflow run {stale.info.run_id} left active by an earlier failed Dagster run")
         except MlflowException as exc:  # its store is gone (e.g. a deleted data root): nothing left to end
             log.warning(f"could not mark stale MLflow run {stale.info.run_id} FAILED: {exc}")
+
+
+def _name_parent_run(resource: Any, dagster_run: Any) -> None:
+    """Name and tag the Dagster run's MLflow run after its machine and what started it, so the MLflow UI lists
+    `pump_001 · sensor · 1a2b3c4d` instead of one `train_machine` per run."""
+    if dagster_run is None or resource.active_run() is None:
+        return
+    tags = dagster_run.tags or {}
+    machine = tags.get("dagster/partition") or tags.get("pdm/machine_id") or "?"
+    trigger = tags.get("pdm/trigger") or ("schedule" if "dagster/schedule_name" in tags
+                                          else "sensor" if "dagster/sensor_name" in tags
+                                          else "backfill" if "dagster/backfill" in tags else "ui")
+    named = {
+        "mlflow.runName": f"{machine} · {trigger} · {dagster_run.run_id[:8]}",
+        "machine_id": machine,
+        "trigger": trigger,
+        "dagster_job": dagster_run.job_name,
+    }
+    if tags.get("pdm/data_version"):
+        named["data_version"] = tags["pdm/data_version"]
+    try:
+        tracking.set_run_tags(tracking_uri=resource.tracking_uri, run_id=resource.active_run().info.run_id, tags=named)
+    except Exception:  # naming is cosmetic: never fail a run over it
+        pass
+
+
+def end_mlflow_runs_of(dagster_run_id: str, status: str = "FAILED") -> list[str]:
+    """End the MLflow runs of a Dagster run that failed, was cancelled or died (see core.tracking)."""
+    uri = tracking.default_tracking_uri(paths.data_root().resolve())
+    return tracking.end_dagster_run(tracking_uri=uri, experiment=EXPERIMENT, dagster_run_id=dagster_run_id,
+                                    status=status)
 
 
 def mlflow_resource() -> dg.ResourceDefinition:

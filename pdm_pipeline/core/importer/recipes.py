@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,12 @@ def import_nab_machine_temperature(
     machine_id: str = "nab_machine_temperature",
     *,
     overwrite: bool = False,
+    probation: bool = False,
 ) -> list[str]:
     """NAB realKnownCause/machine_temperature_system_failure as one machine (time unit hours).
+
+    `probation=True` follows NAB's scoring protocol: the first 15 % of the rows (NAB's probationary period) is
+    training (val = its last 20 %) and every later row is test; otherwise a 70 / 15 / 15 chronological split.
 
     The single column "value" becomes sensor "machine_temperature" (its unit is not published, so it has no
     unit suffix); 5-minute steps; chronological split. The labelled anomaly windows (both ends included, as
@@ -77,6 +82,9 @@ def import_nab_machine_temperature(
         raise ImportOptionsError(
             f"{csv_path}: expected the NAB columns ['timestamp', 'value'], found {list(frame.columns)}"
         )
+    split: dict[str, Any] = {}
+    if probation:
+        split = {"split": "first_rows", "train_rows": int(len(frame) * NAB_PROBATION_SHARE)}
     options = ImportOptions(
         machine_id=machine_id,
         time_column="timestamp",
@@ -84,6 +92,7 @@ def import_nab_machine_temperature(
         rename={"value": NAB_SENSOR},
         eval_label_column=EVAL_ANOMALY,
         duplicate_timestamps="first",
+        **split,
     )
     # Only to place the windows; the importer parses (and reports bad) timestamps itself.
     stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
@@ -93,6 +102,9 @@ def import_nab_machine_temperature(
     frame[EVAL_ANOMALY] = in_window.astype("int64")
     notes = {"anomaly_windows": {"file": str(windows_json), "key": NAB_WINDOWS_KEY}}
     return import_frame(frame, root, options, source=str(csv_path), source_notes=notes, overwrite=overwrite)
+
+
+NAB_PROBATION_SHARE = 0.15
 
 
 def _nab_windows(path: Path, key: str) -> list[tuple[pd.Timestamp, pd.Timestamp]]:

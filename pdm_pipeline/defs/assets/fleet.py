@@ -17,7 +17,7 @@ from pdm_pipeline import families
 from pdm_pipeline.core import keys, paths
 from pdm_pipeline.core.release import current_release_dir, read_release
 from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME
-from pdm_pipeline.defs.resources import DataRootResource
+from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
 
 FLEET_OVERVIEW = "fleet_overview"
 HISTORY_POINTS = 20
@@ -139,3 +139,41 @@ def fleet_overview(context: dg.AssetExecutionContext, data_root: DataRootResourc
     if picture:
         metadata["metric_history"] = dg.MetadataValue.md(picture)
     return dg.MaterializeResult(metadata=metadata)
+
+
+FLEET_MODELS = "fleet_models"
+FLEET_JOB = "train_fleet_models"
+
+
+@dg.asset(
+    name=FLEET_MODELS,
+    group_name="fleet",
+    kinds={"autogluon"},
+    description="One pooled failure classifier and RUL regressor per fleet (machines sharing a machine_type), "
+    "trained on every member's train rows with the machine as a feature; each machine's own run then chooses, on "
+    "its val rows, between its own model and the fleet's (data/fleets/<fleet>/current).",
+)
+def fleet_models(
+    context: dg.AssetExecutionContext, data_root: DataRootResource, training: TrainingResource
+) -> dg.MaterializeResult:
+    from pdm_pipeline.core.fleet import fleets, train_fleet
+
+    root = data_root.root
+    config = training.settings()
+    rows = ["| fleet | members | release | pooled | not pooled (why) |", "|---|---|---|---|---|"]
+    found = fleets(root)
+    if not found:
+        context.log.info("no fleet has 2 or more machines: nothing to pool")
+    for fleet, members in sorted(found.items()):
+        context.log.info(f"fleet {fleet}: pooling {len(members)} machines ({', '.join(members)})")
+        result = train_fleet(root, fleet, config, run_id=context.run_id)
+        skipped = "; ".join(f"{t}: {r}" for t, r in result.skipped.items()) or "-"
+        rows.append(f"| {fleet} | {', '.join(result.members)} | {result.release_id or '-'} | "
+                    f"{', '.join(result.models) or '-'} | {skipped} |")
+    return dg.MaterializeResult(metadata={"fleets": len(found), "pooled": dg.MetadataValue.md("\n".join(rows))})
+
+
+fleet_models_job = dg.define_asset_job(
+    FLEET_JOB, selection=[FLEET_MODELS],
+    description="Train the pooled models of every fleet; machine runs afterwards may adopt them (chosen on val).",
+)

@@ -34,23 +34,28 @@ def split_summary(data: MachineData) -> str:
     return "| split | rows | units | time span | rul |\n|---|---|---|---|---|\n" + "\n".join(rows)
 
 
-@dg.asset(
+@dg.multi_asset(
+    name="machine_dataset",
+    outs={"machine_dataset": dg.AssetOut(
+        group_name="preparation", kinds={"pandas"},
+        description="The machine's three splits and metadata, validated against the data contract (fails with "
+        "the full list of problems, each naming machine, file and column), with the data-quality checks.",
+    )},
     partitions_def=machines_partitions,
-    group_name="preparation",
     deps=[machine_splits, machine_metadata],
-    kinds={"pandas"},
     check_specs=[
         dg.AssetCheckSpec(name, asset="machine_dataset", description=desc, blocking=True,
                           partitions_def=machines_partitions)
         for name, desc in DATA_CHECKS.items()
     ],
-    description="The machine's three splits and metadata, validated against the data contract (fails with the "
-    "full list of problems, each naming machine, file and column), with the data-quality checks.",
+    # A check with nothing to judge (no rul column, no time order) reports no result instead of a fake pass.
+    can_subset=True,
 )
 def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResource, gates: GatesResource):
     machine_id = context.partition_key
     try:
-        data = load_machine(data_root.root, machine_id, max_nan_share=HARD_MAX_NAN_SHARE)
+        data = load_machine(data_root.root, machine_id, max_nan_share=HARD_MAX_NAN_SHARE,
+                            max_rows=gates.settings().max_split_rows)
     except (ContractError, InvalidMachineIdError) as exc:
         raise dg.Failure(
             description=str(exc),
@@ -60,6 +65,7 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
     fingerprint = machine_fingerprint(data_root.root, machine_id)
     yield dg.Output(
         data,
+        output_name="machine_dataset",
         data_version=dg.DataVersion(fingerprint),
         metadata={
             "rows_train": len(data.splits["train"]),
@@ -80,27 +86,31 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
             context.log.error(f"{machine_id}: {outcome.line()}: the machine keeps its current release")
         elif outcome.warns:
             context.log.warning(f"{machine_id}: {outcome.line()}")
-    yield from emit(outcomes, dg.AssetKey("machine_dataset"), set())
+    yield from emit(outcomes, dg.AssetKey("machine_dataset"), set(context.selected_asset_check_keys))
 
 
-@dg.asset(
+@dg.multi_asset(
+    name="failure_labels",
+    outs={"failure_labels": dg.AssetOut(
+        group_name="preparation", kinds={"pandas"},
+        description="failure_status = fails within the next H (in the data's time unit); H is fitted on train "
+        "(or set) and the one definition is applied to every split.",
+    )},
     partitions_def=machines_partitions,
-    group_name="preparation",
-    kinds={"pandas"},
+    ins={"machine_dataset": dg.AssetIn("machine_dataset")},
     check_specs=[dg.AssetCheckSpec(
         "label_balance", asset="failure_labels", blocking=False, partitions_def=machines_partitions,
         description="Train positive rate of failure_status within the target band (WARN outside); ERROR when the "
         "label is constant on train or a split has one class: the classifier keeps its previous version",
     )],
-    description="failure_status = fails within the next H (in the data's time unit); H is fitted on train (or "
-    "set) and the one definition is applied to every split.",
+    can_subset=True,  # no failure label at all (no rul column): nothing to judge, no result
 )
 def failure_labels(context: dg.AssetExecutionContext, machine_dataset: MachineData, training: TrainingResource):
     config = training.settings()
     labels = prepare_labels(machine_dataset, config)
     if labels.definition is None:
         context.log.warning(f"no failure label: {labels.skipped_reason}")
-        yield dg.Output(labels, metadata={"skipped_reason": labels.skipped_reason})
+        yield dg.Output(labels, output_name="failure_labels", metadata={"skipped_reason": labels.skipped_reason})
         if labels.defective:
             yield from emit([check_label_balance({}, tuple(config.target_positive_rate), labels.skipped_reason)],
                             dg.AssetKey("failure_labels"), set())
@@ -108,6 +118,7 @@ def failure_labels(context: dg.AssetExecutionContext, machine_dataset: MachineDa
     d = labels.definition
     yield dg.Output(
         labels,
+        output_name="failure_labels",
         metadata={
             "method": d.method,
             "definition": d.describe(),

@@ -25,7 +25,7 @@ Threshold (VAL normal rows)
     the same way (reported beside the ensemble).
 Alarm
     On after `on_samples` consecutive rows above the threshold, off after `off_samples` consecutive rows below
-    (`anomaly_min_event_samples`; default 3 for time-ordered data, 1 without time order).
+    (see `alarm_delays`: the shortest and the next feature window by default).
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ REFERENCE_MAX_ROWS = 2_000
 REFERENCE_MAX_FRACTION = 0.2
 MIN_TRAIN_NORMAL_ROWS = 50
 MIN_VAL_NORMAL_ROWS = 20
-DEFAULT_ALARM_SAMPLES = 3
 FAITHFULNESS_TOLERANCE = 1e-6
 
 # "<sensor>__<stat>_w<samples>" (see core/features.py).
@@ -341,8 +340,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
     detector_thresholds = {
         d: conformal_threshold(calibration_scores[d].to_numpy(), config.contamination) for d in detectors
     }
-    time_ordered = view.metadata.time_order
-    samples = config.anomaly_min_event_samples or (DEFAULT_ALARM_SAMPLES if time_ordered else 1)
+    on_samples, off_samples, alarm_rule = alarm_delays(view, config)
     card: dict[str, Any] = {
         "model_type": FAMILY.model_type,
         "model_file": MODEL_FILE,
@@ -357,11 +355,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
         "threshold_rule": f"conformal {1 - config.contamination:g} quantile of the ensemble score on {calibration_rule}",
         "detector_thresholds": detector_thresholds,
         "contamination": config.contamination,
-        "alarm": {
-            "on_samples": samples,
-            "off_samples": samples,
-            "rule": f"on after {samples} consecutive rows above the threshold, off after {samples} below",
-        },
+        "alarm": {"on_samples": on_samples, "off_samples": off_samples, "rule": alarm_rule},
         "normalisation": "mid-rank empirical CDF of each detector's score on held-out normal train reference rows",
         "detector_settings": {
             "isolation_forest": {"n_estimators": IFOREST_TREES, "max_samples": int(forest.max_samples_)},
@@ -398,6 +392,26 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
         "n_train_normal": len(normal),
         "val_metrics": card["val_metrics"],
     }
+
+
+def alarm_delays(view: TrainView, config: TrainingConfig) -> tuple[int, int, str]:
+    """(on-delay, off-delay, rule) of the alarm, in samples.
+
+    Alarm management practice (ISA-18.2 on/off delays): a short on-delay keeps single noisy rows from raising an
+    alarm; a longer off-delay keeps a raised alarm from flickering while the score hovers near the threshold, so
+    one incident is one alarm. Scaled to the data through the feature windows: on-delay = the shortest window,
+    off-delay = the next one (6 and 36 samples at the default windows). `anomaly_min_event_samples` sets both.
+    Data without time order has no neighbours in time: every row stands alone (1 and 1)."""
+    if config.anomaly_min_event_samples is not None:
+        n = int(config.anomaly_min_event_samples)
+        return n, n, f"on after {n} consecutive rows above the threshold, off after {n} below (setting)"
+    windows = list((view.preprocessing.get("feature_spec") or {}).get("windows") or [])
+    if not view.metadata.time_order or not windows:
+        return 1, 1, "every row on its own (no time order)"
+    on = int(windows[0])
+    off = int(windows[1]) if len(windows) > 1 else on
+    return on, off, (f"on after {on} consecutive rows above the threshold (the shortest window), off after {off} "
+                     "below (the next window): one incident, one alarm")
 
 
 def _weights(val: pd.DataFrame, scores: pd.DataFrame, detectors: list[str]) -> tuple[dict[str, float], str, dict]:

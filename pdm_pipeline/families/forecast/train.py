@@ -143,6 +143,10 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     if not view.metadata.time_order:
         raise ModelSkipped(f"machine {view.machine_id} has no timestamp column: nothing to forecast")
     sensors = forecast_sensors(view.metadata.critical_sensors, view.sensors)
+    varying = [s for s in sensors if view.raw["train"][s].nunique(dropna=True) > 1]
+    if not varying:
+        raise ModelSkipped(f"every sensor to forecast is constant on train ({', '.join(sensors)}): nothing to forecast")
+    sensors = varying
     unit = view.time_unit
     history = pd.concat([view.raw["train"], view.raw["val"]], ignore_index=True)
     where = f"machine {view.machine_id}, forecast history"

@@ -1,0 +1,209 @@
+"""Crashes at any instant, on real processes: SIGKILL at each step of the graph, and inside the release.
+
+- A CLI run (`pdm-pipeline train`, in-process executor, the project's dagster.yaml) is killed with SIGKILL when a
+  chosen step has started. The next CLI start marks the dead run FAILED (its MLflow run too), and the next run of
+  the same machine and of another machine both succeed without any manual help; the machine's published set is
+  at every moment a whole, verified release (the old one, or the new one).
+- A process publishing releases in a loop is killed at random instants while this process reads the machine's
+  `current` release the whole time: every read is a whole, verified release; after each kill the next release
+  works.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pdm_pipeline.core import keys
+from pdm_pipeline.core.release import current_release_dir, read_release, recover_machine, verify_release
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "pdm-pipeline")
+FAST = ["--set", "time_limit_s=5", "--set", "extra.forecast_validation_windows=1"]
+
+
+def write_home(home: Path) -> Path:
+    """A Dagster home with the project's dagster.yaml, its storage under `home`."""
+    home.mkdir(parents=True, exist_ok=True)
+    text = (PROJECT / "dagster.yaml").read_text().replace("base_dir: .dagster_home/", f"base_dir: {home}/.dagster_home/")
+    (home / "dagster.yaml").write_text(text)
+    return home
+
+
+def cli_env(home: Path, root: Path) -> dict[str, str]:
+    env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(root))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_cli(args: list[str], home: Path, root: Path, timeout: float = 420) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], cwd=home, env=cli_env(home, root), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def released_id(root: Path, machine_id: str) -> str | None:
+    """The current release id, after verifying the whole release (signature, every file's hash)."""
+    directory = current_release_dir(root, machine_id)
+    if directory is None:
+        return None
+    return verify_release(directory, keys.local_trust(root))["release_id"]
+
+
+def step_started(instance: dg.DagsterInstance, pid: int, step: str) -> str | None:
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    records = instance.get_run_records(filters=RunsFilter(tags={"pdm/pid": str(pid)}))
+    for record in records:
+        events = instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        if any(e.step_key == step for e in events):
+            return record.dagster_run.run_id
+    return None
+
+
+@pytest.fixture(scope="module")
+def site(tiny_fleet_root, tmp_path_factory):
+    """A private copy of the tiny fleet, a Dagster home, and a first release of both machines."""
+    base = tmp_path_factory.mktemp("crash")
+    root = base / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    home = write_home(base / "home")
+    done = run_cli(["run", "--machine-id", "motor_001", "--machine-id", "pump_002", "--models", "anomaly", *FAST],
+                   home, root)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
+        yield root, home, instance
+
+
+# (step to kill in, delay after its start, models of the killed run and of the next runs)
+KILL_POINTS = [
+    ("machine_features", 0.0, "anomaly"),
+    ("train_classification", 3.0, "classification"),
+    ("train_timeseries", 4.0, "timeseries"),
+    ("machine_release", 0.3, "anomaly"),
+]
+
+
+@pytest.mark.parametrize(("step", "delay", "models"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS])
+def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, step, delay, models):
+    root, home, instance = site
+    before = {m: released_id(root, m) for m in ("motor_001", "pump_002")}
+    proc = subprocess.Popen([CLI, "train", "--machine-id", "motor_001", "--models", models, *FAST], cwd=home,
+                            env=cli_env(home, root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run_id, deadline = None, time.time() + 300
+    while run_id is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        run_id = step_started(instance, proc.pid, step)
+    assert run_id is not None, f"step {step} never started (exit code {proc.poll()})"
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run's process and its children (Prophet's cmdstan, ...)
+    proc.wait()
+    # Killed at any point: the published set is the old release or the new one of the killed run, whole and
+    # verified (released_id verifies the signature and every file's hash).
+    after_kill = released_id(root, "motor_001")
+    assert after_kill == before["motor_001"] or read_release(
+        current_release_dir(root, "motor_001"), keys.local_trust(root))["run_id"] == run_id
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nobody has looked yet
+
+    nxt = run_cli(["run", "--machine-id", "motor_001", "--machine-id", "pump_002", "--models", models, *FAST],
+                  home, root)
+    assert nxt.returncode in (0, 3), nxt.stdout + nxt.stderr
+    assert f"run {run_id[:8]} of motor_001 marked FAILED" in nxt.stderr
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    for machine in ("motor_001", "pump_002"):
+        new = released_id(root, machine)
+        assert new is not None and new != before[machine], f"{machine} did not publish a new release"
+        release = read_release(current_release_dir(root, machine), keys.local_trust(root))
+        assert release["models"][models]["action"] == "released", release["models"][models]
+    # Nothing of the dead run is left behind: no staging, no half-written release.
+    assert not list((root / "staging").glob(f"*/{run_id}"))
+    assert not list((root / "releases").glob("*/.building-*"))
+    # Its MLflow run did not stay RUNNING.
+    from mlflow import MlflowClient
+
+    from pdm_pipeline.core import tracking
+
+    client = MlflowClient(tracking.default_tracking_uri(root))
+    experiment = client.get_experiment_by_name("pdm-pipeline")
+    runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run_id}'")
+    assert all(r.info.status == "FAILED" for r in runs), [r.info.status for r in runs]
+
+
+RELEASE_LOOP = r"""
+import shutil, sys
+from pathlib import Path
+from pdm_pipeline.core import keys, paths
+from pdm_pipeline.core.config import GateSettings, TrainingConfig
+from pdm_pipeline.core.contract import load_machine
+from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
+from pdm_pipeline.core.release import release_machine
+
+root, machine = Path(sys.argv[1]), sys.argv[2]
+config = TrainingConfig(time_limit_s=5)
+data = load_machine(root, machine)
+labels = prepare_labels(data, config)
+features = prepare_features(data, labels, config)
+template = root / "template"
+trained = train_model("anomaly", data, labels, features, template, config, keys.signing_key(root))
+evaluation = evaluate_model(trained, data, features, keys.local_trust(root))
+print("ready", flush=True)
+while True:
+    run_id = new_run_id()
+    staging = paths.staging_dir(root, machine, run_id) / "anomaly"
+    shutil.copytree(template, staging)
+    trained.path = staging
+    result = release_machine(root, machine, {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
+                             run_id=run_id, data=data)
+    print("released", result.release_id, flush=True)
+"""
+
+
+def test_a_release_killed_at_random_instants_is_never_seen_half_written(tiny_fleet_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    machine = "pump_002"
+    seen, errors, stop = set(), [], threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                release_id = released_id(root, machine)
+                if release_id:
+                    seen.add(release_id)
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    rng = random.Random(3)
+    published = 0
+    for _ in range(3):  # three writer processes, each killed several times mid-loop
+        writer = subprocess.Popen([sys.executable, "-c", RELEASE_LOOP, str(root), machine], stdout=subprocess.PIPE,
+                                  text=True)
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready"
+        watcher = threading.Thread(target=reader)
+        watcher.start()
+        time.sleep(rng.uniform(1.0, 4.0))  # somewhere inside one of the releases
+        writer.kill()
+        writer.wait()
+        stop.set()
+        watcher.join()
+        stop.clear()
+        published += sum(1 for line in writer.stdout.read().splitlines() if line.startswith("released"))
+        for line in recover_machine(root, machine):
+            assert "re-pointed" not in line, line  # `current` never dangles: recovery only removes leftovers
+        assert released_id(root, machine) is not None
+    assert not errors, errors[:3]
+    assert published >= 3 and len(seen) >= 2, (published, seen)
+    assert not list((root / "releases" / machine).glob(".building-*"))

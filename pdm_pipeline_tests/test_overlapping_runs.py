@@ -1,0 +1,134 @@
+"""Two requests for one machine at the same time, on a real `dagster dev` (webserver, daemon, run queue).
+
+The project's dagster.yaml limits runs per `pdm/machine_id` to one: the second request waits in the queue until
+the first has ended, and each run publishes its own models with its own metrics (run-scoped staging and step
+outputs), never the other's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pdm_pipeline.core import keys
+from pdm_pipeline.core.release import read_release
+from pdm_pipeline.defs.launch import PreQueueError, server_client, submit_to_server
+
+from test_crash_recovery import write_home
+from test_training_api import _free_port
+
+pytestmark = pytest.mark.slow
+
+MACHINE = "motor_001"
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
+                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def stop_sensor(port: int, location: str, name: str) -> None:
+    """Stop a sensor the way the UI's toggle does, so only the test's own requests run."""
+    found = graphql(port, """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
+        __typename ... on Sensor { id } } }""",
+                    {"s": {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": name}})
+    sensor_id = found["data"]["sensorOrError"]["id"]
+    stopped = graphql(port, """mutation($id: String) { stopSensor(id: $id) { __typename
+        ... on StopSensorMutationResult { instigationState { status } } } }""", {"id": sensor_id})
+    assert stopped["data"]["stopSensor"]["instigationState"]["status"] == "STOPPED", stopped
+
+
+@pytest.fixture
+def dagster_dev(tiny_fleet_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    home = write_home(tmp_path / "home")
+    port = _free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(root))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (tmp_path / "dagster_dev.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
+         "-m", "pdm_pipeline.defs.definitions"],
+        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        client, deadline = None, time.time() + 180
+        while client is None and time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+            time.sleep(1)
+            try:
+                client = server_client(f"127.0.0.1:{port}")
+            except PreQueueError:
+                client = None
+        assert client is not None, "dagster dev did not answer within 180 s"
+        stop_sensor(port, client.pdm_location, "new_machine_data_sensor")
+        with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
+            yield client, instance, root, tmp_path / "dagster_dev.log"
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def wait_finished(instance: dg.DagsterInstance, run_ids: list[str], timeout: float, log: Path) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = [instance.get_run_by_id(r) for r in run_ids]
+        if all(r is not None and r.is_finished for r in runs):
+            return
+        time.sleep(2)
+    raise AssertionError(f"runs not finished in {timeout} s: {[instance.get_run_by_id(r).status for r in run_ids]}\n"
+                         + log.read_text()[-3000:])
+
+
+def test_two_requests_for_one_machine_run_one_after_the_other_and_each_publishes_its_own(dagster_dev):
+    client, instance, root, log = dagster_dev
+    first = submit_to_server(client, MACHINE, models=["anomaly"], training={"time_limit_s": 5})
+    second = submit_to_server(client, MACHINE, models=["anomaly"], training={"time_limit_s": 5, "contamination": 0.02})
+    wait_finished(instance, [first, second], 420, log)
+    records = {r.dagster_run.run_id: r for r in instance.get_run_records()
+               if r.dagster_run.run_id in (first, second)}
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records.values()), \
+        {k[:8]: r.dagster_run.status for k, r in records.items()}
+    a, b = sorted(records.values(), key=lambda r: r.start_time or 0)
+    assert b.start_time >= a.end_time, "the two runs of one machine overlapped"
+
+    releases = {}
+    for path in (root / "releases" / MACHINE).glob("*/release.json"):
+        release = read_release(path.parent, keys.local_trust(root))
+        releases[release["run_id"]] = release
+    # The release's run_id is the Dagster run id of the run that published it (run-scoped staging).
+    mine = {run_id: releases[run_id] for run_id in (first, second)}
+    assert mine[b.dagster_run.run_id]["previous_release"] == mine[a.dagster_run.run_id]["release_id"]
+    for run_id, release in mine.items():
+        anomaly = release["models"]["anomaly"]
+        assert anomaly["action"] == "released" and anomaly["source_release"] == release["release_id"]
+        # Its metrics are the ones its own run evaluated (not the other run's).
+        evaluation = [e for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                      if e.asset_key == dg.AssetKey("anomaly_evaluation")]
+        assert evaluation, f"run {run_id[:8]} has no anomaly evaluation"
+        evaluated = evaluation[-1].asset_materialization.metadata
+        assert abs(anomaly["metrics"]["f1"] - evaluated["f1"].value) < 1e-9
+        # ... and its model was trained with its own settings (the second run asked for contamination 0.02).
+        card = json.loads((root / "releases" / MACHINE / release["release_id"] / "anomaly" / "model_card.json")
+                          .read_text())
+        expected = "0.98" if run_id == second else "0.95"  # default contamination 0.05
+        assert f"conformal {expected} quantile" in card["threshold_rule"], card["threshold_rule"]
