@@ -23,7 +23,7 @@ from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import read_release
 from pdm_pipeline.defs.launch import PreQueueError, server_client, submit_to_server
 
-from test_crash_recovery import write_home
+from test_crash_recovery import instance_at, write_home
 from test_training_api import _free_port
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def dagster_dev(tiny_fleet_root, tmp_path):
                 client = None
         assert client is not None, "dagster dev did not answer within 180 s"
         stop_sensor(port, client.pdm_location, "new_machine_data_sensor")
-        with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
+        with instance_at(home) as instance:
             yield client, instance, root, tmp_path / "dagster_dev.log"
     finally:
         import signal
@@ -99,6 +99,18 @@ def wait_finished(instance: dg.DagsterInstance, run_ids: list[str], timeout: flo
                          + log.read_text()[-3000:])
 
 
+def failures(instance: dg.DagsterInstance, run_ids) -> str:
+    lines = []
+    for run_id in run_ids:
+        for event in instance.all_logs(run_id):
+            if event.dagster_event and event.dagster_event.event_type_value in ("PIPELINE_FAILURE", "STEP_FAILURE",
+                                                                                "ENGINE_EVENT"):
+                error = getattr(event.dagster_event.event_specific_data, "error", None)
+                detail = f" {error.message[:800]}" if error is not None else ""
+                lines.append(f"{run_id[:8]} {event.dagster_event.event_type_value}: {event.message[:300]}{detail}")
+    return "\n".join(lines)
+
+
 def test_two_requests_for_one_machine_run_one_after_the_other_and_each_publishes_its_own(dagster_dev):
     client, instance, root, log = dagster_dev
     first = submit_to_server(client, MACHINE, models=["anomaly"], training={"time_limit_s": 5})
@@ -106,8 +118,7 @@ def test_two_requests_for_one_machine_run_one_after_the_other_and_each_publishes
     wait_finished(instance, [first, second], 420, log)
     records = {r.dagster_run.run_id: r for r in instance.get_run_records()
                if r.dagster_run.run_id in (first, second)}
-    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records.values()), \
-        {k[:8]: r.dagster_run.status for k, r in records.items()}
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records.values()), failures(instance, records)
     a, b = sorted(records.values(), key=lambda r: r.start_time or 0)
     assert b.start_time >= a.end_time, "the two runs of one machine overlapped"
 
@@ -123,7 +134,7 @@ def test_two_requests_for_one_machine_run_one_after_the_other_and_each_publishes
         assert anomaly["action"] == "released" and anomaly["source_release"] == release["release_id"]
         # Its metrics are the ones its own run evaluated (not the other run's).
         evaluation = [e for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-                      if e.asset_key == dg.AssetKey("anomaly_evaluation")]
+                      if e.dagster_event.asset_key == dg.AssetKey("anomaly_detector_evaluation")]
         assert evaluation, f"run {run_id[:8]} has no anomaly evaluation"
         evaluated = evaluation[-1].asset_materialization.metadata
         assert abs(anomaly["metrics"]["f1"] - evaluated["f1"].value) < 1e-9
@@ -132,3 +143,27 @@ def test_two_requests_for_one_machine_run_one_after_the_other_and_each_publishes
                           .read_text())
         expected = "0.98" if run_id == second else "0.95"  # default contamination 0.05
         assert f"conformal {expected} quantile" in card["threshold_rule"], card["threshold_rule"]
+
+
+def test_a_killed_run_worker_is_failed_and_the_next_run_of_the_machine_goes_ahead(dagster_dev):
+    """kill -9 of a daemon-launched run: the run is failed (by the code server that launched the worker, else by the
+    recovery sensor, which finds its process gone), so the machine's queued run starts."""
+    import signal
+
+    client, instance, root, log = dagster_dev
+    doomed = submit_to_server(client, MACHINE, models=["anomaly", "timeseries"], training={"time_limit_s": 5})
+    waiting = submit_to_server(client, MACHINE, models=["anomaly"], training={"time_limit_s": 5})
+    deadline, pid = time.time() + 180, None
+    while pid is None and time.time() < deadline:
+        time.sleep(0.5)
+        run = instance.get_run_by_id(doomed)
+        pid = run.tags.get("pdm/pid") if run.status == dg.DagsterRunStatus.STARTED else None
+    assert pid, f"the run never started: {instance.get_run_by_id(doomed).status}\n" + log.read_text()[-2000:]
+    os.kill(int(pid), signal.SIGKILL)
+    assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.QUEUED  # held by the per-machine limit
+    wait_finished(instance, [doomed, waiting], 300, log)
+    dead = instance.get_run_by_id(doomed)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    # Failed by whoever sees it first: the code server that launched the worker, or the recovery sensor.
+    assert instance.all_logs(doomed, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.SUCCESS, failures(instance, [waiting])

@@ -57,4 +57,10 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
                 self._instance.report_run_failed(run, f"not queued: {reason}")
                 self._logger.warning(f"run {run.run_id} refused before queueing: {reason}")
                 return self._instance.get_run_by_id(run.run_id) or run
+            if run.job_name == TRAIN_JOB:
+                # A machine appears when its data appears: a valid machine asked for by id (CLI --server, GraphQL)
+                # before the sensor saw it becomes a partition now, instead of failing its first step.
+                from pdm_pipeline.defs.launch import register_machines
+
+                register_machines(self._instance, [run.tags["dagster/partition"]])
         return super().submit_run(context)

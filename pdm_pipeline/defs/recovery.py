@@ -103,7 +103,12 @@ def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[s
         return done
     for machine in base.iterdir():
         for run_dir in machine.iterdir() if machine.is_dir() else []:
-            if run_dir.name not in active and time.time() - run_dir.stat().st_mtime > 60:
+            if run_dir.name in active:
+                continue
+            run = instance.get_run_by_id(run_dir.name) if len(run_dir.name) == 36 else None
+            # A Dagster run that ended: its staging goes now. Anything else (a core caller's run id) only
+            # once untouched for a while, as it may belong to a process of another instance still writing.
+            if (run is not None and run.is_finished) or time.time() - run_dir.stat().st_mtime > 600:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 done.append(f"removed staging of run {run_dir.name[:8]} ({machine.name})")
     return done
@@ -134,9 +139,9 @@ def sweep(instance: dg.DagsterInstance, root: Path) -> list[str]:
 
 
 @dg.sensor(
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Crash recovery every minute: runs of dead processes failed, interrupted releases repaired, "
+    description="Crash recovery every 30 s: runs of dead processes failed, interrupted releases repaired, "
     "staging of ended runs removed (see pdm_pipeline/defs/recovery.py).",
 )
 def recovery_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
