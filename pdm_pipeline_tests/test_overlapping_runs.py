@@ -18,13 +18,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from test_crash_recovery import instance_at, write_home
+from test_training_api import _free_port
 
 from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import read_release
 from pdm_pipeline.defs.launch import PreQueueError, server_client, submit_to_server
-
-from test_crash_recovery import instance_at, write_home
-from test_training_api import _free_port
 
 pytestmark = pytest.mark.slow
 
