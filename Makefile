@@ -18,6 +18,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export DAGSTER_HOME := $(CURDIR)
+ifdef PDM_POSTGRES_URL
+# Runs, events and schedules in PostgreSQL; MLflow in the database <db>_mlflow of the same server.
+export DAGSTER_HOME := $(CURDIR)/.dagster_home/postgres
+export MLFLOW_TRACKING_URI ?= $(subst postgresql:,postgresql+psycopg2:,$(PDM_POSTGRES_URL))_mlflow
+endif
 export PDM_DATA_DIR ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -27,7 +32,7 @@ SEED ?= 0
 PORT ?= 3000
 FLEET ?= 20
 
-.PHONY: install demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet clean
+.PHONY: install instance demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet clean
 
 install: $(STAMP)
 
@@ -39,10 +44,16 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: install
+# The Dagster instance: the project's dagster.yaml (SQLite), or with PDM_POSTGRES_URL a rendered copy on PostgreSQL.
+instance: install
+ifdef PDM_POSTGRES_URL
+	$(BIN)/pdm-pipeline instance-config --postgres-url '$(PDM_POSTGRES_URL)' --home '$(DAGSTER_HOME)' > /dev/null
+endif
+
+demo: instance
 	$(BIN)/pdm-pipeline demo --machines $(MACHINES) --seed $(SEED)
 
-demo-real: install
+demo-real: instance
 	$(BIN)/pdm-pipeline demo-real --realdata ../shared/realdata
 
 test: install
@@ -55,11 +66,11 @@ lint: install
 	$(BIN)/ruff check pdm_pipeline pdm_pipeline_tests
 	$(BIN)/pyright
 
-dev: install
+dev: instance
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 mlflow: install
-	$(BIN)/mlflow ui --backend-store-uri $${PDM_MLFLOW_URI:-sqlite:///$(PDM_DATA_DIR)/mlflow.db} --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(PDM_DATA_DIR)/mlflow.db} --host 127.0.0.1 --port 5000
 
 bench: install
 	$(BIN)/pdm-pipeline bench
@@ -67,7 +78,7 @@ bench: install
 bench-real: install
 	$(BIN)/pdm-pipeline bench-real --realdata ../shared/realdata --out bench-real
 
-bench-fleet: install
+bench-fleet: instance
 	$(BIN)/pdm-pipeline bench-fleet --machines $(FLEET) --out bench-fleet
 
 clean:

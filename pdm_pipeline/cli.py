@@ -472,6 +472,18 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_instance_config(args: argparse.Namespace) -> int:
+    from pdm_pipeline.defs.instance_config import POSTGRES_ENV, write_instance
+
+    url = args.postgres_url or os.environ.get(POSTGRES_ENV)
+    home = Path(args.home or (".dagster_home/postgres" if url else ".dagster_home/sqlite")).resolve()
+    env = write_instance(home, postgres_url=url, max_concurrent_runs=args.max_concurrent_runs)
+    print(f"wrote {home / 'dagster.yaml'} ({'PostgreSQL' if url else 'SQLite'}); use it with:", file=sys.stderr)
+    for key, value in env.items():
+        print(f"export {key}={value}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -599,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realdata", default="../shared/realdata", help="folder holding ai4i2020/, skab_other/, nab/")
     p.add_argument("--out", default="bench-real", help="output directory (bench-real.json, bench-real.md)")
     p.set_defaults(func=cmd_bench_real)
+
+    p = sub.add_parser("instance-config", help="render the Dagster instance (dagster.yaml) on PostgreSQL "
+                       "($PDM_POSTGRES_URL) or SQLite, create the databases; prints the exports to use it")
+    p.add_argument("--postgres-url", help="postgresql://user@host:port/db (default $PDM_POSTGRES_URL; none: SQLite)")
+    p.add_argument("--home", help="directory for dagster.yaml and local files (default .dagster_home/postgres)")
+    p.add_argument("--max-concurrent-runs", type=int, help="runs at once (default: the project's dagster.yaml)")
+    p.set_defaults(func=cmd_instance_config)
 
     p = sub.add_parser("settings", help="list every --set key with its default and meaning")
     p.set_defaults(func=cmd_settings)

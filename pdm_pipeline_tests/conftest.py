@@ -38,3 +38,38 @@ def dagster_instance(tmp_path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+RABBITMQ_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Fail (not skip) naming the service when the machine's service is unreachable: CI has them all."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return
+    except OSError as exc:
+        pytest.fail(f"{name} at {host}:{port} is unreachable ({exc}); these tests need the machine's {name} "
+                    f"service running", pytrace=False)
+
+
+@pytest.fixture
+def postgres_url(request):
+    """A fresh database (and its `_mlflow` sibling) on the machine's PostgreSQL, dropped afterwards."""
+    import uuid
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg2
+
+    name = f"pdm_test_{uuid.uuid4().hex[:10]}"
+    yield f"{POSTGRES_SERVER}/{name}"
+    connection = psycopg2.connect(f"{POSTGRES_SERVER}/postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for db in (name, f"{name}_mlflow"):
+            cursor.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    connection.close()

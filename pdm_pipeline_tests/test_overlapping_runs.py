@@ -10,43 +10,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from test_crash_recovery import instance_at, write_home
-from test_training_api import _free_port
 
 from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import read_release
-from pdm_pipeline.defs.launch import PreQueueError, server_client, submit_to_server
+from pdm_pipeline.defs.devserver import DagsterDev
+from pdm_pipeline.defs.launch import submit_to_server
 
 pytestmark = pytest.mark.slow
 
 MACHINE = "motor_001"
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql",
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def stop_sensor(port: int, location: str, name: str) -> None:
-    """Stop a sensor the way the UI's toggle does, so only the test's own requests run."""
-    found = graphql(port, """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
-        __typename ... on Sensor { id } } }""",
-                    {"s": {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": name}})
-    sensor_id = found["data"]["sensorOrError"]["id"]
-    stopped = graphql(port, """mutation($id: String) { stopSensor(id: $id) { __typename
-        ... on StopSensorMutationResult { instigationState { status } } } }""", {"id": sensor_id})
-    assert stopped["data"]["stopSensor"]["instigationState"]["status"] == "STOPPED", stopped
 
 
 @pytest.fixture
@@ -54,37 +32,10 @@ def dagster_dev(tiny_fleet_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_fleet_root, root)
     home = write_home(tmp_path / "home")
-    port = _free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(root))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = (tmp_path / "dagster_dev.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
-         "-m", "pdm_pipeline.defs.definitions"],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        client, deadline = None, time.time() + 180
-        while client is None and time.time() < deadline:
-            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-            time.sleep(1)
-            try:
-                client = server_client(f"127.0.0.1:{port}")
-            except PreQueueError:
-                client = None
-        assert client is not None, "dagster dev did not answer within 180 s"
-        stop_sensor(port, client.pdm_location, "new_machine_data_sensor")
+    with DagsterDev(home, root) as dev:
+        dev.stop_sensor("new_machine_data_sensor")  # only the test's own requests
         with instance_at(home) as instance:
-            yield client, instance, root, tmp_path / "dagster_dev.log"
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            yield dev.client, instance, root, dev.log_path
 
 
 def wait_finished(instance: dg.DagsterInstance, run_ids: list[str], timeout: float, log: Path) -> None:

@@ -139,6 +139,30 @@ def ensure_experiment(*, tracking_uri: str, experiment: str) -> str:
     Call it before dagster-mlflow's resource first runs (it creates a missing experiment with MLflow's
     default artifact root, `./mlruns` of whatever the working directory is).
     """
+    with _store_lock(tracking_uri):  # the first process to open a new SQLite store creates its schema, alone
+        return _ensure_experiment(tracking_uri, experiment)
+
+
+@contextlib.contextmanager
+def _store_lock(tracking_uri: str):
+    """Serialise the opening of a SQLite store across processes: MLflow creates (migrates) the schema of a new
+    database on first use, and two step processes doing it at once fail ("duplicate column name")."""
+    db_path = _sqlite_path(tracking_uri)
+    if db_path is None:
+        yield
+        return
+    import fcntl
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db_path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _ensure_experiment(tracking_uri: str, experiment: str) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 
@@ -452,11 +476,18 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """`<db dir>/mlruns/<experiment>` as a file URI for a local SQLite store; None lets the server decide."""
+    """Where an experiment's artifacts go: `<db dir>/mlruns/<experiment>` for a local SQLite store, `<data
+    root>/mlruns/<experiment>` for a database store (PostgreSQL: the data root is the storage every worker
+    shares), None for a tracking server (it decides)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", experiment)
     db_path = _sqlite_path(tracking_uri)
-    if db_path is None:
-        return None
-    return (mlflow_dir(db_path.parent) / re.sub(r"[^A-Za-z0-9_.-]", "_", experiment)).as_uri()
+    if db_path is not None:
+        return (mlflow_dir(db_path.parent) / name).as_uri()
+    if tracking_uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql", "mssql"):
+        from pdm_pipeline.core.paths import data_root
+
+        return (mlflow_dir(data_root().resolve()) / name).as_uri()
+    return None
 
 
 def _experiment_for(
