@@ -446,6 +446,20 @@ def cmd_bench_real(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_fleet(args: argparse.Namespace) -> int:
+    from pdm_pipeline.defs import quiet
+    from pdm_pipeline.defs.bench_fleet import markdown, run_bench_fleet
+    from pdm_pipeline.defs.instance_config import POSTGRES_ENV
+
+    quiet.install()
+    result = run_bench_fleet(Path(args.out), args.machines, args.rows, args.seed,
+                             postgres_url=args.postgres_url or os.environ.get(POSTGRES_ENV),
+                             max_concurrent_runs=args.max_concurrent_runs)
+    print(markdown(result))
+    print(f"results: {Path(args.out) / 'bench-fleet.json'}, {Path(args.out) / 'bench-fleet.md'}")
+    return EXIT_OK if not result["failed_runs"] else EXIT_FAILED
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     """Train the pooled models of every fleet (materializes the fleet_models asset in this instance)."""
     import dagster as dg
@@ -611,6 +625,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realdata", default="../shared/realdata", help="folder holding ai4i2020/, skab_other/, nab/")
     p.add_argument("--out", default="bench-real", help="output directory (bench-real.json, bench-real.md)")
     p.set_defaults(func=cmd_bench_real)
+
+    p = sub.add_parser("bench-fleet", help="N sample machines through the real daemon path (sensor -> queue -> "
+                       "runs): wall time, machines per hour, peak memory, failed runs, queued vs in-process")
+    p.add_argument("--machines", type=int, default=20, help="machines in the fleet (default 20)")
+    p.add_argument("--rows", type=_rows, default=(35_000, 7_500, 7_500), help="train,val,test rows (default full size)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed")
+    p.add_argument("--out", default="bench-fleet", help="output directory (replaced; bench-fleet.json, .md)")
+    p.add_argument("--postgres-url", help="run the instance on PostgreSQL (default $PDM_POSTGRES_URL; none: SQLite)")
+    p.add_argument("--max-concurrent-runs", type=int, help="runs at once (default: the project's dagster.yaml)")
+    p.set_defaults(func=cmd_bench_fleet)
 
     p = sub.add_parser("instance-config", help="render the Dagster instance (dagster.yaml) on PostgreSQL "
                        "($PDM_POSTGRES_URL) or SQLite, create the databases; prints the exports to use it")
