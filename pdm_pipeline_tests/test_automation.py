@@ -185,3 +185,19 @@ def test_a_machine_already_released_with_this_data_is_not_retrained(dagster_inst
     ))
     result = _settled_tick(dagster_instance, data_root, None)
     assert [r.partition_key for r in result.run_requests] == ["pump_002"]
+
+
+def test_the_fleet_overview_is_refreshed_once_per_new_release(dagster_instance):
+    from pdm_pipeline.defs.sensors import fleet_overview_sensor
+
+    def tick(cursor):
+        return fleet_overview_sensor(dg.build_sensor_context(instance=dagster_instance, cursor=cursor))
+
+    assert isinstance(tick(None), dg.SkipReason)  # nothing released yet
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001"])
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization("machine_release", partition="motor_001"))
+    first = tick(None)
+    assert len(first.run_requests) == 1
+    assert isinstance(tick(first.cursor), dg.SkipReason), "the same release is not overviewed twice"
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization("machine_release", partition="motor_001"))
+    assert len(tick(first.cursor).run_requests) == 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -87,12 +89,20 @@ def test_each_model_gets_its_own_tagged_mlflow_run_and_the_deployed_alias(traine
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("dagster_run_id") == result.run_id]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # Named and tagged after the machine and what started it.
+    tags = parents[0].data.tags
+    assert tags["machine_id"] == MACHINE and tags["trigger"] == "cli"
+    assert tags["mlflow.runName"] == f"{MACHINE} · cli · {result.run_id[:8]}"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["model_type"] for r in children) == sorted(families.model_types())
     for child in children:
         assert child.data.tags["machine_id"] == MACHINE
         assert any(k.startswith("test_") for k in child.data.metrics)
         assert client.list_artifacts(child.info.run_id, "model")
+        signature = json.loads(Path(client.download_artifacts(child.info.run_id, "signature/signature.json")).read_text())
+        inputs = json.loads(signature["inputs"])
+        assert len(inputs) > 5 and all(c["type"] in ("float", "double") for c in inputs), inputs[:3]
+        assert not any(c["name"] in ("timestamp", "rul", "failure_status") for c in inputs)
     assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="classification") is not None
     deployed = client.get_model_version_by_alias(registered_model_name(MACHINE, "classification"), "deployed")
     assert deployed.tags["release_id"] == read_release(current_release_dir(root, MACHINE))["release_id"]

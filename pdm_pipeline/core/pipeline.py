@@ -46,6 +46,7 @@ from pdm_pipeline.edge.integrity import Trust, verify_dir, write_manifest
 from pdm_pipeline.families.base import (
     FAILED,
     PREPROCESSING_FILE,
+    EXCLUDED,
     SKIPPED,
     TRAINED,
     ModelFamily,
@@ -227,7 +228,7 @@ def train_model(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     if not config.wants(family.model_type):
-        return TrainedModel(family.model_type, mid, None, SKIPPED,
+        return TrainedModel(family.model_type, mid, None, EXCLUDED,
                             reason=f"{family.model_type} excluded by the settings (excluded_models)")
     start = time.perf_counter()
     view = train_view(data, labels, features, pooled)

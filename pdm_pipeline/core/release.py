@@ -56,7 +56,7 @@ from pdm_pipeline.core.gates import (
     skipped_quality_gates,
 )
 from pdm_pipeline.edge.integrity import Trust, sign_bytes, verify_dir, write_manifest
-from pdm_pipeline.families.base import METRICS_FILE, TrainedModel
+from pdm_pipeline.families.base import EXCLUDED, METRICS_FILE, NOT_RUN, TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,9 @@ class ReleaseResult:
         """published / published with warnings / blocked (exit codes 0 / 3 / 4 of the CLI)."""
         if self.blocked:
             return "blocked"
-        if any(g.warns for g in self.all_gates) or any(d.action != RELEASED for d in self.decisions.values()):
+        left_out = (NOT_RUN, EXCLUDED)  # not trained on purpose: nothing to warn about
+        if any(g.warns for g in self.all_gates) or any(
+                d.action != RELEASED and d.status not in left_out for d in self.decisions.values()):
             return "published with warnings"
         return "published"
 
@@ -286,7 +288,7 @@ def decide(
         keep = KEPT if had else NONE
         source = (previous_models.get(t, {}).get("source_release") if had else None)
         if model is None:
-            decisions[t] = ModelDecision(t, "not run", keep, "not trained in this run", source_release=source)
+            decisions[t] = ModelDecision(t, NOT_RUN, keep, "not trained in this run", source_release=source)
             continue
         if model.skipped:
             gates = [check_model_size(t, None, settings.budget_mb(t), model.reason)]

@@ -205,6 +205,7 @@ def log_model_run(
     metrics: dict[str, float],
     artifact_dir: Path | None,
     extra_tags: dict[str, str] | None = None,
+    input_example: Any = None,
 ) -> ModelRunRecord:
     """Log one model materialization as its own (child) run and terminate that run.
 
@@ -237,6 +238,8 @@ def log_model_run(
         _log_batches(client, run_id, params=flatten_params(params), metrics=finite_metrics(metrics))
         if artifact_dir is not None:
             client.log_artifacts(run_id, str(artifact_dir), MODEL_ARTIFACT_PATH)
+        if input_example is not None and len(input_example):
+            _log_signature(client, run_id, input_example)
     except BaseException:
         with contextlib.suppress(Exception):  # keep the logging error, not a failure to mark the run
             client.set_terminated(run_id, "FAILED")
@@ -278,6 +281,22 @@ def end_dagster_run(*, tracking_uri: str, experiment: str, dagster_run_id: str, 
             client.set_terminated(run.info.run_id, status)
             ended.append(run.info.run_id)
     return ended
+
+
+def _log_signature(client: MlflowClient, run_id: str, example: Any) -> None:
+    """The model's input signature (column names and types, MLflow's schema) and an input example, as the JSON
+    artifacts `signature.json` and `input_example.json` of the run (the models are logged as their own files,
+    not as an MLflow flavor, so the signature travels beside them)."""
+    import json
+    import tempfile
+
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "signature.json").write_text(json.dumps(signature.to_dict(), indent=1))
+        (Path(tmp) / "input_example.json").write_text(example.to_json(orient="split", index=False))
+        client.log_artifacts(run_id, tmp, "signature")
 
 
 def log_metrics(*, tracking_uri: str, run_id: str, metrics: dict[str, float], prefix: str = "test_") -> None:

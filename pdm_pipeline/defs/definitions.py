@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pdm_pipeline.defs.assets.fleet import fleet_models, fleet_models_job, fleet_overview
+from pdm_pipeline.defs.assets.fleet import fleet_models, fleet_models_job, fleet_overview, fleet_overview_job
 from pdm_pipeline.defs.assets.models import family_assets
 from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset, machine_features
 from pdm_pipeline.defs.assets.release import machine_release
@@ -19,7 +19,7 @@ from pdm_pipeline.defs.jobs import train_machine_job
 from pdm_pipeline.defs.recovery import mlflow_on_run_canceled, mlflow_on_run_failure, recovery_sensor
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
 from pdm_pipeline.defs.schedules import weekly_fleet_retrain
-from pdm_pipeline.defs.sensors import new_machine_data_sensor
+from pdm_pipeline.defs.sensors import fleet_overview_sensor, new_machine_data_sensor
 from pdm_pipeline.defs.tracking import mlflow_resource
 
 
@@ -41,8 +41,8 @@ def build_definitions() -> dg.Definitions:
             machine_splits, machine_metadata, machine_dataset, failure_labels, machine_features,
             *family_assets(), build_release_asset(), fleet_overview, fleet_models,
         ],
-        jobs=[train_machine_job, fleet_models_job],
-        sensors=[new_machine_data_sensor, recovery_sensor, mlflow_on_run_failure, mlflow_on_run_canceled],
+        jobs=[train_machine_job, fleet_models_job, fleet_overview_job],
+        sensors=[new_machine_data_sensor, fleet_overview_sensor, recovery_sensor, mlflow_on_run_failure, mlflow_on_run_canceled],
         schedules=[weekly_fleet_retrain],
         resources=build_resources(),
     )

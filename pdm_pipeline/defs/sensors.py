@@ -18,6 +18,7 @@ import dagster as dg
 
 from pdm_pipeline.core.discovery import scan_machines
 from pdm_pipeline.core.validation import machine_report
+from pdm_pipeline.defs.assets.fleet import fleet_overview_job
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
 from pdm_pipeline.defs.jobs import train_machine_job
@@ -111,3 +112,19 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
         asset_events=observations,
         cursor=json.dumps(cursor, sort_keys=True),
     )
+
+
+@dg.sensor(
+    job=fleet_overview_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Refreshes fleet_overview once a minute at most, when a machine has a new release materialization.",
+)
+def fleet_overview_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    records = context.instance.fetch_materializations(dg.AssetKey(RELEASE_ASSET), limit=1, ascending=False).records
+    if not records:
+        return dg.SkipReason("no machine released yet")
+    latest = records[0].storage_id
+    if context.cursor and int(context.cursor) >= latest:
+        return dg.SkipReason("no new release since the last overview")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"overview-after-{latest}")], cursor=str(latest))

@@ -108,9 +108,11 @@ def _uri(mlflow: Any) -> str:
 
 
 def log_trained_model(
-    context: dg.AssetExecutionContext, mlflow: Any, trained: TrainedModel, params: dict[str, Any], data_version: str
+    context: dg.AssetExecutionContext, mlflow: Any, trained: TrainedModel, params: dict[str, Any], data_version: str,
+    input_example: Any = None,
 ) -> dict[str, Any]:
-    """One child MLflow run for this model: params, validation metrics, the model directory. Returns metadata."""
+    """One child MLflow run for this model: params, validation metrics, the model directory, its input signature
+    and an input example (the first feature rows of train). Returns metadata."""
     if trained.skipped or trained.path is None:
         return {}
     record = tracking.log_model_run(
@@ -128,6 +130,7 @@ def log_trained_model(
             **{(k if k.startswith("val_") else f"val_{k}"): v for k, v in (trained.summary.get("val_metrics") or {}).items()},
         },
         artifact_dir=trained.path,
+        input_example=input_example,
     )
     trained.summary["mlflow_run_id"] = record.run_id
     return {"mlflow_run_id": record.run_id, "mlflow_run": dg.MetadataValue.url(tracking.ui_url(_uri(mlflow), record.experiment_id, record.run_id, MLFLOW_UI))}

@@ -37,6 +37,9 @@ METRICS_FILE = "metrics.json"
 TRAINED = "trained"
 SKIPPED = "skipped"
 FAILED = "failed"
+# Left out on purpose (excluded_models, or not selected for the run): no warning, its previous version stays.
+EXCLUDED = "excluded"
+NOT_RUN = "not run"
 
 
 class ModelSkipped(Exception):

@@ -177,3 +177,10 @@ fleet_models_job = dg.define_asset_job(
     FLEET_JOB, selection=[FLEET_MODELS],
     description="Train the pooled models of every fleet; machine runs afterwards may adopt them (chosen on val).",
 )
+
+
+FLEET_OVERVIEW_JOB = "fleet_overview_job"
+fleet_overview_job = dg.define_asset_job(
+    FLEET_OVERVIEW_JOB, selection=[FLEET_OVERVIEW],
+    description="Refresh the fleet overview (run by fleet_overview_sensor after new releases, and by `make demo`).",
+)

@@ -148,7 +148,8 @@ def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
             log = context.log.error if trained.status == "failed" else context.log.warning
             log(f"{family.title} of {machine_id} {trained.status}: {trained.reason}; its previous version stays")
         else:
-            tracked = log_trained_model(context, mlflow, trained, config.as_dict(), data_version)
+            example = machine_features.frames["train"][machine_features.feature_names].head(5)
+            tracked = log_trained_model(context, mlflow, trained, config.as_dict(), data_version, example)
             if model_key in context.selected_asset_keys:
                 yield dg.Output(trained, output_name=family.asset_name, metadata={**model_metadata(trained), **tracked})
         size = check_model_size(family.model_type, trained.size_mb, settings.budget_mb(family.model_type),
