@@ -44,9 +44,9 @@ from pdm_pipeline.core.labels import (
 from pdm_pipeline.core.schema import LABEL
 from pdm_pipeline.edge.integrity import Trust, verify_dir, write_manifest
 from pdm_pipeline.families.base import (
+    EXCLUDED,
     FAILED,
     PREPROCESSING_FILE,
-    EXCLUDED,
     SKIPPED,
     TRAINED,
     ModelFamily,
