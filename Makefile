@@ -57,7 +57,7 @@ demo-real: instance
 	$(BIN)/pdm-pipeline demo-real --realdata ../shared/realdata
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

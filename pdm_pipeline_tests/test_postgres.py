@@ -26,7 +26,7 @@ from pdm_pipeline.defs.instance_config import (
 )
 from pdm_pipeline.defs.launch import submit_to_server
 
-MODELS = ["anomaly", "classification"]
+MODELS = ["anomaly"]
 
 
 def test_the_rendered_instance_differs_from_the_project_one_only_in_storage_and_paths(tmp_path):
@@ -84,7 +84,7 @@ def test_four_machines_at_once_on_postgres_record_every_run_event_check_and_mlfl
                 materialized = {e.dagster_event.asset_key.to_user_string() for e in
                                 instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
                 assert {"machine_dataset", "failure_labels", "machine_features", "anomaly_detector",
-                        "failure_classifier", "machine_release"} <= materialized, materialized
+                        "anomaly_detector_evaluation", "machine_release"} <= materialized, materialized
                 checks = {e.dagster_event.event_specific_data.check_name for e in
                           instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
                 assert {"critical_sensors_complete", "distribution_shift", "label_balance", "pi_size_gate",
@@ -101,6 +101,5 @@ def test_four_machines_at_once_on_postgres_record_every_run_event_check_and_mlfl
         (parent,) = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run_id}'")
         assert parent.info.status == "FINISHED" and parent.data.tags["machine_id"] == machine
         children = client.search_runs([experiment.experiment_id], f"tags.`dagster.run_id` = '{run_id}'")
-        assert sorted(c.data.tags["model_type"] for c in children) == sorted(
-            {"anomaly": "anomaly", "classification": "classification"}.values())
+        assert [c.data.tags["model_type"] for c in children] == ["anomaly"]
         assert all(c.info.status == "FINISHED" and c.data.metrics for c in children)

@@ -53,12 +53,12 @@ def write_skab_like(directory: Path, files: int = 1, rows: int = 700, seed: int 
         frame.to_csv(directory / f"{f}.csv", sep=";", index=False)
 
 
-def write_cmapss_like(path: Path, engines: int = 14, seed: int = 0) -> None:
+def write_cmapss_like(path: Path, engines: int = 10, seed: int = 0) -> None:
     """unit, cycle, 3 settings, 21 sensors; whitespace separated, no header, trailing blanks, run to failure."""
     rng = np.random.default_rng(seed)
     lines = []
     for unit in range(1, engines + 1):
-        life = int(rng.integers(120, 200))
+        life = int(rng.integers(110, 170))
         for cycle in range(1, life + 1):
             wear = (cycle / life) ** 2
             settings = [rng.normal(0, 0.002), rng.normal(0, 0.0003), 100.0]

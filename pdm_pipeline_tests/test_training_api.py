@@ -82,8 +82,8 @@ def test_an_unidentified_server_is_refused(tmp_path):
         with pytest.raises(PreQueueError):
             server_client(f"127.0.0.1:{port}", timeout=2)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def test_models_option_selects_those_families_and_the_shared_steps():
