@@ -409,9 +409,9 @@ def alarm_delays(view: TrainView, config: TrainingConfig) -> tuple[int, int, str
     if not view.metadata.time_order or not windows:
         return 1, 1, "every row on its own (no time order)"
     on = int(windows[0])
-    off = int(windows[1]) if len(windows) > 1 else on
-    return on, off, (f"on after {on} consecutive rows above the threshold (the shortest window), off after {off} "
-                     "below (the next window): one incident, one alarm")
+    off = on
+    return on, off, (f"on after {on} consecutive rows above the threshold, off after {off} below (the shortest "
+                     "window): no single-row flicker either way, and no alarm tail longer than the window")
 
 
 def _weights(val: pd.DataFrame, scores: pd.DataFrame, detectors: list[str]) -> tuple[dict[str, float], str, dict]:
