@@ -8,6 +8,8 @@ AI4I 2020 (classification, `Machine failure` without the TWF/HDF/PWF/OSF/RNF fla
     on the label, 70 / 15 / 15 % (seed 0). The pooled fleet classifier is trained first, then each machine
     chooses between it and its own on its val rows. Reported: pooled test F1 / precision / recall over the three
     test sets, and F1 per Type. Reference: gradient boosting without the mode flags ~ F1 0.90 (pooled).
+    The 15 % test part holds ~50 failures (3 of Type H), so F1 moves by several points with the split: the same
+    protocol also runs on split seeds 1-4 and the mean and spread are printed beside the seed-0 figure.
 SKAB `other` (anomaly detection, 14 experiments)
     The leaderboard protocol: for each file, the first 400 rows are training (val = their last 20 %), every later
     row is test; one machine per file; predictions of all files pooled. Reported: F1, false-alarm rate FP/(FP+TN),
@@ -70,12 +72,16 @@ def _config(only: str, **kw: Any):
     return TrainingConfig(excluded_models=ONLY[only], **kw)
 
 
-def bench_ai4i(realdata: Path, root: Path) -> dict[str, Any]:
+AI4I_SPLIT_SEEDS = (0, 1, 2, 3, 4)
+
+
+def _ai4i_split(realdata: Path, root: Path, seed: int) -> tuple[dict[str, float], dict[str, Any], str]:
+    """Pooled test metrics, per-Type rows and the fleet release of one random split."""
     from pdm_pipeline.core.fleet import train_fleet
     from pdm_pipeline.core.importer import import_ai4i2020
     from pdm_pipeline.core.pipeline import run_machine
 
-    ids = import_ai4i2020(realdata / "ai4i2020" / "ai4i2020.csv", root, overwrite=True)
+    ids = import_ai4i2020(realdata / "ai4i2020" / "ai4i2020.csv", root, overwrite=True, seed=seed)
     config = _config("classification")
     fleet = train_fleet(root, "ai4i", config)
     per_type, confusions = {}, []
@@ -89,10 +95,25 @@ def bench_ai4i(realdata: Path, root: Path) -> dict[str, Any]:
             "recall": evaluation.metrics["recall"], "test_failures": c["tp"] + c["fn"], "test_rows": c["tp"] + c["fp"] + c["fn"] + c["tn"],
             "model": run.trained["classification"].summary.get("source"),
         }
-    pooled = _pooled(confusions)
+    return _pooled(confusions), per_type, fleet.release_id
+
+
+def bench_ai4i(realdata: Path, root: Path) -> dict[str, Any]:
+    """The reported split (seed 0) and, because 50 test failures make F1 move by several points from one random
+    split to the next, the same protocol on AI4I_SPLIT_SEEDS (mean and spread beside the reported figure)."""
+    import statistics
+
+    pooled, per_type, release_id = _ai4i_split(realdata, root, AI4I_SPLIT_SEEDS[0])
+    seeds = {AI4I_SPLIT_SEEDS[0]: {"f1": pooled["f1"], **{t: row["f1"] for t, row in per_type.items()}}}
+    for seed in AI4I_SPLIT_SEEDS[1:]:
+        other, other_types, _ = _ai4i_split(realdata, root.parent / f"ai4i-split-{seed}", seed)
+        seeds[seed] = {"f1": other["f1"], **{t: row["f1"] for t, row in other_types.items()}}
+    f1s = [s["f1"] for s in seeds.values()]
+    spread = {"seeds": list(seeds), "pooled_f1_mean": statistics.fmean(f1s), "pooled_f1_sd": statistics.stdev(f1s),
+              "pooled_f1_min": min(f1s), "pooled_f1_max": max(f1s), "per_seed": seeds}
     return {"protocol": "one machine per Type, random stratified 70/15/15 split (seed 0), mode flags dropped; "
                         "pooled fleet classifier chosen per machine on val", "pooled": pooled, "per_type": per_type,
-            "fleet_release": fleet.release_id, "reference": REFERENCES["ai4i"],
+            "split_seeds": spread, "fleet_release": release_id, "reference": REFERENCES["ai4i"],
             "targets": {"pooled_f1>=0.90": pooled["f1"] >= 0.90,
                         "every_type_f1>=0.80": all(t["f1"] >= 0.80 for t in per_type.values())}}
 
@@ -168,6 +189,13 @@ def markdown(result: dict[str, Any]) -> str:
     for t, row in a["per_type"].items():
         lines.append(f"| Type {t} | {_fmt(row['f1'])} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | "
                      f"{row['test_failures']} / {row['test_rows']} | {row['model']} |")
+    sp = a.get("split_seeds")
+    if sp:
+        lines += ["", f"The same protocol on {len(sp['seeds'])} random splits (seeds {', '.join(map(str, sp['seeds']))}): "
+                  f"pooled F1 {sp['pooled_f1_mean']:.3f} ± {sp['pooled_f1_sd']:.3f} (min {sp['pooled_f1_min']:.3f}, "
+                  f"max {sp['pooled_f1_max']:.3f}); per seed: "
+                  + "; ".join(f"{seed}: {row['f1']:.3f} (" + ", ".join(f"{t} {v:.2f}" for t, v in row.items() if t != "f1")
+                              + ")" for seed, row in sp["per_seed"].items()) + "."]
     lines += ["", f"Reference: {a['reference']}.", ""]
     s = result["skab"]
     p = s["pooled"]

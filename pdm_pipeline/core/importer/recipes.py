@@ -39,12 +39,14 @@ CMAPSS_COLUMNS: tuple[str, ...] = (
 )
 
 
-def import_ai4i2020(csv_path: Path, root: Path, machine_prefix: str = "ai4i", *, overwrite: bool = False) -> list[str]:
+def import_ai4i2020(
+    csv_path: Path, root: Path, machine_prefix: str = "ai4i", *, overwrite: bool = False, seed: int = 0
+) -> list[str]:
     """AI4I 2020 as three machines `<prefix>_H`, `_L`, `_M` (one per product quality `Type`), machine type `<prefix>`.
 
     Label "Machine failure" -> failure_status; the failure-mode flags TWF, HDF, PWF, OSF, RNF (which almost
     define the label) and the ids UDI and Product ID are dropped. Rows are independent processes: no time
-    order, random split stratified on the label (seed 0).
+    order, random split stratified on the label (`seed`, 0 by default).
     """
     options = ImportOptions(
         machine_id=machine_prefix,
@@ -52,6 +54,7 @@ def import_ai4i2020(csv_path: Path, root: Path, machine_prefix: str = "ai4i", *,
         drop_columns=list(AI4I_DROPPED),
         group_column=AI4I_GROUP,
         split="random",
+        seed=seed,
     )
     return import_data(Path(csv_path), root, options, overwrite=overwrite)
 
