@@ -224,3 +224,53 @@ def test_bad_forecast_settings_are_named(extra, message):
         TrainingConfig(extra=extra).validate()
     assert ForecastSettings.overrides({"forecast_history_points": 168}) == {"history_points": 168}
     assert json.dumps(ForecastSettings().as_dict())
+
+
+def test_the_fast_component_matrix_is_prophets_own_and_its_models_load_in_plain_prophet():
+    """FastComponentsProphet only replaces how Prophet builds its component table (numpy instead of
+    pd.crosstab): the table must be Prophet's own, value for value, and a model it fitted must serialize and
+    predict with plain Prophet (which checks its own table against the stored one)."""
+    import copy
+
+    from prophet import Prophet
+    from prophet.serialize import model_from_json, model_to_json
+
+    from pdm_pipeline.families.forecast.series import fast_component_matrix, prophet_class
+
+    ds = pd.date_range("2025-01-01", periods=24 * 21, freq="h")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"ds": ds, "y": np.sin(np.arange(len(ds)) * 2 * np.pi / 24) + rng.normal(0, 0.1, len(ds)),
+                          "repair_0": (ds >= ds[300]).astype(float)})
+    captured = []
+    original = Prophet.regressor_column_matrix
+
+    def spy(self, seasonal_features, modes):
+        before = copy.deepcopy(modes)
+        out, after = original(self, seasonal_features, modes)
+        captured.append((self, seasonal_features, before, out, copy.deepcopy(after)))
+        return out, after
+
+    Prophet.regressor_column_matrix = spy
+    try:
+        plain = Prophet(daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False, uncertainty_samples=0)
+        plain.add_regressor("repair_0", mode="additive")
+        plain.fit(frame)
+        future = frame[["ds"]].iloc[-48:].assign(repair_0=1.0)
+        plain.predict(future)
+    finally:
+        Prophet.regressor_column_matrix = original
+    assert len(captured) >= 2, "Prophet builds the table at fit and at predict"
+    for model, features, modes, expected, expected_modes in captured:
+        ours, ours_modes = fast_component_matrix(model, features, copy.deepcopy(modes))
+        assert ours.equals(expected) and list(ours.columns) == list(expected.columns)
+        assert ours.index.name == expected.index.name and ours.columns.name == expected.columns.name
+        assert ours_modes == expected_modes
+
+    fast = prophet_class()(daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False,
+                           uncertainty_samples=0)
+    fast.add_regressor("repair_0", mode="additive")
+    fast.fit(frame)
+    assert fast.train_component_cols.equals(plain.train_component_cols)
+    reloaded = model_from_json(model_to_json(fast))
+    assert type(reloaded) is Prophet
+    np.testing.assert_allclose(reloaded.predict(future)["yhat"], plain.predict(future)["yhat"], rtol=1e-6, atol=1e-6)

@@ -200,8 +200,15 @@ def seasonalities(span: pd.Timedelta, time_unit: str, step: pd.Timedelta, allowe
 # ---------------------------------------------------------------------------------------------- Prophet
 
 
+_PROPHET_CLASS: type | None = None
+
+
 def prophet_class() -> type:
-    """Import Prophet (heavy) and silence cmdstanpy's per-fit INFO lines."""
+    """Prophet (imported here: heavy) with a faster `regressor_column_matrix`, and cmdstanpy's per-fit INFO
+    lines silenced."""
+    global _PROPHET_CLASS
+    if _PROPHET_CLASS is not None:
+        return _PROPHET_CLASS
     try:
         from prophet import Prophet
     except ImportError:
@@ -210,7 +217,60 @@ def prophet_class() -> type:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     logger.setLevel(logging.WARNING)
-    return Prophet
+
+    class FastComponentsProphet(Prophet):
+        """Prophet whose component matrix is built with numpy instead of `pd.crosstab` + `pd.concat`.
+
+        Prophet builds this small 0/1 table (feature column x component) on every fit and every prediction;
+        its pandas version costs ~11 ms a call, ~3 s of a full-size machine's ~110 fits and forecasts. The
+        result is the same DataFrame (values, dtype, index, column order: checked against Prophet's own in the
+        tests), so models fitted here load and predict with plain Prophet."""
+
+        def regressor_column_matrix(self, seasonal_features: pd.DataFrame, modes: dict) -> tuple[pd.DataFrame, dict]:
+            return fast_component_matrix(self, seasonal_features, modes)
+
+    _PROPHET_CLASS = FastComponentsProphet
+    return _PROPHET_CLASS
+
+
+def fast_component_matrix(model: Any, seasonal_features: pd.DataFrame, modes: dict) -> tuple[pd.DataFrame, dict]:
+    """Prophet.regressor_column_matrix (prophet 1.1-1.5), without pandas reshaping: see FastComponentsProphet."""
+    pairs = [(i, str(name).split("_delim_")[0]) for i, name in enumerate(seasonal_features.columns)]
+
+    def add_group(name: str, group: Any) -> None:
+        members = set(group)
+        cols = list(dict.fromkeys(col for col, component in pairs if component in members))
+        pairs.extend((col, name) for col in cols)
+
+    if model.train_holiday_names is not None:
+        add_group("holidays", model.train_holiday_names.unique())
+    for mode in ("additive", "multiplicative"):
+        add_group(mode + "_terms", modes[mode])
+        add_group("extra_regressors_" + mode, [r for r, props in model.extra_regressors.items() if props["mode"] == mode])
+        modes[mode].append(mode + "_terms")
+        modes[mode].append("extra_regressors_" + mode)
+    modes[model.holidays_mode].append("holidays")
+    rows = sorted({col for col, _ in pairs})
+    names = sorted({component for _, component in pairs})
+    row_of = {col: k for k, col in enumerate(rows)}
+    name_of = {name: k for k, name in enumerate(names)}
+    counts = np.zeros((len(rows), len(names)), dtype=np.int64)
+    for col, component in pairs:
+        counts[row_of[col], name_of[component]] += 1
+    component_cols = pd.DataFrame(
+        counts, index=pd.Index(rows, name="col"), columns=pd.Index(names, dtype=object, name="component")
+    )
+    for name in ("additive_terms", "multiplicative_terms"):
+        if name not in component_cols:
+            component_cols[name] = 0
+    component_cols = component_cols.drop("zeros", axis=1, errors="ignore")
+    if max(component_cols["additive_terms"] + component_cols["multiplicative_terms"]) > 1:
+        raise Exception("A bug occurred in seasonal components.")
+    if model.train_component_cols is not None:
+        component_cols = component_cols[model.train_component_cols.columns]
+        if not component_cols.equals(model.train_component_cols):
+            raise Exception("A bug occurred in constructing regressors.")
+    return component_cols, modes
 
 
 @contextmanager
