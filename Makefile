@@ -50,11 +50,15 @@ ifdef PDM_POSTGRES_URL
 	$(BIN)/pdm-pipeline instance-config --postgres-url '$(PDM_POSTGRES_URL)' --home '$(DAGSTER_HOME)' > /dev/null
 endif
 
+# Exit 3 (published with warnings: the summary above names each warned gate) is a finished demo, not a make
+# error; 4 (blocked), 1 (a run failed) and 2 (bad input) still fail the target.
+WARNINGS_OK = || { code=$$?; if [ $$code -eq 3 ]; then echo "(exit 3: published with warnings; the gates are listed above)"; else exit $$code; fi; }
+
 demo: instance
-	$(BIN)/pdm-pipeline demo --machines $(MACHINES) --seed $(SEED)
+	$(BIN)/pdm-pipeline demo --machines $(MACHINES) --seed $(SEED) $(WARNINGS_OK)
 
 demo-real: instance
-	$(BIN)/pdm-pipeline demo-real --realdata ../shared/realdata
+	$(BIN)/pdm-pipeline demo-real --realdata ../shared/realdata $(WARNINGS_OK)
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
