@@ -639,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("instance-config", help="render the Dagster instance (dagster.yaml) on PostgreSQL "
                        "($PDM_POSTGRES_URL) or SQLite, create the databases; prints the exports to use it")
     p.add_argument("--postgres-url", help="postgresql://user@host:port/db (default $PDM_POSTGRES_URL; none: SQLite)")
-    p.add_argument("--home", help="directory for dagster.yaml and local files (default .dagster_home/postgres)")
+    p.add_argument("--home", help="directory for dagster.yaml and local files (default .dagster_home/postgres, or .dagster_home/sqlite without a URL)")
     p.add_argument("--max-concurrent-runs", type=int, help="runs at once (default: the project's dagster.yaml)")
     p.set_defaults(func=cmd_instance_config)
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from conftest import RABBITMQ_BROKER, REDIS_URL, require_service
-from test_crash_recovery import instance_at, write_home
+from test_crash_recovery import write_home
 
 from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import current_release_dir, read_release
 from pdm_pipeline.defs.devserver import DagsterDev
+from pdm_pipeline.defs.instance_config import open_instance
 from pdm_pipeline.defs.launch import materialize_machine, submit_to_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -65,7 +66,7 @@ def test_a_machine_trained_across_two_celery_workers_publishes_what_in_process_p
     root = tmp_path / "data"
     shutil.copytree(tiny_fleet_root, root)
     home = write_home(tmp_path / "home")
-    with instance_at(home):  # create the storage once, before three processes open it at the same time
+    with open_instance(home):  # create the storage once, before three processes open it at the same time
         pass
     env = {"PDM_EXECUTOR": "celery", "PDM_CELERY_BROKER": RABBITMQ_BROKER, "PDM_CELERY_BACKEND": REDIS_URL}
     worker_env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(root), **env)
@@ -84,7 +85,7 @@ def test_a_machine_trained_across_two_celery_workers_publishes_what_in_process_p
         with DagsterDev(home, root, env=env) as dev:
             dev.stop_sensor("new_machine_data_sensor")
             run_id = submit_to_server(dev.client, MACHINE, models=MODELS, training=TRAINING)
-            with instance_at(home) as instance:
+            with open_instance(home) as instance:
                 deadline = time.time() + 480
                 while not instance.get_run_by_id(run_id).is_finished:
                     assert time.time() < deadline, dev.log_tail() + (tmp_path / "worker0.log").read_text()[-2000:]

@@ -26,26 +26,18 @@ import pytest
 
 from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import current_release_dir, read_release, recover_machine, verify_release
+from pdm_pipeline.defs.instance_config import open_instance, write_instance
 
 pytestmark = pytest.mark.slow
 
-PROJECT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "pdm-pipeline")
 FAST = ["--set", "time_limit_s=5", "--set", "extra.forecast_validation_windows=1"]
 
 
 def write_home(home: Path) -> Path:
-    """A Dagster home with the project's dagster.yaml, its storage under `home`."""
-    home.mkdir(parents=True, exist_ok=True)
-    text = (PROJECT / "dagster.yaml").read_text().replace("base_dir: .dagster_home/", f"base_dir: {home}/.dagster_home/")
-    (home / "dagster.yaml").write_text(text)
+    """A Dagster home with the project's dagster.yaml (SQLite), its storage under `home`."""
+    write_instance(home)
     return home
-
-
-def instance_at(home: Path) -> dg.DagsterInstance:
-    from dagster._core.instance.ref import InstanceRef
-
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
 
 
 def cli_env(home: Path, root: Path) -> dict[str, str]:
@@ -88,7 +80,7 @@ def site(tiny_fleet_root, tmp_path_factory):
     done = run_cli(["run", "--machine-id", "motor_001", "--machine-id", "pump_002", "--models", "anomaly", *FAST],
                    home, root)
     assert done.returncode in (0, 3), done.stdout + done.stderr
-    with instance_at(home) as instance:
+    with open_instance(home) as instance:
         yield root, home, instance
 
 

@@ -13,10 +13,11 @@ import shutil
 import dagster as dg
 import pytest
 from helpers import assert_picture
-from test_crash_recovery import instance_at, run_cli, write_home
+from test_crash_recovery import run_cli, write_home
 
 from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import current_release_dir, read_release
+from pdm_pipeline.defs.instance_config import open_instance
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_the_terminal_carries_no_library_warning(site):
 
 def test_the_fleet_overview_lists_every_machine_and_model_with_its_gate_status(site):
     root, home, _, _ = site
-    with instance_at(home) as instance:
+    with open_instance(home) as instance:
         record = instance.fetch_materializations(dg.AssetKey("fleet_overview"), limit=1, ascending=False).records[0]
         metadata = record.asset_materialization.metadata
     assert metadata["machines"].value == 2 and metadata["released_models"].value == 2

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from test_crash_recovery import instance_at, write_home
+from test_crash_recovery import write_home
 
 from pdm_pipeline.core import keys
 from pdm_pipeline.core.release import read_release
 from pdm_pipeline.defs.devserver import DagsterDev
+from pdm_pipeline.defs.instance_config import open_instance
 from pdm_pipeline.defs.launch import submit_to_server
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def dagster_dev(tiny_fleet_root, tmp_path):
     home = write_home(tmp_path / "home")
     with DagsterDev(home, root) as dev:
         dev.stop_sensor("new_machine_data_sensor")  # only the test's own requests
-        with instance_at(home) as instance:
+        with open_instance(home) as instance:
             yield dev.client, instance, root, dev.log_path
 
 

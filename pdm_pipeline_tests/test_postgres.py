@@ -12,7 +12,6 @@ import dagster as dg
 import pytest
 import yaml
 from conftest import TINY_ROWS
-from test_crash_recovery import instance_at
 
 from pdm_pipeline.defs.devserver import DagsterDev
 from pdm_pipeline.defs.instance_config import (
@@ -20,6 +19,7 @@ from pdm_pipeline.defs.instance_config import (
     InstanceConfigError,
     ensure_database,
     mlflow_url,
+    open_instance,
     parse_postgres_url,
     render,
     write_instance,
@@ -70,7 +70,7 @@ def test_four_machines_at_once_on_postgres_record_every_run_event_check_and_mlfl
     with DagsterDev(tmp_path / "home", root, env={"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}) as dev:
         dev.stop_sensor("new_machine_data_sensor")
         run_ids = {m: submit_to_server(dev.client, m, models=MODELS, training={"time_limit_s": 5}) for m in machines}
-        with instance_at(tmp_path / "home") as instance:
+        with open_instance(tmp_path / "home") as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             deadline = time.time() + 600
             while not all(instance.get_run_by_id(r).is_finished for r in run_ids.values()):

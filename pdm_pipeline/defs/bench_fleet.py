@@ -29,17 +29,11 @@ import dagster as dg
 
 from pdm_pipeline.core import paths
 from pdm_pipeline.defs.devserver import DagsterDev
-from pdm_pipeline.defs.instance_config import write_instance
+from pdm_pipeline.defs.instance_config import open_instance, write_instance
 from pdm_pipeline.defs.jobs import TRAIN_JOB
 
 FULL_SIZE = (35_000, 7_500, 7_500)
 REFERENCE = "reference_000"
-
-
-def _instance(home: Path) -> dg.DagsterInstance:
-    from dagster._core.instance.ref import InstanceRef
-
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
 
 
 def _drop(source: Path, target: Path, machine_id: str, as_id: str | None = None) -> None:
@@ -149,7 +143,7 @@ def run_bench_fleet(out: Path, machines: int = 20, rows: tuple[int, int, int] = 
         "cores": os.cpu_count(), "in_process_s": round(in_process_s, 1),
     }
     with DagsterDev(home, data, env={k: v for k, v in env.items() if k != "DAGSTER_HOME"}) as dev, \
-            _instance(home) as instance:
+            open_instance(home) as instance:
         memory = _PeakMemory(dev)
         memory.start()
         result["max_concurrent_runs"] = instance.get_concurrency_config().run_queue_config.max_concurrent_runs

@@ -132,3 +132,11 @@ def write_instance(home: Path, *, postgres_url: str | None = None, max_concurren
     tmp.write_text(text)
     tmp.replace(home / "dagster.yaml")
     return env
+
+
+def open_instance(home: Path) -> Any:
+    """The Dagster instance of the home `write_instance` wrote (whatever DAGSTER_HOME this process has)."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
