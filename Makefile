@@ -19,9 +19,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export DAGSTER_HOME := $(CURDIR)
 ifdef PDM_POSTGRES_URL
-# Runs, events and schedules in PostgreSQL; MLflow in the database <db>_mlflow of the same server.
+# Runs, events and schedules in PostgreSQL; MLflow in the database <db>_mlflow of the same server (derived from
+# PDM_POSTGRES_URL by pdm_pipeline/core/postgres.py wherever MLflow is opened).
 export DAGSTER_HOME := $(CURDIR)/.dagster_home/postgres
-export MLFLOW_TRACKING_URI ?= $(subst postgresql:,postgresql+psycopg2:,$(PDM_POSTGRES_URL))_mlflow
 endif
 export PDM_DATA_DIR ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
@@ -74,7 +74,8 @@ dev: instance
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 mlflow: install
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(PDM_DATA_DIR)/mlflow.db} --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri "$$($(BIN)/python -c 'from pathlib import Path; \
+	from pdm_pipeline.core.tracking import default_tracking_uri; print(default_tracking_uri(Path("$(PDM_DATA_DIR)")))')"
 
 bench: install
 	$(BIN)/pdm-pipeline bench

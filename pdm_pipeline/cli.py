@@ -447,13 +447,13 @@ def cmd_bench_real(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.postgres import configured_url
     from pdm_pipeline.defs import quiet
     from pdm_pipeline.defs.bench_fleet import markdown, run_bench_fleet
-    from pdm_pipeline.defs.instance_config import POSTGRES_ENV
 
     quiet.install()
     result = run_bench_fleet(Path(args.out), args.machines, args.rows, args.seed,
-                             postgres_url=args.postgres_url or os.environ.get(POSTGRES_ENV),
+                             postgres_url=args.postgres_url or configured_url(),
                              max_concurrent_runs=args.max_concurrent_runs)
     print(markdown(result))
     print(f"results: {Path(args.out) / 'bench-fleet.json'}, {Path(args.out) / 'bench-fleet.md'}")
@@ -487,9 +487,10 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_instance_config(args: argparse.Namespace) -> int:
-    from pdm_pipeline.defs.instance_config import POSTGRES_ENV, write_instance
+    from pdm_pipeline.core.postgres import configured_url
+    from pdm_pipeline.defs.instance_config import write_instance
 
-    url = args.postgres_url or os.environ.get(POSTGRES_ENV)
+    url = args.postgres_url or configured_url()
     home = Path(args.home or (".dagster_home/postgres" if url else ".dagster_home/sqlite")).resolve()
     env = write_instance(home, postgres_url=url, max_concurrent_runs=args.max_concurrent_runs)
     print(f"wrote {home / 'dagster.yaml'} ({'PostgreSQL' if url else 'SQLite'}); use it with:", file=sys.stderr)

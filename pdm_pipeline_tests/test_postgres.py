@@ -13,17 +13,9 @@ import pytest
 import yaml
 from conftest import TINY_ROWS
 
+from pdm_pipeline.core.postgres import InstanceConfigError, ensure_database, mlflow_url, parse_postgres_url
 from pdm_pipeline.defs.devserver import DagsterDev
-from pdm_pipeline.defs.instance_config import (
-    PROJECT_YAML,
-    InstanceConfigError,
-    ensure_database,
-    mlflow_url,
-    open_instance,
-    parse_postgres_url,
-    render,
-    write_instance,
-)
+from pdm_pipeline.defs.instance_config import PROJECT_YAML, open_instance, render, write_instance
 from pdm_pipeline.defs.launch import submit_to_server
 
 MODELS = ["anomaly"]
@@ -54,6 +46,19 @@ def test_unusable_postgres_urls_are_refused_naming_the_server_without_its_passwo
         parse_postgres_url(url)
         ensure_database(url)
     assert "secret" not in str(info.value)
+
+
+def test_pdm_postgres_url_alone_selects_mlflows_store_beside_the_instance(tmp_path, monkeypatch):
+    from pdm_pipeline.core.tracking import default_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PDM_POSTGRES_URL", raising=False)
+    assert default_tracking_uri(tmp_path).startswith("sqlite:///")
+    for spelling in ("postgresql", "postgres"):  # both spellings the instance accepts
+        monkeypatch.setenv("PDM_POSTGRES_URL", f"{spelling}://pdm@db.example:5432/fleet")
+        assert default_tracking_uri(tmp_path) == "postgresql+psycopg2://pdm@db.example:5432/fleet_mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert default_tracking_uri(tmp_path) == "http://mlflow.example:5000", "an explicit MLflow store wins"
 
 
 @pytest.mark.slow

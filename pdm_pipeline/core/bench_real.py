@@ -87,6 +87,7 @@ def plain_booster_f1(root: Path, machine_ids: list[str], seed: int = 0) -> float
     from pdm_pipeline.core.features import compute_features, fit_feature_spec
     from pdm_pipeline.core.schema import LABEL
     from pdm_pipeline.families.classifier.train import f1_optimal_threshold
+    from pdm_pipeline.families.tabular import available_cpus
 
     parts: dict[str, list[pd.DataFrame]] = {"train": [], "val": [], "test": []}
     for code, machine_id in enumerate(machine_ids):
@@ -99,7 +100,7 @@ def plain_booster_f1(root: Path, machine_ids: list[str], seed: int = 0) -> float
             parts[split].append(features.reset_index(drop=True))
     train, val, test = (pd.concat(parts[s], ignore_index=True) for s in ("train", "val", "test"))
     inputs = [c for c in train.columns if c != LABEL]
-    params = {"objective": "binary", "learning_rate": 0.05, "seed": seed, "num_threads": 2, "verbose": -1}
+    params = {"objective": "binary", "learning_rate": 0.05, "seed": seed, "num_threads": available_cpus(), "verbose": -1}
     booster = lightgbm.train(
         params, lightgbm.Dataset(train[inputs], train[LABEL]), num_boost_round=1000,
         valid_sets=[lightgbm.Dataset(val[inputs], val[LABEL])], callbacks=[lightgbm.early_stopping(50, verbose=False)],

@@ -81,7 +81,8 @@ def activate_tracking_uri(uri: str) -> None:
 
 
 def default_tracking_uri(root: Path) -> str:
-    """$MLFLOW_TRACKING_URI if set, else the SQLite store `<root>/mlflow.db` (absolute path).
+    """$MLFLOW_TRACKING_URI if set; else, with $PDM_POSTGRES_URL, the database `<db>_mlflow` on that server (see
+    core/postgres.py); else the SQLite store `<root>/mlflow.db` (absolute path).
 
     SQLite rather than a directory of files: MLflow 3.17 refuses the file store by default (it is in
     maintenance mode) and the model registry, which the champion alias needs, works fully on SQLite.
@@ -91,6 +92,11 @@ def default_tracking_uri(root: Path) -> str:
     from_env = os.environ.get(TRACKING_URI_ENV)
     if from_env and from_env not in _process_uris:
         return from_env
+    from pdm_pipeline.core.postgres import configured_url, mlflow_url
+
+    postgres = configured_url()
+    if postgres:
+        return mlflow_url(postgres)
     return _SQLITE_PREFIX + (Path(root).resolve() / MLFLOW_DB_NAME).as_posix()
 
 

@@ -10,86 +10,12 @@ database `<db>_mlflow` on the same server (MLflow's schema and Dagster's never s
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from pdm_pipeline.errors import PdmError
+from pdm_pipeline.core.postgres import _safe, ensure_database, mlflow_url, parse_postgres_url, sqlalchemy_url
 
-POSTGRES_ENV = "PDM_POSTGRES_URL"
 PROJECT_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
-_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-class InstanceConfigError(PdmError):
-    """A PostgreSQL URL or database that cannot be used; the message names the URL (without password)."""
-
-
-def _safe(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def parse_postgres_url(url: str) -> tuple[str, str]:
-    """(server URL without database, database name); refuses what is not postgresql://.../<db>."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg2"):
-        raise InstanceConfigError(f"{POSTGRES_ENV}={_safe(url)!r}: expected postgresql://user@host:port/database")
-    database = parts.path.lstrip("/")
-    if not _DB_NAME.match(database):
-        raise InstanceConfigError(f"{POSTGRES_ENV}={_safe(url)!r}: the database name {database!r} must be letters, "
-                                  "digits and underscores")
-    return urlunsplit(parts._replace(scheme="postgresql", path="")), database
-
-
-def with_database(url: str, database: str) -> str:
-    server, _ = parse_postgres_url(url)
-    return f"{server}/{database}"
-
-
-def sqlalchemy_url(url: str) -> str:
-    """The URL with the psycopg2 driver named: dagster-postgres (and MLflow) connect through SQLAlchemy, whose
-    default PostgreSQL driver is psycopg 3 since 2.1; dagster-postgres's `NOTIFY run_events, %s` needs psycopg2."""
-    server, database = parse_postgres_url(url)
-    return f"postgresql+psycopg2{server[len('postgresql'):]}/{database}"
-
-
-def mlflow_url(url: str) -> str:
-    """MLflow's tracking store for a Dagster instance on `url`: database `<db>_mlflow` on the same server."""
-    _, database = parse_postgres_url(url)
-    return sqlalchemy_url(with_database(url, f"{database}_mlflow"))
-
-
-def ensure_database(url: str) -> bool:
-    """Create the database of `url` if it does not exist (connecting to the server's `postgres` database, else
-    to the URL's own); True when it was created. Fails naming the server when PostgreSQL is unreachable."""
-    import psycopg2
-    from psycopg2 import sql
-
-    _, database = parse_postgres_url(url)
-    last: Exception | None = None
-    for maintenance in ("postgres", "template1"):
-        try:
-            connection = psycopg2.connect(with_database(url, maintenance), connect_timeout=5)
-        except psycopg2.OperationalError as exc:
-            last = exc
-            continue
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-                if cursor.fetchone():
-                    return False
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-                return True
-        finally:
-            connection.close()
-    raise InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: "
-                              f"{str(last).strip().splitlines()[0] if last else 'unknown error'}")
 
 
 def render(base_dir: Path, *, postgres_url: str | None = None, max_concurrent_runs: int | None = None,
