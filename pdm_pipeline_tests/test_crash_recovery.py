@@ -128,7 +128,11 @@ def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, s
     # Nothing of the dead run is left behind: no staging, no half-written release.
     assert not list((root / "staging").glob(f"*/{run_id}"))
     assert not list((root / "releases").glob("*/.building-*"))
-    # Its MLflow run did not stay RUNNING.
+    # Its MLflow run did not stay RUNNING: FAILED, or FINISHED only when the killed run had already switched its
+    # release (the release step ends the MLflow run right after the switch; a kill in the last instants of that
+    # step fails the Dagster run, but its models were published and MLflow says so).
+    published_by_killed_run = after_kill != before["motor_001"]
+    expected = {"FAILED", "FINISHED"} if published_by_killed_run else {"FAILED"}
     from mlflow import MlflowClient
 
     from pdm_pipeline.core import tracking
@@ -136,7 +140,7 @@ def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, s
     client = MlflowClient(tracking.default_tracking_uri(root))
     experiment = client.get_experiment_by_name("pdm-pipeline")
     runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run_id}'")
-    assert all(r.info.status == "FAILED" for r in runs), [r.info.status for r in runs]
+    assert all(r.info.status in expected for r in runs), ([r.info.status for r in runs], published_by_killed_run)
 
 
 RELEASE_LOOP = r"""
