@@ -61,6 +61,24 @@ def test_pdm_postgres_url_alone_selects_mlflows_store_beside_the_instance(tmp_pa
     assert default_tracking_uri(tmp_path) == "http://mlflow.example:5000", "an explicit MLflow store wins"
 
 
+def _open_experiment(tracking_uri: str) -> str:
+    from pdm_pipeline.core.tracking import ensure_experiment
+
+    return ensure_experiment(tracking_uri=tracking_uri, experiment="pdm-pipeline")
+
+
+@pytest.mark.services
+def test_four_processes_opening_a_new_mlflow_database_at_once_all_get_the_one_experiment(postgres_url):
+    """The first processes of a fleet on a fresh PostgreSQL all open MLflow's empty database together; MLflow
+    creates its schema on first use, and without a lock all but one fail (unique violation on alembic_version)."""
+    import multiprocessing
+
+    ensure_database(mlflow_url(postgres_url))
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        ids = pool.map(_open_experiment, [mlflow_url(postgres_url)] * 4)
+    assert len(set(ids)) == 1, ids
+
+
 @pytest.mark.slow
 @pytest.mark.services
 def test_four_machines_at_once_on_postgres_record_every_run_event_check_and_mlflow_run(postgres_url, tmp_path):
@@ -85,7 +103,9 @@ def test_four_machines_at_once_on_postgres_record_every_run_event_check_and_mlfl
             log = dev.log_tail(10**7)
             for machine, run_id in run_ids.items():
                 record = records[run_id]
-                assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, (machine, log[-3000:])
+                failures = [e.message for e in instance.all_logs(run_id, of_type={
+                    dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})]
+                assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, (machine, failures, log[-3000:])
                 materialized = {e.dagster_event.asset_key.to_user_string() for e in
                                 instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
                 assert {"machine_dataset", "failure_labels", "machine_features", "anomaly_detector",

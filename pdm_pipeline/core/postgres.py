@@ -6,8 +6,10 @@ the Dagster instance on it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from pdm_pipeline.errors import PdmError
@@ -84,6 +86,28 @@ def ensure_database(url: str) -> bool:
             connection.close()
     raise InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: "
                               f"{str(last).strip().splitlines()[0] if last else 'unknown error'}")
+
+
+@contextlib.contextmanager
+def advisory_lock(url: str, name: str) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock `name` on the database of `url` while the block runs: one
+    process at a time across hosts. The lock belongs to this connection, so a process killed while holding it
+    releases it with its connection (the server ends the session); nothing stale is ever left behind."""
+    import psycopg2
+
+    server, database = parse_postgres_url(url)
+    try:
+        connection = psycopg2.connect(f"{server}/{database}", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: "
+                                  f"{str(exc).strip().splitlines()[0]}") from exc
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        yield
+    finally:
+        connection.close()  # ends the session: the lock goes with it
 
 
 def configured_url() -> str | None:

@@ -70,6 +70,8 @@ _SQLITE_PREFIX = "sqlite:///"
 # (for its subprocesses), so finding one of them there later is our own echo, not the user's override: a later
 # run of this process with another data root must use that root's store.
 _process_uris: set[str] = set()
+# Database stores this process has opened (their schema exists): see `_client`.
+_opened_stores: set[str] = set()
 
 
 def activate_tracking_uri(uri: str) -> None:
@@ -145,14 +147,21 @@ def ensure_experiment(*, tracking_uri: str, experiment: str) -> str:
     Call it before dagster-mlflow's resource first runs (it creates a missing experiment with MLflow's
     default artifact root, `./mlruns` of whatever the working directory is).
     """
-    with _store_lock(tracking_uri):  # the first process to open a new SQLite store creates its schema, alone
-        return _ensure_experiment(tracking_uri, experiment)
+    return _ensure_experiment(tracking_uri, experiment)  # `_client` opens a new store's schema alone
 
 
 @contextlib.contextmanager
 def _store_lock(tracking_uri: str):
-    """Serialise the opening of a SQLite store across processes: MLflow creates (migrates) the schema of a new
-    database on first use, and two step processes doing it at once fail ("duplicate column name")."""
+    """Serialise the opening of a database store across processes: MLflow creates (migrates) the schema of a
+    new database on first use, and two processes doing it at once fail (SQLite: "duplicate column name";
+    PostgreSQL: a unique violation on `alembic_version`). A SQLite store is locked with a file beside it, a
+    PostgreSQL one with a session advisory lock (released by the server if the holder dies)."""
+    if _is_postgres(tracking_uri):
+        from pdm_pipeline.core.postgres import advisory_lock
+
+        with advisory_lock(tracking_uri, "pdm-pipeline: mlflow schema"):
+            yield
+        return
     db_path = _sqlite_path(tracking_uri)
     if db_path is None:
         yield
@@ -483,13 +492,26 @@ def _champion_rule(
 
 
 def _client(tracking_uri: str) -> MlflowClient:
-    """A client whose tracking store AND registry are `tracking_uri` (the parent folder of a SQLite file made)."""
+    """A client whose tracking store AND registry are `tracking_uri` (the parent folder of a SQLite file made).
+
+    The first client of a database store in this process opens it under `_store_lock`: whichever process
+    (step, sensor, CLI) touches a new store first creates its schema alone, the others wait and find it."""
     from mlflow import MlflowClient
 
     db_path = _sqlite_path(tracking_uri)
     if db_path is not None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if tracking_uri in _opened_stores or not (db_path is not None or _is_postgres(tracking_uri)):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _store_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # opens the tracking store
+        client.search_registered_models(max_results=1)  # and the registry's
+    _opened_stores.add(tracking_uri)
+    return client
+
+
+def _is_postgres(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("postgresql:", "postgresql+", "postgres:"))
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
