@@ -57,6 +57,9 @@ def test_pdm_postgres_url_alone_selects_mlflows_store_beside_the_instance(tmp_pa
     for spelling in ("postgresql", "postgres"):  # both spellings the instance accepts
         monkeypatch.setenv("PDM_POSTGRES_URL", f"{spelling}://pdm@db.example:5432/fleet")
         assert default_tracking_uri(tmp_path) == "postgresql+psycopg2://pdm@db.example:5432/fleet_mlflow"
+    monkeypatch.setenv("PDM_POSTGRES_URL", "postgresql://pdm@db.example:5432/fleet?sslmode=require")
+    assert default_tracking_uri(tmp_path) == "postgresql+psycopg2://pdm@db.example:5432/fleet_mlflow?sslmode=require", (
+        "the query (TLS, timeouts) follows the database, it is not glued before it")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert default_tracking_uri(tmp_path) == "http://mlflow.example:5000", "an explicit MLflow store wins"
 

@@ -31,7 +31,7 @@ def _safe(url: str) -> str:
 
 
 def parse_postgres_url(url: str) -> tuple[str, str]:
-    """(server URL without database, database name); refuses what is not postgresql://.../<db>."""
+    """(server URL without database or query, database name); refuses what is not postgresql://.../<db>."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg2"):
         raise InstanceConfigError(f"{POSTGRES_ENV}={_safe(url)!r}: expected postgresql://user@host:port/database")
@@ -39,19 +39,20 @@ def parse_postgres_url(url: str) -> tuple[str, str]:
     if not _DB_NAME.match(database):
         raise InstanceConfigError(f"{POSTGRES_ENV}={_safe(url)!r}: the database name {database!r} must be letters, "
                                   "digits and underscores")
-    return urlunsplit(parts._replace(scheme="postgresql", path="")), database
+    return urlunsplit(parts._replace(scheme="postgresql", path="", query="", fragment="")), database
 
 
-def with_database(url: str, database: str) -> str:
-    server, _ = parse_postgres_url(url)
-    return f"{server}/{database}"
+def with_database(url: str, database: str, scheme: str = "postgresql") -> str:
+    """`url` pointing at `database` instead, its query (sslmode=..., connect_timeout=...) kept."""
+    parse_postgres_url(url)
+    return urlunsplit(urlsplit(url)._replace(scheme=scheme, path=f"/{database}", fragment=""))
 
 
 def sqlalchemy_url(url: str) -> str:
     """The URL with the psycopg2 driver named: dagster-postgres (and MLflow) connect through SQLAlchemy, whose
     default PostgreSQL driver is psycopg 3 since 2.1; dagster-postgres's `NOTIFY run_events, %s` needs psycopg2."""
-    server, database = parse_postgres_url(url)
-    return f"postgresql+psycopg2{server[len('postgresql'):]}/{database}"
+    _, database = parse_postgres_url(url)
+    return with_database(url, database, scheme="postgresql+psycopg2")
 
 
 def mlflow_url(url: str) -> str:
@@ -95,9 +96,9 @@ def advisory_lock(url: str, name: str) -> Iterator[None]:
     releases it with its connection (the server ends the session); nothing stale is ever left behind."""
     import psycopg2
 
-    server, database = parse_postgres_url(url)
+    _, database = parse_postgres_url(url)
     try:
-        connection = psycopg2.connect(f"{server}/{database}", connect_timeout=5)
+        connection = psycopg2.connect(with_database(url, database), connect_timeout=5)
     except psycopg2.OperationalError as exc:
         raise InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: "
                                   f"{str(exc).strip().splitlines()[0]}") from exc
