@@ -199,6 +199,7 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
             result.skipped[model_type] = str(exc)
             shutil.rmtree(out, ignore_errors=True)
             continue
+        _tag_out_of_fold_rows(out, view, result.members)
         (out / PREPROCESSING_FILE).write_text(json.dumps(view.preprocessing, indent=1))
         (out / FLEET_FILE).write_text(json.dumps({
             "fleet": fleet, "members": result.members,
@@ -220,6 +221,25 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
             shutil.rmtree(old, ignore_errors=True)
     result.release_id = release_id
     return result
+
+
+def _tag_out_of_fold_rows(out: Path, view: TrainView, members: list[str]) -> None:
+    """A cross-fitted pooled model's out-of-fold file gets each row's member (index in `members`), so each
+    machine can compare it with its own model and calibrate on its own rows."""
+    import numpy as np
+
+    from pdm_pipeline.families.classifier.train import OUT_OF_FOLD_FILE
+
+    file = out / OUT_OF_FOLD_FILE
+    if not file.is_file():
+        return
+    columns = [machine_column(m) for m in members]
+    member = np.concatenate([view.frames[s][columns].to_numpy().argmax(axis=1) for s in ("train", "val")])
+    with np.load(file) as data:
+        arrays = dict(data)
+    if len(member) != len(arrays["truth"]):
+        raise RuntimeError(f"{file}: {len(arrays['truth'])} out-of-fold rows for {len(member)} pooled rows")
+    np.savez(file, **arrays, member=member)
 
 
 class _FleetLock:

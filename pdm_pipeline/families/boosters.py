@@ -7,6 +7,10 @@ through this module, so what is measured is what ships. Only a best model that i
 seed preset's bagged ensembles) keeps the AutoGluon predictor (format "autogluon"), and then loading it needs
 AutoGluon.
 
+Rows without time order are fitted by k-fold cross-fitting (see `families/classifier/train.py`): the card's
+`bag` lists one native file per fold (in the directory `model_file`) with the input columns it takes, and the
+prediction is their mean, exactly as AutoGluon's bagged models predict.
+
 Inputs are the card's `input_columns` in order; `constant_inputs` (pooled fleet models: the machine's one-hot
 identity) are filled in by the runtime, so callers pass the feature columns only (`feature_inputs`).
 """
@@ -77,6 +81,27 @@ class NativeModel:
         return np.asarray(out, dtype=float)
 
 
+class BaggedNativeModel:
+    """The mean prediction of several native boosters of one format (the folds of a cross-fitted model); each
+    takes its own subset of the input columns (`columns`: positions in the card's `input_columns`)."""
+
+    def __init__(self, fmt: str, directory: Path, members: list[dict[str, Any]], classifier: bool) -> None:
+        if not members:
+            raise ValueError(f"{directory}: a bagged model needs at least one member")
+        self.format = fmt
+        self.members = [
+            (NativeModel(fmt, resolve_inside(directory, m["file"], "bagged model member"), classifier),
+             np.asarray(m["columns"], dtype=np.intp))
+            for m in members
+        ]
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(matrix), dtype=float)
+        for model, columns in self.members:
+            total += model.predict(matrix[:, columns])
+        return total / len(self.members)
+
+
 class _AutoGluonModel:
     """The fallback: an AutoGluon predictor directory (needs autogluon.tabular installed)."""
 
@@ -118,7 +143,10 @@ class TabularModel:
         fmt = card["format"]
         path = resolve_inside(model_dir, card["model_file"], "model")
         if fmt == AUTOGLUON_FORMAT:
-            self.model: NativeModel | _AutoGluonModel = _AutoGluonModel(path, self.input_columns, classifier)
+            self.model: NativeModel | BaggedNativeModel | _AutoGluonModel = _AutoGluonModel(
+                path, self.input_columns, classifier)
+        elif card.get("bag"):
+            self.model = BaggedNativeModel(fmt, path, card["bag"]["members"], classifier)
         else:
             self.model = NativeModel(fmt, path, classifier)
 

@@ -1,0 +1,116 @@
+"""Rows without time order (AI4I-like independent processes): the classifier is cross-fitted over train + val,
+ships the mean of its fold boosters and takes its threshold from out-of-fold probabilities; a fleet's pooled
+model is compared with each machine's own on that machine's out-of-fold rows. Real AutoGluon, small data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pdm_pipeline.core import paths
+from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.importer import import_ai4i2020
+from pdm_pipeline.families.base import CARD_FILE, read_card
+from pdm_pipeline.families.boosters import BaggedNativeModel, NativeModel
+from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+from pdm_pipeline.families.classifier.train import OUT_OF_FOLD_FILE, f1_optimal_threshold
+
+pytestmark = pytest.mark.slow
+
+CLASSIFIER_ONLY = TrainingConfig(excluded_models=("regression", "anomaly", "timeseries"), time_limit_s=20)
+
+
+def _lookalike(path: Path, rows: int = 1800, seed: int = 5) -> Path:
+    """AI4I-shaped rows whose failures follow physical rules (power out of band, too little heat dissipation),
+    which trees find only through products and differences of the measurements; 1 % of labels flipped."""
+    rng = np.random.default_rng(seed)
+    air = rng.normal(300, 2, rows)
+    process = air + rng.normal(10, 1, rows)
+    speed = rng.normal(1540, 180, rows)
+    torque = rng.normal(40, 10, rows)
+    power = torque * speed * 2 * np.pi / 60
+    failure = ((power < 3500) | (power > 9000) | ((process - air < 8.6) & (speed < 1380))).astype(int)
+    flip = rng.random(rows) < 0.01
+    failure[flip] = 1 - failure[flip]
+    frame = pd.DataFrame({
+        "UDI": np.arange(1, rows + 1), "Product ID": [f"X{i}" for i in range(rows)],
+        "Type": rng.choice(["L", "M", "H"], rows, p=[0.5, 0.3, 0.2]),
+        "Air temperature [K]": air, "Process temperature [K]": process, "Rotational speed [rpm]": speed,
+        "Torque [Nm]": torque, "Tool wear [min]": rng.integers(0, 250, rows), "Machine failure": failure,
+        **{flag: np.zeros(rows, dtype=int) for flag in ("TWF", "HDF", "PWF", "OSF", "RNF")},
+    })
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fleet_run(tmp_path_factory):
+    from pdm_pipeline.core.fleet import train_fleet
+    from pdm_pipeline.core.pipeline import run_machine
+
+    tmp = tmp_path_factory.mktemp("independent")
+    root = tmp / "data"
+    ids = import_ai4i2020(_lookalike(tmp / "ai4i.csv"), root)
+    fleet = train_fleet(root, "ai4i", CLASSIFIER_ONLY)
+    runs = {m: run_machine(root, m, CLASSIFIER_ONLY) for m in ids}
+    return root, fleet, runs
+
+
+def test_a_cross_fitted_model_is_the_mean_of_its_fold_boosters():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = (x[:, 0] + x[:, 2] > 0).astype(int)
+    import tempfile
+
+    import lightgbm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        members = []
+        for i, columns in enumerate(([0, 2], [0, 1, 2])):
+            booster = lightgbm.train({"objective": "binary", "verbose": -1, "seed": i},
+                                     lightgbm.Dataset(x[:, columns], y), num_boost_round=20)
+            booster.save_model(f"{tmp}/fold_{i}.txt")
+            members.append({"file": f"fold_{i}.txt", "columns": columns})
+        bag = BaggedNativeModel("lightgbm", Path(tmp), members, classifier=True)
+        expected = np.mean([NativeModel("lightgbm", Path(tmp) / m["file"], True).predict(x[:, m["columns"]])
+                            for m in members], axis=0)
+        np.testing.assert_allclose(bag.predict(x), expected, rtol=0, atol=1e-12)
+
+
+def test_the_pooled_model_is_cross_fitted_and_its_out_of_fold_rows_name_their_machine(fleet_run):
+    root, fleet, _ = fleet_run
+    assert fleet.release_id and "classification" in fleet.models, fleet.skipped
+    model_dir = paths.fleet_dir(root, "ai4i") / fleet.release_id / "classification"
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    assert card["bag"]["folds"] == 5 and len(card["bag"]["members"]) == 5
+    with np.load(model_dir / OUT_OF_FOLD_FILE) as oof:
+        assert not np.isnan(oof["probability"]).any(), "every train + val row got an out-of-fold probability"
+        assert sorted(set(oof["member"].tolist())) == [0, 1, 2]
+        threshold, f1 = f1_optimal_threshold(oof["truth"], oof["probability"])
+    assert card["threshold"] == pytest.approx(threshold) and card["val_metrics"]["f1"] == pytest.approx(f1)
+    assert "out-of-fold" in card["threshold_source"]
+
+
+def test_each_machine_compares_pooled_and_own_on_its_out_of_fold_rows_and_beats_the_baseline(fleet_run):
+    root, _, runs = fleet_run
+    for machine_id, run in runs.items():
+        evaluation = run.evaluations["classification"]
+        assert evaluation.evaluated, (machine_id, evaluation.skipped_reason or evaluation.failed_reason)
+        model_dir = run.release.path / "classification"
+        card = read_card(model_dir)
+        assert card.get("bag"), f"{machine_id}: rows without time order must be cross-fitted"
+        decision = card["pooling"]
+        assert decision["compared_on"] == "every train + val row (out-of-fold)", decision
+        assert card["source"] == decision["chosen"]
+        runtime = ClassifierRuntime(model_dir, card)
+        split_rows = sum(len(run.features.frames[s]) for s in ("train", "val"))
+        if card["source"] == "machine":
+            with np.load(model_dir / OUT_OF_FOLD_FILE) as oof:
+                assert len(oof["truth"]) == split_rows
+        assert evaluation.metrics["f1"] > evaluation.baseline["f1"], (machine_id, evaluation.metrics)
+        test = run.features.frames["test"]
+        assert runtime.probability(test[runtime.inputs].to_numpy(dtype=float)).shape == (len(test),)
