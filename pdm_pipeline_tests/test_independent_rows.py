@@ -5,6 +5,7 @@ model is compared with each machine's own on that machine's out-of-fold rows. Re
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,11 @@ def fleet_run(tmp_path_factory):
     root = tmp / "data"
     ids = import_ai4i2020(_lookalike(tmp / "ai4i.csv"), root)
     fleet = train_fleet(root, "ai4i", CLASSIFIER_ONLY)
-    runs = {m: run_machine(root, m, CLASSIFIER_ONLY) for m in ids}
+    # A machine of the same type that joined after the fleet was trained: the pooled model never saw it.
+    shutil.copytree(paths.machine_dir(root, "ai4i_H"), paths.machine_dir(root, "ai4i_new"))
+    metadata = json.loads(paths.metadata_path(root, "ai4i_H").read_text())
+    paths.metadata_path(root, "ai4i_new").write_text(json.dumps({**metadata, "machine_id": "ai4i_new"}))
+    runs = {m: run_machine(root, m, CLASSIFIER_ONLY) for m in [*ids, "ai4i_new"]}
     return root, fleet, runs
 
 
@@ -105,6 +110,7 @@ def test_each_machine_compares_pooled_and_own_on_its_out_of_fold_rows_and_beats_
         assert card.get("bag"), f"{machine_id}: rows without time order must be cross-fitted"
         decision = card["pooling"]
         assert decision["compared_on"] == "every train + val row (out-of-fold)", decision
+        assert decision["fleet"]["machine_in_fleet"] == (machine_id != "ai4i_new")
         assert card["source"] == decision["chosen"]
         runtime = ClassifierRuntime(model_dir, card)
         split_rows = sum(len(run.features.frames[s]) for s in ("train", "val"))

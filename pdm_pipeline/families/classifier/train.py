@@ -278,7 +278,8 @@ def _held_out(model_dir: Path, card: dict[str, Any], view: TrainView, labels: di
     then val) when every train + val row is held out (a cross-fitted model's out-of-fold file, or a pooled model
     that never saw this machine)."""
     source = (pooled.path if pooled is not None else model_dir) / OUT_OF_FOLD_FILE
-    if card.get("bag") and source.is_file():
+    member = pooled is None or view.machine_id in pooled.members
+    if card.get("bag") and source.is_file() and member:
         with np.load(source) as data:
             rows = np.ones(len(data["truth"]), dtype=bool)
             if pooled is not None:
@@ -287,7 +288,7 @@ def _held_out(model_dir: Path, card: dict[str, Any], view: TrainView, labels: di
         return {"all": (truth, proba), "val": (truth[is_val], proba[is_val])}
     runtime = ClassifierRuntime(model_dir, card)
     val = (labels["val"], runtime.probability(view.frames["val"][runtime.inputs].to_numpy(dtype=float)))
-    if pooled is not None and not card["fleet"]["machine_in_fleet"]:
+    if not member:  # a pooled model that never saw this machine: every train + val row is held out
         train = runtime.probability(view.frames["train"][runtime.inputs].to_numpy(dtype=float))
         return {"all": (np.concatenate([labels["train"], val[0]]), np.concatenate([train, val[1]])), "val": val}
     return {"val": val}
