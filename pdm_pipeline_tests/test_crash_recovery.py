@@ -24,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pdm_pipeline.core import keys
+from pdm_pipeline.core import keys, paths
 from pdm_pipeline.core.release import current_release_dir, read_release, recover_machine, verify_release
 from pdm_pipeline.defs.instance_config import open_instance, write_instance
 
@@ -84,10 +84,12 @@ def site(tiny_fleet_root, tmp_path_factory):
         yield root, home, instance
 
 
-# (step to kill in, delay after its start, models of the killed run and of the next runs)
+# (step to kill in, delay after its start - or the file of the staging directory whose appearance marks the
+# instant, e.g. AutoGluon's work directory: then 0.5 s later, mid-fit whatever the machine's speed -, models of
+# the killed run and of the next runs)
 KILL_POINTS = [
     ("machine_features", 0.0, "anomaly"),
-    ("train_classification", 3.0, "classification"),
+    ("train_classification", "classification/autogluon", "classification"),
     ("train_timeseries", 4.0, "timeseries"),
     ("machine_release", 0.0, "anomaly"),
 ]
@@ -105,7 +107,15 @@ def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, s
         time.sleep(0.02)
         run_id = step_started(instance, proc.pid, step)
     assert run_id is not None, f"step {step} never started (exit code {proc.poll()})"
-    time.sleep(delay)
+    if isinstance(delay, str):
+        mark = paths.staging_dir(root, "motor_001", run_id) / delay
+        while not mark.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert mark.exists(), f"{mark} never appeared (exit code {proc.poll()})"
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before the kill: this kill point tests nothing"
+    else:
+        time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)  # the run's process and its children (Prophet's cmdstan, ...)
     proc.wait()
     # Killed at any point: the published set is the old release or the new one of the killed run, whole and
