@@ -18,7 +18,7 @@ from pdm_pipeline.core.importer import import_ai4i2020
 from pdm_pipeline.families.base import CARD_FILE, read_card
 from pdm_pipeline.families.boosters import BaggedNativeModel, NativeModel
 from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
-from pdm_pipeline.families.classifier.train import OUT_OF_FOLD_FILE, f1_optimal_threshold
+from pdm_pipeline.families.classifier.train import OUT_OF_FOLD_FILE, OUT_OF_FOLD_ROWS, f1_optimal_threshold
 
 pytestmark = pytest.mark.slow
 
@@ -109,9 +109,11 @@ def test_each_machine_compares_pooled_and_own_on_its_out_of_fold_rows_and_beats_
         card = read_card(model_dir)
         assert card.get("bag"), f"{machine_id}: rows without time order must be cross-fitted"
         decision = card["pooling"]
-        assert decision["compared_on"] == "every train + val row (out-of-fold)", decision
+        assert decision["compared_on"] == OUT_OF_FOLD_ROWS, decision
         assert decision["fleet"]["machine_in_fleet"] == (machine_id != "ai4i_new")
         assert card["source"] == decision["chosen"]
+        assert run.trained["classification"].summary["val_metrics_rows"] == decision["compared_on"], (
+            "the val_* figures shown in Dagster and MLflow say which rows they come from")
         runtime = ClassifierRuntime(model_dir, card)
         split_rows = sum(len(run.features.frames[s]) for s in ("train", "val"))
         if card["source"] == "machine":

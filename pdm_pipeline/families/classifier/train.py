@@ -65,6 +65,7 @@ CROSS_FIT_FOLDS = 5
 BAG_DIR = "bag"
 # Out-of-fold probabilities and truth of the train + val rows (train first, then val), beside a bagged model.
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
+OUT_OF_FOLD_ROWS = "every train + val row (out-of-fold)"
 
 
 def binary_labels(frame: Any, split: str) -> np.ndarray:
@@ -146,6 +147,8 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         "source": card["source"],
         **({"pooling": card["pooling"]} if "pooling" in card else {}),
         **({"cross_fit_folds": card["bag"]["folds"]} if card.get("bag") else {}),
+        # Where the val_* figures come from when not the val split (out-of-fold rows of a cross-fitted model).
+        **({"val_metrics_rows": card["val_metrics_rows"]} if "val_metrics_rows" in card else {}),
     }
 
 
@@ -254,7 +257,7 @@ def _cross_fit(
         "threshold_source": f"maximum F1 on the out-of-fold probabilities of train + val ({folds}-fold "
                             "cross-fitting: rows without time order)",
         "val_metrics": metrics,
-        "val_metrics_rows": "out-of-fold, every train + val row",
+        "val_metrics_rows": OUT_OF_FOLD_ROWS,
     })
     return card
 
@@ -310,7 +313,7 @@ def _choose_pooled(
     pooled_rows = _held_out(out_dir / ".pooled", candidate, view, labels, pooled)
     scope = "all" if "all" in own_rows and "all" in pooled_rows else "val"
     (own_truth, own_proba), (truth, proba) = own_rows[scope], pooled_rows[scope]
-    rows = "every train + val row (out-of-fold)" if scope == "all" else "val rows"
+    rows = OUT_OF_FOLD_ROWS if scope == "all" else "val rows"
     positives = int(truth.sum())
     few = positives < MIN_VAL_POSITIVES_TO_CHOOSE
     if few:
