@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from pdm_pipeline import families
-from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.config import GateSettings, TrainingConfig
+from pdm_pipeline.core.gates import WARN, quality_gates
 from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
 from pdm_pipeline.errors import SettingsError
 from pdm_pipeline.families.base import ModelSkipped, read_card
@@ -101,6 +102,8 @@ def test_prophet_wins_a_daily_cycle_and_beats_naive_on_test(cycle_model):
     evaluation = FORECAST.evaluate(out, test)
     assert evaluation.metrics["mase"] < evaluation.baseline["mase"]
     assert evaluation.metrics["mase"] < 1
+    assert evaluation.metrics["mae_vs_naive"] < 1
+    assert [g.passed for g in quality_gates("timeseries", evaluation.metrics, GateSettings())] == [True]
     assert 0.6 <= evaluation.metrics["coverage_80"] <= evaluation.metrics["coverage_95"] <= 1.0
     assert evaluation.details["label"] == "prophet"
     assert_picture(evaluation.pictures["forecast bearing_temp_C"])
@@ -138,6 +141,11 @@ def test_naive_ships_where_prophet_does_not_beat_it_and_needs_no_prophet(tmp_pat
     evaluation = FORECAST.evaluate(out, test)
     assert evaluation.details["label"] == "seasonal naive"
     assert evaluation.metrics["mase"] == pytest.approx(evaluation.baseline["mase"])
+    assert evaluation.metrics["mae_vs_naive"] == pytest.approx(1.0)  # naive against itself: the gate passes
+    (gate,) = quality_gates("timeseries", evaluation.metrics, GateSettings())
+    assert gate.name == "forecast_beats_seasonal_naive" and gate.passed
+    (lost,) = quality_gates("timeseries", {**evaluation.metrics, "mae_vs_naive": 1.3}, GateSettings())
+    assert not lost.passed and lost.severity == WARN and "mae_vs_naive 1.3" in lost.description
     assert 0.5 <= evaluation.metrics["coverage_95"] <= 1.0
     code = (
         "import sys, json; from pathlib import Path; import pandas as pd\n"

@@ -59,13 +59,13 @@ def _window_picture(sensor: str, segment: fs.Segment, origin: pd.Timestamp, fc: 
 
 def _metric_table(per_sensor: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> str:
     rows = [
-        "| sensor | MAE | sMAPE % | MASE | naive MASE | coverage 80 % | coverage 95 % |",
-        "|---|---|---|---|---|---|---|",
+        "| sensor | MAE | sMAPE % | MASE | naive MASE | MAE / naive MAE | coverage 80 % | coverage 95 % |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for sensor, m in per_sensor.items():
         rows.append(
             f"| {sensor} | {m['mae']:.3g} | {m['smape']:.2f} | {m['mase']:.3f} | {baseline[sensor]['mase']:.3f} "
-            f"| {m['coverage_80']:.0%} | {m['coverage_95']:.0%} |"
+            f"| {m['mae_vs_naive']:.3f} | {m['coverage_80']:.0%} | {m['coverage_95']:.0%} |"
         )
     return "\n".join(rows)
 
@@ -135,6 +135,10 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
         scale = float(np.mean(scales)) if scales else float("nan")
         per_sensor[sensor] = _errors(actual, yhat, scale)
         per_sensor_baseline[sensor] = _errors(actual, naive, scale)
+        naive_mae = per_sensor_baseline[sensor]["mae"]
+        # Skill against seasonal naive on the same test windows (1 for the naive forecast itself).
+        per_sensor[sensor]["mae_vs_naive"] = (per_sensor[sensor]["mae"] / naive_mae if naive_mae > 0 else
+                                              (1.0 if per_sensor[sensor]["mae"] == 0 else float("inf")))
         for level, flags in inside.items():
             per_sensor[sensor][f"coverage_{level}"] = float(np.concatenate(flags).mean())
         per_sensor[sensor]["mase_scale"] = scale
@@ -142,7 +146,7 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
     if not per_sensor:
         return Evaluation.skipped(FAMILY.model_type, "no actual test values inside the backtest windows")
 
-    metrics = {k: _mean(per_sensor, k) for k in ("mae", "smape", "mase", "coverage_80", "coverage_95")}
+    metrics = {k: _mean(per_sensor, k) for k in ("mae", "smape", "mase", "coverage_80", "coverage_95", "mae_vs_naive")}
     metrics["n_windows"] = float(len(origins))
     return Evaluation(
         model_type=FAMILY.model_type,
