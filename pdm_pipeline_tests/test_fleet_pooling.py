@@ -1,0 +1,48 @@
+"""Time-ordered fleets: the pooled classifier and the machine's own are compared on the machine's val rows
+(PR-AUC), the better ships with the rule recorded. Real AutoGluon on two small simulated motors."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY_ROWS
+from sklearn.metrics import average_precision_score
+
+from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.fleet import train_fleet
+from pdm_pipeline.core.pipeline import run_machine
+from pdm_pipeline.core.schema import LABEL
+from pdm_pipeline.core.simulate import simulate_fleet
+from pdm_pipeline.families.base import read_card
+from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+from pdm_pipeline.families.classifier.train import MIN_VAL_POSITIVES_TO_CHOOSE
+
+pytestmark = pytest.mark.slow
+
+# One label definition and one feature set for both motors: a horizon, or windows capped by each machine's own
+# unit lengths, chosen per machine would not pool.
+CONFIG = TrainingConfig(excluded_models=("regression", "anomaly", "timeseries"), time_limit_s=5, horizon=48,
+                        window_samples=(6, 36))
+
+
+def test_pooled_or_own_classifier_is_chosen_on_the_machines_val_rows(tmp_path):
+    root = tmp_path / "data"
+    simulate_fleet(root, 6, seed=3, rows=TINY_ROWS)  # motor_001 and motor_006 form the fleet "motor"
+    fleet = train_fleet(root, "motor", CONFIG)
+    assert fleet.members == ["motor_001", "motor_006"] and "classification" in fleet.models, fleet.skipped
+
+    run = run_machine(root, "motor_001", CONFIG)
+    model_dir = run.release.path / "classification"
+    card = read_card(model_dir)
+    decision = card["pooling"]
+    assert not card.get("bag"), "time-ordered rows keep the train / val protocol"
+    assert decision["compared_on"] == "val rows" and decision["fleet"]["machine_in_fleet"]
+    few = decision["val_positives"] < MIN_VAL_POSITIVES_TO_CHOOSE
+    better = decision["pooled_val_pr_auc"] > decision["own_val_pr_auc"]
+    assert decision["chosen"] == ("fleet" if few or better else "machine") == card["source"], decision
+    # The recorded score of the shipped model is its PR-AUC on this machine's val rows, through the runtime.
+    val = run.features.frames["val"]
+    runtime = ClassifierRuntime(model_dir, card)
+    shipped = average_precision_score(val[LABEL], runtime.probability(val[runtime.inputs].to_numpy(dtype=float)))
+    recorded = decision["pooled_val_pr_auc" if card["source"] == "fleet" else "own_val_pr_auc"]
+    assert shipped == pytest.approx(recorded, abs=1e-9)
+    assert run.evaluations["classification"].evaluated
