@@ -119,6 +119,8 @@ def test_each_machine_compares_pooled_and_own_on_its_out_of_fold_rows_and_beats_
         if card["source"] == "machine":
             with np.load(model_dir / OUT_OF_FOLD_FILE) as oof:
                 assert len(oof["truth"]) == split_rows
+        else:  # the own model's out-of-fold file does not ship beside the fleet's model
+            assert not (model_dir / OUT_OF_FOLD_FILE).exists()
         assert evaluation.metrics["f1"] > evaluation.baseline["f1"], (machine_id, evaluation.metrics)
         test = run.features.frames["test"]
         assert runtime.probability(test[runtime.inputs].to_numpy(dtype=float)).shape == (len(test),)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pdm_pipeline.core import keys, paths
@@ -121,13 +122,15 @@ def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[Trai
     columns = [machine_column(d.machine_id) for d, _, _ in prepared]
     frames: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
     raw: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
-    for data, _, features in prepared:
+    members: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    for index, (data, _, features) in enumerate(prepared):
         for split in frames:
             part = features.frames[split].copy()
             for column in columns:
                 part[column] = 1.0 if column == machine_column(data.machine_id) else 0.0
             frames[split].append(part)
             raw[split].append(data.splits[split])
+            members[split].append(np.full(len(part), index))
     def rule(definition: Any) -> str | None:  # what the label means (not the rate it had on each machine)
         if definition is None:
             return None
@@ -151,6 +154,7 @@ def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[Trai
         feature_names=[*first_features.feature_names, *columns],
         label_skipped_reason=label_reason,
         pooled={},
+        row_members={s: np.concatenate(v) for s, v in members.items()},
     )
     return view, label_reason, None
 
@@ -199,7 +203,6 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
             result.skipped[model_type] = str(exc)
             shutil.rmtree(out, ignore_errors=True)
             continue
-        _tag_out_of_fold_rows(out, view, result.members)
         (out / PREPROCESSING_FILE).write_text(json.dumps(view.preprocessing, indent=1))
         (out / FLEET_FILE).write_text(json.dumps({
             "fleet": fleet, "members": result.members,
@@ -221,25 +224,6 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
             shutil.rmtree(old, ignore_errors=True)
     result.release_id = release_id
     return result
-
-
-def _tag_out_of_fold_rows(out: Path, view: TrainView, members: list[str]) -> None:
-    """A cross-fitted pooled model's out-of-fold file gets each row's member (index in `members`), so each
-    machine can compare it with its own model and calibrate on its own rows."""
-    import numpy as np
-
-    from pdm_pipeline.families.classifier.train import OUT_OF_FOLD_FILE
-
-    file = out / OUT_OF_FOLD_FILE
-    if not file.is_file():
-        return
-    columns = [machine_column(m) for m in members]
-    member = np.concatenate([view.frames[s][columns].to_numpy().argmax(axis=1) for s in ("train", "val")])
-    with np.load(file) as data:
-        arrays = dict(data)
-    if len(member) != len(arrays["truth"]):
-        raise RuntimeError(f"{file}: {len(arrays['truth'])} out-of-fold rows for {len(member)} pooled rows")
-    np.savez(file, **arrays, member=member)
 
 
 class _FleetLock:

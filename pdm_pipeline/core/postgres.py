@@ -22,6 +22,11 @@ class InstanceConfigError(PdmError):
     """A PostgreSQL URL or database that cannot be used; the message names the URL (without password)."""
 
 
+def _unreachable(url: str, exc: Exception | None) -> InstanceConfigError:
+    first = str(exc).strip().splitlines()[0] if exc and str(exc).strip() else "unknown error"
+    return InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: {first}")
+
+
 def _safe(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:
@@ -85,8 +90,7 @@ def ensure_database(url: str) -> bool:
                 return True
         finally:
             connection.close()
-    raise InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: "
-                              f"{str(last).strip().splitlines()[0] if last else 'unknown error'}")
+    raise _unreachable(url, last)
 
 
 @contextlib.contextmanager
@@ -100,8 +104,7 @@ def advisory_lock(url: str, name: str) -> Iterator[None]:
     try:
         connection = psycopg2.connect(with_database(url, database), connect_timeout=5)
     except psycopg2.OperationalError as exc:
-        raise InstanceConfigError(f"PostgreSQL at {_safe(url)} is unreachable or refuses the connection: "
-                                  f"{str(exc).strip().splitlines()[0]}") from exc
+        raise _unreachable(url, exc) from exc
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:

@@ -145,9 +145,27 @@ def ensure_experiment(*, tracking_uri: str, experiment: str) -> str:
     in `<directory of the database>/mlruns/<experiment>`.
 
     Call it before dagster-mlflow's resource first runs (it creates a missing experiment with MLflow's
-    default artifact root, `./mlruns` of whatever the working directory is).
+    default artifact root, `./mlruns` of whatever the working directory is). A new store's schema is created
+    by `_client`, one process at a time.
     """
-    return _ensure_experiment(tracking_uri, experiment)  # `_client` opens a new store's schema alone
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            return client.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri, experiment))
+        except MlflowException as exc:  # created meanwhile by a parallel step
+            if exc.error_code != _error_name(RESOURCE_ALREADY_EXISTS):
+                raise
+            found = client.get_experiment_by_name(experiment)
+    if found is None or found.lifecycle_stage != "active":
+        raise ValueError(
+            f"MLflow experiment {experiment!r} in {tracking_uri} is deleted; restore it "
+            f"(mlflow experiments restore) or use another experiment name"
+        )
+    return found.experiment_id
 
 
 @contextlib.contextmanager
@@ -175,27 +193,6 @@ def _store_lock(tracking_uri: str):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _ensure_experiment(tracking_uri: str, experiment: str) -> str:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
-
-    client = _client(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        try:
-            return client.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri, experiment))
-        except MlflowException as exc:  # created meanwhile by a parallel step
-            if exc.error_code != _error_name(RESOURCE_ALREADY_EXISTS):
-                raise
-            found = client.get_experiment_by_name(experiment)
-    if found is None or found.lifecycle_stage != "active":
-        raise ValueError(
-            f"MLflow experiment {experiment!r} in {tracking_uri} is deleted; restore it "
-            f"(mlflow experiments restore) or use another experiment name"
-        )
-    return found.experiment_id
 
 
 @dataclass

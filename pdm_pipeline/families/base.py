@@ -91,6 +91,8 @@ class TrainView:
     label_skipped_reason: str | None = None
     # Pooled fleet models this machine may use instead of its own (model type -> core.fleet.PooledModel).
     pooled: dict[str, Any] = field(default_factory=dict)
+    # A fleet's pooled view only: per split ("train", "val"), each row's member (index into the fleet's members).
+    row_members: dict[str, np.ndarray] | None = None
 
     @property
     def time_unit(self) -> str:

@@ -12,7 +12,8 @@ so nothing forces val to be a later period: the classifier is CROSS-FITTED over 
 (CROSS_FIT_FOLDS, fewer when there are fewer failures): each fold's AutoGluon model is fitted on the other folds
 (early-stopped on its own held-out fold) and exported natively; the shipped model is the mean of the k boosters,
 and the threshold is the F1-optimal one on the out-of-fold probabilities of every train + val row, which no
-booster saw. Every non-test row thus serves both fitting and calibration (AI4I, 5 split seeds, pooled test F1 of
+booster was fitted on (each held-out fold only chose its booster's number of rounds, as val does on the train /
+val protocol). Every non-test row thus serves both fitting and calibration (AI4I, 5 split seeds, pooled test F1 of
 the pipeline 0.791 ± 0.035 -> 0.826 ± 0.027; of a plain LightGBM 0.787 ± 0.059 -> 0.820 ± 0.034); test is
 still untouched. With time order this would train on the
 future of the val period, so time-ordered data keeps the train / val protocol.
@@ -227,7 +228,7 @@ def _cross_fit(
         exported = tabular.export_model(
             predictor, work, staged, frame.iloc[held_rows], names, True, FAITHFULNESS_TOLERANCE, what
         )
-        if exported["format"] == tabular.AUTOGLUON_FORMAT or exported["format"] != (fmt or exported["format"]):
+        if exported["format"] == tabular.AUTOGLUON_FORMAT or fmt not in (None, exported["format"]):
             log.info(f"classifier: {what} did not give a native booster of one format "
                      f"({exported.get('fallback_reason', exported['format'])}): fitting on train, calibrating on val")
             for leftover in (bag, staged, *out_dir.glob(".fold*")):
@@ -245,8 +246,10 @@ def _cross_fit(
         leaderboards.append(leaderboard)
     threshold, _ = f1_optimal_threshold(truth, out_of_fold)
     metrics = val_metrics(truth, out_of_fold, threshold)
+    fleet_rows = {} if view.row_members is None else {
+        "member": np.concatenate([view.row_members["train"], view.row_members["val"]])}  # a fleet's pooled rows
     np.savez(out_dir / OUT_OF_FOLD_FILE, probability=out_of_fold, truth=truth,
-             val=np.r_[np.zeros(len(labels["train"]), bool), np.ones(len(labels["val"]), bool)])
+             val=np.r_[np.zeros(len(labels["train"]), bool), np.ones(len(labels["val"]), bool)], **fleet_rows)
     log.info(f"classifier: {folds}-fold cross-fitted over train + val ({len(truth)} rows, {int(truth.sum())} "
              f"failures); threshold {threshold:.4f} on the out-of-fold probabilities (F1 {metrics['f1']:.3f}, "
              f"PR-AUC {metrics['average_precision']:.3f})")
