@@ -114,6 +114,8 @@ def available_cpus() -> int:
 # smaller leaves (at least MIN_LEAF_ROWS), or a 700-row machine could never split on its rare failures.
 LEAF_ROWS_PER_TRAIN_ROW = 1 / 175
 MIN_LEAF_ROWS = 5
+# LightGBM histogram bins for data without time order (see fit_predictor): ~8 rows per bin at 8,500 rows.
+RAW_ROWS_MAX_BIN = 1023
 
 
 def _seeded_hyperparameters(hyperparameters: dict[str, Any], seed: int, train_rows: int | None = None) -> dict[str, Any]:
@@ -193,10 +195,12 @@ def fit_predictor(
 ) -> tuple[Any, list[dict]]:
     """Fit AutoGluon on train (inputs + target) with val as tuning data, pruned per preset.
 
-    Without time order (independent rows of raw measurements and their interactions) LightGBM keeps the full
-    255-bin histograms: the preset's 63 bins suit smooth rolling-window statistics, but blur the sharp physical
-    thresholds of raw measurements (measured on AI4I-like data: 63 bins cost ~0.07 F1). Returns the predictor
-    and the leaderboard recorded before pruning.
+    Without time order (independent rows of raw measurements and their interactions) LightGBM gets fine
+    histograms (RAW_ROWS_MAX_BIN bins): the preset's 63 bins suit smooth rolling-window statistics, but the
+    failure limits of raw measurements are sharp and often lie in a sparse tail (a power or strain limit crossed
+    by a few dozen rows). Quantile bins put ~rows/max_bin rows in each bin, so at 255 bins a tail of ~30 rows
+    is one bin and the tree cannot place the limit inside it. Returns the predictor and the leaderboard
+    recorded before pruning.
     """
     from autogluon.tabular import TabularPredictor
 
@@ -208,7 +212,7 @@ def fit_predictor(
         for configs in (kwargs.get("hyperparameters") or {}).values():
             for cfg in configs:
                 if isinstance(cfg, dict) and "max_bin" in cfg:
-                    cfg["max_bin"] = 255
+                    cfg["max_bin"] = RAW_ROWS_MAX_BIN
     log.info(
         f"{what}: fitting AutoGluon (preset {preset.name}, {eval_metric}, {preset.time_limit_s:g} s limit, "
         f"{kwargs['num_cpus']} CPUs) on {len(train)} train / {len(val)} val rows x {train.shape[1] - 1} inputs"
