@@ -199,8 +199,10 @@ def fit_predictor(
     histograms (RAW_ROWS_MAX_BIN bins): the preset's 63 bins suit smooth rolling-window statistics, but the
     failure limits of raw measurements are sharp and often lie in a sparse tail (a power or strain limit crossed
     by a few dozen rows). Quantile bins put ~rows/max_bin rows in each bin, so at 255 bins a tail of ~30 rows
-    is one bin and the tree cannot place the limit inside it. Returns the predictor and the leaderboard
-    recorded before pruning.
+    is one bin and the tree cannot place the limit inside it. Measured with 1023 vs 255 bins: AI4I, 5 split
+    seeds, pooled test F1 0.826 -> 0.845 (4 of 5 better); 12 random rule datasets made for the check (limits on
+    raw values, products or differences at 0.2-2 % tails, 3,000-12,000 rows), out-of-fold F1 0.799 -> 0.821
+    (11 of 12 better). Returns the predictor and the leaderboard recorded before pruning.
     """
     from autogluon.tabular import TabularPredictor
 
