@@ -46,3 +46,31 @@ def test_pooled_or_own_classifier_is_chosen_on_the_machines_val_rows(tmp_path):
     recorded = decision["pooled_val_pr_auc" if card["source"] == "fleet" else "own_val_pr_auc"]
     assert shipped == pytest.approx(recorded, abs=1e-9)
     assert run.evaluations["classification"].evaluated
+
+
+def test_a_fleet_pools_by_default_on_the_windows_every_member_has(tmp_path):
+    """No window set given: each motor caps its longest window by its own unit lengths (104 vs 105 samples),
+    so their feature names differ. The fleet pools anyway, on the features both compute; each machine then
+    compares that pooled model with its own (all its windows) on its val rows."""
+    from pdm_pipeline.core import paths
+    from pdm_pipeline.core.contract import load_machine
+    from pdm_pipeline.core.features import default_windows, window_label
+
+    root = tmp_path / "data"
+    simulate_fleet(root, 6, seed=3, rows=TINY_ROWS)
+    windows = {m: default_windows(load_machine(root, m).splits["train"]) for m in ("motor_001", "motor_006")}
+    assert windows["motor_001"] != windows["motor_006"], windows  # the case this test is about
+    shared = set(windows["motor_001"]) & set(windows["motor_006"])
+    config = TrainingConfig(excluded_models=("anomaly", "timeseries"), time_limit_s=5, horizon=48)
+    fleet = train_fleet(root, "motor", config)
+    assert set(fleet.models) == {"classification", "regression"}, fleet.skipped
+
+    for model_type in ("classification", "regression"):
+        card = read_card(paths.fleet_dir(root, "motor") / "current" / model_type)
+        window_inputs = {c.rsplit("_", 1)[-1] for c in card["input_columns"] if "__" in c and "_w" in c}
+        assert window_inputs and window_inputs <= {window_label(w) for w in shared}, window_inputs
+
+    run = run_machine(root, "motor_006", config)
+    for model_type in ("classification", "regression"):
+        decision = read_card(run.release.path / model_type)["pooling"]
+        assert decision["fleet"]["machine_in_fleet"] and decision["chosen"] in ("fleet", "machine"), decision

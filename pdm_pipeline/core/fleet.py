@@ -7,9 +7,10 @@ physics but each may have few failures of its own; a model trained on all of the
 Training (`train_fleet`, the `fleet_models` asset): each member's data is loaded, labelled and featurized exactly
 as in its own run; train rows of all members are pooled (val rows too, for early stopping), with one 0/1 column
 per member (`machine__<id>`), so the model can still learn what is particular to a machine. Pooling needs the
-members to share their feature names, and for the classifier one label definition (an importer-given label, or
-the same method and horizon: set `horizon` to pool RUL-based labels); otherwise that family is not pooled and
-the reason is recorded. The pooled models are written, signed, to `data/fleets/<fleet>/<release>/` with a
+members to share their sensors and sampling step; the pooled models take the features every member computes
+(windows capped by each member's own unit lengths differ in their longest window). The classifier also needs one
+label definition (an importer-given label, or the same method and horizon: set `horizon` to pool RUL-based
+labels); otherwise that family is not pooled and the reason is recorded. The pooled models are written, signed, to `data/fleets/<fleet>/<release>/` with a
 `current` pointer (the same atomic switch as a machine's release).
 
 Use (`pooled_for`, in each machine's own run): when the machine's fleet has a pooled model and `pooling` is
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 POOLED_FAMILIES = ("classification", "regression")
 MIN_MEMBERS = 2
 FLEET_FILE = "fleet.json"
+# Members' median sampling steps may differ by this share and still pool (jitter of one clock).
+STEP_TOLERANCE = 0.01
 MACHINE_PREFIX = "machine__"
 
 
@@ -112,13 +115,38 @@ class FleetResult:
 # ---------------------------------------------------------------------------------------------- training
 
 
+def _same_steps(steps: list[float | None]) -> bool:
+    """One sampling step (within STEP_TOLERANCE), or no time order for every member."""
+    if all(step is None for step in steps):
+        return True
+    if any(step is None or step <= 0 for step in steps):
+        return False
+    return max(steps) <= min(steps) * (1 + STEP_TOLERANCE)  # type: ignore[type-var]
+
+
+def _common_feature_names(prepared: list[tuple[Any, Any, Any]]) -> list[str]:
+    """The features every member computes, in the first member's order. A feature's name fixes its computation
+    (sensor, statistic, window in samples) and the members share one step, so a shared name means the same
+    feature on every member. Each member's default windows are capped by its own unit lengths (e.g. 104 and 105
+    samples), so their longest windows rarely coincide: the pooled model takes the windows all of them have,
+    and each machine still compares it with its own model (all its windows) on its own held-out rows."""
+    shared = set.intersection(*(set(f.feature_names) for _, _, f in prepared))
+    return [name for name in prepared[0][2].feature_names if name in shared]
+
+
 def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[TrainView | None, str | None, str | None]:
     """(view, reason the classifier cannot pool, reason nothing can pool) over the members' train and val rows."""
     from pdm_pipeline.core.pipeline import train_view
 
-    names = [list(f.feature_names) for _, _, f in prepared]
-    if any(n != names[0] for n in names):
-        return None, None, "the members do not share their feature names (other sensors or windows)"
+    specs = [f.spec for _, _, f in prepared]
+    if any(set(spec.sensors) != set(specs[0].sensors) for spec in specs):
+        return None, None, "the members do not share their sensors"
+    steps = {(spec.time_unit, spec.step) for spec in specs}
+    if len({unit for unit, _ in steps}) > 1 or not _same_steps([step for _, step in steps]):
+        described = ", ".join(f"{d.machine_id}: {f.spec.step} {f.spec.time_unit}" for d, _, f in prepared)
+        return None, None, f"the members sample at different steps ({described}): a window of n samples would " \
+                           "not mean one duration"
+    common = _common_feature_names(prepared)
     columns = [machine_column(d.machine_id) for d, _, _ in prepared]
     frames: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
     raw: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
@@ -151,7 +179,8 @@ def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[Trai
         machine_id=f"fleet {fleet}",
         raw={s: pd.concat(v, ignore_index=True) for s, v in raw.items()},
         frames={s: pd.concat(v, ignore_index=True) for s, v in frames.items()},
-        feature_names=[*first_features.feature_names, *columns],
+        feature_names=[*common, *columns],
+        preprocessing={**view.preprocessing, "pooled_feature_names": common},
         label_skipped_reason=label_reason,
         pooled={},
         row_members={s: np.concatenate(v) for s, v in members.items()},

@@ -233,6 +233,7 @@ def _choose_pooled(
         predicted = runtime.rul(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
         scores[name] = float(np.sqrt(np.mean((predicted[rows] - rul["val"][rows]) ** 2)))
     decision = {"own_val_rmse": scores["own"], "pooled_val_rmse": scores["pooled"], "rows": int(rows.sum()),
+                "fleet": candidate.get("fleet"),
                 "rule": "forced by pooling=fleet" if force else "lower val RMSE (raw RUL) on this machine's val rows"}
     if force or scores["pooled"] < scores["own"]:
         fleet.adopt(out_dir / ".pooled", out_dir, own)
