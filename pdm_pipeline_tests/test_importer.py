@@ -1048,6 +1048,15 @@ def test_real_data_sets(tmp_path: Path) -> None:
     assert len(pd.read_csv(nab / "machine_temperature_system_failure.csv")) == 22_695
     assert len(rows) == 22_683 and _metadata(root, machine)["source"]["dropped_duplicate_timestamp_rows"] == 12
     assert int(rows["anomaly_window"].sum()) == 2_268
+    # NAB's protocol: a probation of min(15 %, 750) rows trains; every later row, all 4 windows, is test.
+    (scored,) = import_nab_machine_temperature(
+        nab / "machine_temperature_system_failure.csv", nab / "combined_windows.json", tmp_path / "nab",
+        probation=True,
+    )
+    splits = load_machine(tmp_path / "nab", scored).splits
+    assert [len(splits["train"]), len(splits["val"])] == [600, 150]
+    windows = splits["test"]["anomaly_window"].to_numpy()
+    assert int((np.diff(np.r_[0, windows]) == 1).sum()) == 4
 
 
 @pytest.mark.skipif(not (REALDATA / "skab_other").is_dir(), reason="../shared/realdata/skab_other is not present")

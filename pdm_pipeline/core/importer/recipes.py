@@ -4,6 +4,7 @@ the generic importer. Each one only chooses options (and checks the expected lay
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,9 @@ def import_nab_machine_temperature(
 ) -> list[str]:
     """NAB realKnownCause/machine_temperature_system_failure as one machine (time unit hours).
 
-    `probation=True` follows NAB's scoring protocol: the first 15 % of the rows (NAB's probationary period) is
-    training (val = its last 20 %) and every later row is test; otherwise a 70 / 15 / 15 chronological split.
+    `probation=True` follows NAB's scoring protocol: NAB's probationary period (`nab_probation_rows`: 15 % of
+    the rows, at most 750) is training (val = its last 20 %) and every later row is test; otherwise a
+    70 / 15 / 15 chronological split.
 
     The single column "value" becomes sensor "machine_temperature" (its unit is not published, so it has no
     unit suffix); 5-minute steps; chronological split. The labelled anomaly windows (both ends included, as
@@ -87,7 +89,7 @@ def import_nab_machine_temperature(
         )
     split: dict[str, Any] = {}
     if probation:
-        split = {"split": "first_rows", "train_rows": int(len(frame) * NAB_PROBATION_SHARE)}
+        split = {"split": "first_rows", "train_rows": nab_probation_rows(len(frame))}
     options = ImportOptions(
         machine_id=machine_id,
         time_column="timestamp",
@@ -108,6 +110,13 @@ def import_nab_machine_temperature(
 
 
 NAB_PROBATION_SHARE = 0.15
+NAB_PROBATION_MAX_ROWS = 750  # NAB's sweeper: probationPercent * 5000
+
+
+def nab_probation_rows(rows: int) -> int:
+    """NAB's probationary length for a file of `rows` rows (nab/sweeper.py `_getProbationaryLength`):
+    min(floor(15 % of the rows), 750). Its rows are never scored."""
+    return int(min(math.floor(NAB_PROBATION_SHARE * rows), NAB_PROBATION_MAX_ROWS))
 
 
 def _nab_windows(path: Path, key: str) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
