@@ -20,3 +20,31 @@ def test_t2q_baseline_flags_about_one_in_a_thousand_normal_rows_and_every_broken
     assert t2q_flags(train, broken).mean() > 0.95
     far = normal[:200] * 4  # along the learnt components, far out: T² sees it
     assert t2q_flags(train, far).mean() > 0.9
+
+
+def test_the_weekly_retrain_walks_forward_one_model_per_week_and_finds_a_later_fault(tmp_path):
+    """A NAB-format lookalike of 3 weeks: the probation model covers week 1, then a model retrained on the
+    growing history covers each next week; a deep dip in week 3 is found and the whole file is scored."""
+    import json
+
+    import pandas as pd
+
+    from pdm_pipeline.core.bench_real import _nab_weekly_retrain
+
+    rows = 3 * 7 * 24 * 12
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2014-01-01", periods=rows, freq="5min")
+    value = 90 + 2 * np.sin(np.arange(rows) / 288 * 2 * np.pi) + rng.normal(0, 0.5, rows)
+    value[5000:5100] -= 40  # the fault, in week 3
+    nab = tmp_path / "realdata" / "nab"
+    nab.mkdir(parents=True)
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": value}).to_csv(
+        nab / "machine_temperature_system_failure.csv", index=False)
+    window = [str(stamps[4950]), str(stamps[5150])]
+    (nab / "combined_windows.json").write_text(json.dumps({
+        "realKnownCause/machine_temperature_system_failure.csv": [window]}))
+    result = _nab_weekly_retrain(tmp_path / "realdata", tmp_path / "weekly", probation=750)
+    assert result["models"] == 3  # rows 750-2765, 2766-4781, 4782-6047
+    assert result["events_total"] == 1 and result["events_found"] == 1
+    assert result["false_alarm_events"] <= 5
+    assert result["nab_standard"] > 50  # 0 = never fires, 100 = earliest detection and no false alarm

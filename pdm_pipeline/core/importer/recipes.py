@@ -68,12 +68,14 @@ def import_nab_machine_temperature(
     *,
     overwrite: bool = False,
     probation: bool = False,
+    train_rows: int | None = None,
 ) -> list[str]:
     """NAB realKnownCause/machine_temperature_system_failure as one machine (time unit hours).
 
     `probation=True` follows NAB's scoring protocol: NAB's probationary period (`nab_probation_rows`: 15 % of
     the rows, at most 750) is training (val = its last 20 %) and every later row is test; otherwise a
-    70 / 15 / 15 chronological split.
+    70 / 15 / 15 chronological split. `train_rows` (with `probation=True`) trains on that many first rows instead
+    (a walk-forward evaluation retrains on a growing history).
 
     The single column "value" becomes sensor "machine_temperature" (its unit is not published, so it has no
     unit suffix); 5-minute steps; chronological split. The labelled anomaly windows (both ends included, as
@@ -89,7 +91,7 @@ def import_nab_machine_temperature(
         )
     split: dict[str, Any] = {}
     if probation:
-        split = {"split": "first_rows", "train_rows": nab_probation_rows(len(frame))}
+        split = {"split": "first_rows", "train_rows": train_rows or nab_probation_rows(len(frame))}
     options = ImportOptions(
         machine_id=machine_id,
         time_column="timestamp",
