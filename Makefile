@@ -8,6 +8,7 @@
 #   make bench       pi vs seed preset on a machine of the original size
 #   make bench-real  the public datasets in ../shared/realdata with their own protocols, beside the references
 #   make bench-fleet N sample machines through the real daemon path (sensor -> queue -> runs)
+#   make bench-pooling fleet pooled models vs each machine's own, on test (10 simulated machines, 5 fleets)
 #   make demo-real   import AI4I 2020 and NAB machine temperature and train them
 # PDM_POSTGRES_URL=postgresql://... switches the Dagster instance and MLflow to PostgreSQL (see README).
 SHELL := /bin/bash
@@ -32,7 +33,7 @@ SEED ?= 0
 PORT ?= 3000
 FLEET ?= 20
 
-.PHONY: install instance demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet clean
+.PHONY: install instance demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet bench-pooling clean
 
 install: $(STAMP)
 
@@ -82,6 +83,9 @@ bench: install
 
 bench-real: install
 	$(BIN)/pdm-pipeline bench-real --realdata ../shared/realdata --out bench-real
+
+bench-pooling: install
+	$(BIN)/pdm-pipeline bench-pooling --out bench-pooling
 
 bench-fleet: instance
 	$(BIN)/pdm-pipeline bench-fleet --machines $(FLEET) --out bench-fleet

@@ -446,6 +446,15 @@ def cmd_bench_real(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_pooling(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.bench_pooling import markdown, run_bench_pooling
+
+    result = run_bench_pooling(Path(args.out), args.machines, args.rows, args.seed, args.horizon)
+    print(markdown(result))
+    print(f"results: {Path(args.out) / 'bench-pooling.json'}, {Path(args.out) / 'bench-pooling.md'}")
+    return EXIT_OK
+
+
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
     from pdm_pipeline.core.postgres import configured_url
     from pdm_pipeline.defs import quiet
@@ -626,6 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realdata", default="../shared/realdata", help="folder holding ai4i2020/, skab_other/, nab/")
     p.add_argument("--out", default="bench-real", help="output directory (bench-real.json, bench-real.md)")
     p.set_defaults(func=cmd_bench_real)
+
+    p = sub.add_parser("bench-pooling", help="fleet pooled models vs each machine's own, on test: which shipped "
+                       "and what it did to each machine's test metrics")
+    p.add_argument("--machines", type=int, default=10, help="simulated machines (types cycle; default 10 = 5 fleets)")
+    p.add_argument("--rows", type=_rows, default=(10_000, 2_500, 2_500), help="train,val,test rows")
+    p.add_argument("--seed", type=int, default=1, help="simulation seed")
+    p.add_argument("--horizon", type=float, default=48.0, help="one label horizon for every machine (hours)")
+    p.add_argument("--out", default="bench-pooling", help="output directory (bench-pooling.json, .md)")
+    p.set_defaults(func=cmd_bench_pooling)
 
     p = sub.add_parser("bench-fleet", help="N sample machines through the real daemon path (sensor -> queue -> "
                        "runs): wall time, machines per hour, peak memory, failed runs, queued vs in-process")

@@ -74,3 +74,19 @@ def test_a_fleet_pools_by_default_on_the_windows_every_member_has(tmp_path):
     for model_type in ("classification", "regression"):
         decision = read_card(run.release.path / model_type)["pooling"]
         assert decision["fleet"]["machine_in_fleet"] and decision["chosen"] in ("fleet", "machine"), decision
+
+
+def test_bench_pooling_reports_each_members_own_and_shipped_test_metrics(tmp_path):
+    from pdm_pipeline.core.bench_pooling import run_bench_pooling
+
+    result = run_bench_pooling(tmp_path / "bench", machines=6, rows=TINY_ROWS, seed=3)
+    assert list(result["fleets"]) == ["motor"] and result["fleets"]["motor"]["pooled"] == ["classification",
+                                                                                              "regression"]
+    assert sorted(result["per_machine"]) == ["motor_001", "motor_006"]
+    for row in result["per_machine"].values():
+        assert row["classification"]["shipped"] in ("fleet", "machine")
+        if row["regression"]["shipped"] == "machine":  # the own model shipped: the same test metrics
+            assert row["regression"]["rmse"]["shipped"] == pytest.approx(row["regression"]["rmse"]["own"])
+    summary = result["summary"]["classification"]
+    assert summary["machines"] == 2 and summary["better"] + summary["worse"] <= summary["fleet_shipped"]
+    assert (tmp_path / "bench" / "bench-pooling.md").read_text().count("| motor_0") == 2
