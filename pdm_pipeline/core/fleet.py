@@ -10,13 +10,14 @@ per member (`machine__<id>`), so the model can still learn what is particular to
 members to share their sensors and sampling step; the pooled models take the features every member computes
 (windows capped by each member's own unit lengths differ in their longest window). The classifier also needs one
 label definition (an importer-given label, or the same method and horizon: set `horizon` to pool RUL-based
-labels); otherwise that family is not pooled and the reason is recorded. The pooled models are written, signed, to `data/fleets/<fleet>/<release>/` with a
-`current` pointer (the same atomic switch as a machine's release).
+labels); otherwise that family is not pooled and the reason is recorded. The pooled models are written, signed,
+to `data/fleets/<fleet>/<release>/` with a `current` pointer (the same atomic switch as a machine's release).
 
 Use (`pooled_for`, in each machine's own run): when the machine's fleet has a pooled model and `pooling` is
 "auto", the family trains the machine's own model as well and compares both on THIS machine's val rows (PR-AUC
-for the classifier, RMSE for the regressor); the better one ships (with its threshold calibrated on this
-machine's val rows), still evaluated, gated and released per machine. `pooling` "fleet" forces the pooled model,
+for the classifier; for the regressor a one-sided paired t-test of squared errors over the val units, as one
+lifecycle's errors move together); the better one ships (with its threshold calibrated on this machine's val
+rows), still evaluated, gated and released per machine. `pooling` "fleet" forces the pooled model,
 "machine" ignores it. The pooled model never saw any test row of any member.
 """
 
@@ -144,8 +145,8 @@ def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[Trai
     steps = {(spec.time_unit, spec.step) for spec in specs}
     if len({unit for unit, _ in steps}) > 1 or not _same_steps([step for _, step in steps]):
         described = ", ".join(f"{d.machine_id}: {f.spec.step} {f.spec.time_unit}" for d, _, f in prepared)
-        return None, None, f"the members sample at different steps ({described}): a window of n samples would " \
-                           "not mean one duration"
+        return None, None, (f"the members sample at different steps ({described}): a window of n samples would "
+                            "not mean one duration")
     common = _common_feature_names(prepared)
     columns = [machine_column(d.machine_id) for d, _, _ in prepared]
     frames: dict[str, list[pd.DataFrame]] = {"train": [], "val": []}
