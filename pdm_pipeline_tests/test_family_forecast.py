@@ -282,3 +282,26 @@ def test_the_fast_component_matrix_is_prophets_own_and_its_models_load_in_plain_
     reloaded = model_from_json(model_to_json(fast))
     assert type(reloaded) is Prophet
     np.testing.assert_allclose(reloaded.predict(future)["yhat"], plain.predict(future)["yhat"], rtol=1e-6, atol=1e-6)
+
+
+def test_fits_side_by_side_are_the_fits_a_loop_makes_and_a_failure_is_the_first_in_order():
+    from pdm_pipeline.families.forecast import series as fs
+
+    frame = daily_cycle(days=6, seed=3, step_minutes=60).set_index(TIMESTAMP)
+    step = pd.Timedelta(hours=1)
+    segment = fs.Segment("m", frame[["bearing_temp_C", "vibration_mm_s"]].asfreq(step))
+    spec = fs.Spec("hours", step, 24, fs.seasonalities(pd.Timedelta(days=6), "hours", step), "prophet",
+                   ForecastSettings(), fs.season_for(step, "hours"))
+    origins = [segment.values.index[k] for k in (72, 96, 120)]
+    jobs = [(segment, sensor, origin, spec, "test") for sensor in ("bearing_temp_C", "vibration_mm_s") for origin in origins]
+    together = fs.fit_prophet_all(jobs)
+    for job, model in zip(jobs, together):
+        alone = fs.fit_prophet(*job)
+        for name in ("k", "m", "delta", "beta"):
+            np.testing.assert_allclose(model.params[name], alone.params[name], rtol=1e-6, atol=1e-9)
+        ds = spec.horizon(job[2])
+        np.testing.assert_allclose(fs.prophet_point(model, ds), fs.prophet_point(alone, ds), rtol=1e-6)
+    # The second job has too little history: its own message, as a loop would raise it.
+    early = segment.values.index[1]
+    with pytest.raises(fs.ForecastSkipped, match=f"only 1 value.*before {early}"):
+        fs.fit_prophet_all([jobs[0], (segment, "bearing_temp_C", early, spec, "test"), jobs[1]])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -102,6 +103,11 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
     per_sensor: dict[str, dict[str, float]] = {}
     per_sensor_baseline: dict[str, dict[str, float]] = {}
     pictures: dict[str, str] = {}
+    backtests: dict[tuple[str, int, pd.Timestamp], Any] = {}
+    if runtime.method != NAIVE:
+        keys = [(sensor, i, origin) for sensor in sensors for i, origin in origins]
+        jobs = [(segments[i], sensor, origin, spec, f"backtest at {origin}") for sensor, i, origin in keys]
+        backtests = dict(zip(keys, fs.fit_prophet_all(jobs)))
     for sensor in sensors:
         actual_all, yhat_all, naive_all = [], [], []
         inside: dict[str, list[np.ndarray]] = {level: [] for level in fs.BAND_PERCENTILES}
@@ -111,7 +117,7 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
             if runtime.method == NAIVE:
                 fc = fs.naive_forecast(values, origin, spec, widths[sensor])
             else:
-                model = fs.fit_prophet(segment, sensor, origin, spec, f"backtest at {origin}")
+                model = backtests[(sensor, i, origin)]
                 fc = fs.prophet_forecast(model, spec.horizon(origin), spec.settings.seed, card["interval_scales"][sensor])
             ds = pd.DatetimeIndex(fc["ds"])
             actual = values.reindex(ds).to_numpy(dtype=float)

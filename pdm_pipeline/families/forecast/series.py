@@ -329,6 +329,28 @@ def fit_prophet(segment: Segment, sensor: str, origin: pd.Timestamp, spec: Spec,
     return model.fit(window)
 
 
+FitJob = tuple[Segment, str, pd.Timestamp, Spec, str]
+
+
+def fit_prophet_all(jobs: Sequence[FitJob]) -> list[Any]:
+    """`fit_prophet(*job)` for every job, in job order, on up to one thread per CPU.
+
+    Each fit is mostly a CmdStan optimisation in its own process, which the calling thread only waits for, so
+    threads run the fits side by side (as Prophet's own cross_validation(parallel="threads") does); a fit is
+    deterministic, so the models are the ones a loop would make. A ForecastSkipped (or any error) of the first
+    failing job in job order is raised, as a loop would raise it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pdm_pipeline.families.tabular import available_cpus
+
+    workers = min(available_cpus(), len(jobs))
+    if workers <= 1:
+        return [fit_prophet(*job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prophet-fit") as pool:
+        futures = [pool.submit(fit_prophet, *job) for job in jobs]
+        return [future.result() for future in futures]
+
+
 def _future(model: Any, ds: pd.DatetimeIndex) -> pd.DataFrame:
     """Prophet's input at `ds`: the forecast lies after every repair in the fit window (regressors = 1)."""
     future = pd.DataFrame({"ds": ds})

@@ -82,6 +82,15 @@ def _validate(
     """Forecast every validation window (fitted on the data before its origin) and score the point forecasts."""
     mae: dict[str, float] = {}
     fits: dict[str, list[tuple[int, pd.Timestamp, Any]]] = {}
+    models: dict[tuple[str, int, pd.Timestamp], Any] = {}
+    if spec.method != NAIVE:
+        keys = [(sensor, i, origin) for sensor in sensors for i, origin in windows]
+        jobs = [(segs[i], sensor, origin, spec, f"validation window at {origin}") for sensor, i, origin in keys]
+        try:
+            fitted = fs.fit_prophet_all(jobs)
+        except fs.ForecastSkipped as exc:
+            return Candidate(spec, mae, fits, math.inf, failure=str(exc))
+        models = {(sensor, i, origin): model for (sensor, i, origin), model in zip(keys, fitted)}
     for sensor in sensors:
         errors, fits[sensor] = [], []
         for i, origin in windows:
@@ -91,10 +100,7 @@ def _validate(
             if spec.method == NAIVE:
                 predicted = fs.naive_point(values, ds, origin, spec)
             else:
-                try:
-                    model = fs.fit_prophet(segs[i], sensor, origin, spec, f"validation window at {origin}")
-                except fs.ForecastSkipped as exc:
-                    return Candidate(spec, mae, fits, math.inf, failure=str(exc))
+                model = models[(sensor, i, origin)]
                 predicted = fs.prophet_point(model, ds)
                 fits[sensor].append((i, origin, model))
             keep = ~np.isnan(actual) & ~np.isnan(predicted)
@@ -265,8 +271,8 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         (out_dir / MODELS_SUBDIR).mkdir(parents=True, exist_ok=True)
         origin = last_segment.values.index[-1] + step
         files, scales_out = {}, {}
-        for i, sensor in enumerate(sensors):
-            model = fs.fit_prophet(last_segment, sensor, origin, spec, where)
+        final = fs.fit_prophet_all([(last_segment, sensor, origin, spec, where) for sensor in sensors])
+        for i, (sensor, model) in enumerate(zip(sensors, final)):
             files[sensor] = f"{MODELS_SUBDIR}/{i:02d}.json"
             (out_dir / files[sensor]).write_text(model_to_json(model))
             scales_out[sensor] = _interval_scales(spec, segs, sensor, chosen.fits[sensor] if chosen else [])
