@@ -48,3 +48,44 @@ def test_the_weekly_retrain_walks_forward_one_model_per_week_and_finds_a_later_f
     assert result["events_total"] == 1 and result["events_found"] == 1
     assert result["boundaries_inside_windows"] == 0 and result["false_alarm_events"] <= 5
     assert result["nab_standard"] > 50  # 0 = never fires, 100 = earliest detection and no false alarm
+
+
+def test_the_ai4i_label_ceiling_counts_each_types_rule_failures_among_its_test_failures(tmp_path):
+    """A perfect model of the deterministic rules finds the HDF/PWF/OSF failures and only those: F1 = 2R / (R + T)
+    for R rule failures among T test failures, per Type and pooled. Test rows are traced back here by their
+    unique tool wear, a different route from the function's own matching."""
+    import pandas as pd
+
+    from pdm_pipeline.core.bench_real import ai4i_label_ceiling
+    from pdm_pipeline.core.contract import load_machine
+    from pdm_pipeline.core.importer import import_ai4i2020
+
+    rows = 3000
+    rng = np.random.default_rng(1)
+    kind = rng.choice(["L", "M", "H"], rows, p=[0.5, 0.3, 0.2])
+    mode = rng.choice(["", "PWF", "OSF", "TWF", "RNF"], rows, p=[0.9, 0.04, 0.03, 0.02, 0.01])
+    frame = pd.DataFrame({
+        "UDI": np.arange(1, rows + 1), "Product ID": [f"X{i}" for i in range(rows)], "Type": kind,
+        "Air temperature [K]": rng.normal(300, 2, rows).round(1), "Process temperature [K]": rng.normal(310, 1, rows).round(1),
+        "Rotational speed [rpm]": rng.integers(1200, 2800, rows), "Torque [Nm]": rng.normal(40, 10, rows).round(1),
+        "Tool wear [min]": np.arange(rows), "Machine failure": (mode != "").astype(int),
+        **{flag: (mode == flag).astype(int) for flag in ("TWF", "HDF", "PWF", "OSF", "RNF")},
+    })
+    source = tmp_path / "realdata" / "ai4i2020"
+    source.mkdir(parents=True)
+    frame.to_csv(source / "ai4i2020.csv", index=False, encoding="utf-8-sig")
+    root = tmp_path / "data"
+    ids = import_ai4i2020(source / "ai4i2020.csv", root, seed=3)
+
+    ceiling = ai4i_label_ceiling(tmp_path / "realdata", root, ids)
+    reach_all = total_all = 0
+    for machine_id in ids:
+        test = load_machine(root, machine_id).splits["test"]
+        modes = mode[test.loc[test["failure_status"] == 1, "tool_wear_min"].astype(int).to_numpy()]
+        reach, total = int(np.isin(modes, ["PWF", "OSF"]).sum()), len(modes)
+        assert total > 0 and 0 < reach < total
+        row = ceiling["per_type"][machine_id.rsplit("_", 1)[-1]]
+        assert (row["rule_failures"], row["test_failures"]) == (reach, total)
+        assert row["f1"] == 2 * reach / (reach + total)
+        reach_all, total_all = reach_all + reach, total_all + total
+    assert ceiling["f1"] == 2 * reach_all / (reach_all + total_all) < 1
