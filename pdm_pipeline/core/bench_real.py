@@ -90,11 +90,11 @@ def plain_booster_f1(root: Path, machine_ids: list[str], seed: int = 0) -> float
     import lightgbm
     import pandas as pd
 
+    from pdm_pipeline.core.config import available_cpus
     from pdm_pipeline.core.contract import load_machine
     from pdm_pipeline.core.features import compute_features, fit_feature_spec
     from pdm_pipeline.core.schema import LABEL
     from pdm_pipeline.families.classifier.train import f1_optimal_threshold
-    from pdm_pipeline.families.tabular import available_cpus
 
     parts: dict[str, list[pd.DataFrame]] = {"train": [], "val": [], "test": []}
     for code, machine_id in enumerate(machine_ids):

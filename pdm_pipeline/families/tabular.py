@@ -20,7 +20,6 @@ Export
 from __future__ import annotations
 
 import logging
-import os
 import random
 import shutil
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pdm_pipeline.core.config import TabularPreset, TrainingConfig
+from pdm_pipeline.core.config import TabularPreset, TrainingConfig, available_cpus
 from pdm_pipeline.core.schema import RESERVED_COLUMNS
 from pdm_pipeline.errors import PdmError
 from pdm_pipeline.families.boosters import AUTOGLUON_FORMAT, NATIVE_FORMATS, NativeModel
@@ -101,13 +100,6 @@ def check_frame(frame: pd.DataFrame, split: str, feature_names: list[str], targe
         raise TabularInputError(
             f"the {split} split has {int(values.isna().sum())} missing or non-numeric values in column {target!r}"
         )
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 # The pi preset's LightGBM leaf size (200) was set for 35,000 train rows; smaller data gets proportionally

@@ -95,12 +95,13 @@ class ForecastRuntime:
                 last = str(recent[UNIT_ID].iloc[-1])
                 segment = next((s for s in segments if s.key == last), segment)
             origin = segment.values.index[-1] + spec.step
+            refits = {} if self.method == NAIVE else dict(zip(self.sensors, fs.fit_prophet_all(
+                [(segment, sensor, origin, spec, "recent rows") for sensor in self.sensors])))
             for sensor in self.sensors:
                 if self.method == NAIVE:
                     fc = fs.naive_forecast(segment.values[sensor], origin, spec, self._widths(sensor, spec))
                 else:
-                    model = fs.fit_prophet(segment, sensor, origin, spec, "recent rows")
-                    fc = fs.prophet_forecast(model, spec.horizon(origin), spec.settings.seed,
+                    fc = fs.prophet_forecast(refits[sensor], spec.horizon(origin), spec.settings.seed,
                                              self.card["interval_scales"][sensor])
                 parts.append(fc.assign(sensor=sensor))
         out = pd.concat(parts, ignore_index=True)[fs.FORECAST_COLUMNS]

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pdm_pipeline.core.config import available_cpus
 from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
 from pdm_pipeline.core.timeaxis import is_clock, seconds_per_unit, units_share_origin
 from pdm_pipeline.families.forecast.settings import ForecastSettings
@@ -340,8 +341,6 @@ def fit_prophet_all(jobs: Sequence[FitJob]) -> list[Any]:
     deterministic, so the models are the ones a loop would make. A ForecastSkipped (or any error) of the first
     failing job in job order is raised, as a loop would raise it."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from pdm_pipeline.families.tabular import available_cpus
 
     workers = min(available_cpus(), len(jobs))
     if workers <= 1:

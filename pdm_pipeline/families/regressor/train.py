@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.config import TrainingConfig, available_cpus
 from pdm_pipeline.core.schema import RUL, UNIT_ID
 from pdm_pipeline.core.timeaxis import short
 from pdm_pipeline.families import tabular
@@ -78,7 +78,7 @@ class _QuickFits:
             "feature_fraction": hyper.get("feature_fraction", 0.9),
             "max_bin": hyper.get("max_bin", 255),
             "num_leaves": hyper.get("num_leaves", 31),
-            "num_threads": tabular.available_cpus(),
+            "num_threads": available_cpus(),
             "seed": config.seed,
             "verbose": -1,
         }
