@@ -59,6 +59,14 @@ OCSVM_MAX_ROWS = 4_000
 LOF_MAX_ROWS = 3_000
 LOF_NEIGHBORS = 20
 AE_MAX_ROWS = 5_000
+# The autoencoder stops when its held-out reconstruction R² has gained less than AE_TOL over AE_PATIENCE epochs.
+# Trained on until it reconstructs the last details of normal rows, it drifts towards the identity map and
+# reconstructs anomalous rows as well: on the full-size bench compressor (3 seeds each), scikit-learn's 1e-4 ran
+# 123-300 epochs (2.1-4.4 s) for val ROC-AUC 0.80-0.82; 1e-3 stops after 36-42 epochs (0.4-0.5 s) at 0.85-0.86.
+# On 10 unseen simulated machines (5 types x 2 seeds) the autoencoder's val AUC rose on all 10; the ensemble's
+# test F1 / false-alarm rate / ROC-AUC moved within noise (0.692 / 0.031 / 0.925 -> 0.700 / 0.034 / 0.926).
+AE_TOL = 1e-3
+AE_PATIENCE = 15
 PCA_VARIANCE = 0.90
 REFERENCE_MAX_ROWS = 2_000
 REFERENCE_MAX_FRACTION = 0.2
@@ -207,7 +215,8 @@ def _fit_autoencoder(z: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     wide, narrow = max(2, d // 2), max(1, d // 4)
     model = MLPRegressor(
         hidden_layer_sizes=(wide, narrow, wide), activation="tanh", max_iter=300, early_stopping=True,
-        validation_fraction=0.1, n_iter_no_change=15, random_state=seed, learning_rate_init=0.003,
+        validation_fraction=0.1, n_iter_no_change=AE_PATIENCE, tol=AE_TOL, random_state=seed,
+        learning_rate_init=0.003,
     )
     rows = z[:AE_MAX_ROWS]
     with warnings.catch_warnings():
