@@ -305,3 +305,20 @@ def test_fits_side_by_side_are_the_fits_a_loop_makes_and_a_failure_is_the_first_
     early = segment.values.index[1]
     with pytest.raises(fs.ForecastSkipped, match=f"only 1 value.*before {early}"):
         fs.fit_prophet_all([jobs[0], (segment, "bearing_temp_C", early, spec, "test"), jobs[1]])
+
+
+def test_fits_not_started_when_a_job_fails_are_dropped(monkeypatch):
+    from pdm_pipeline.families.forecast import series as fs
+
+    frame = daily_cycle(days=6, seed=3, step_minutes=60).set_index(TIMESTAMP)
+    step = pd.Timedelta(hours=1)
+    segment = fs.Segment("m", frame[["bearing_temp_C"]].asfreq(step))
+    spec = fs.Spec("hours", step, 24, fs.seasonalities(pd.Timedelta(days=6), "hours", step), "prophet",
+                   ForecastSettings(), fs.season_for(step, "hours"))
+    started = []
+    fit = fs.fit_prophet
+    monkeypatch.setattr(fs, "fit_prophet", lambda *job: started.append(job[2]) or fit(*job))
+    good = [(segment, "bearing_temp_C", segment.values.index[k], spec, "test") for k in range(60, 120)]
+    with pytest.raises(fs.ForecastSkipped):
+        fs.fit_prophet_all([(segment, "bearing_temp_C", segment.values.index[1], spec, "test"), *good])
+    assert len(started) < len(good) / 2  # a loop would have stopped at once; the pool stops soon after

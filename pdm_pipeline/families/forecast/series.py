@@ -339,7 +339,7 @@ def fit_prophet_all(jobs: Sequence[FitJob]) -> list[Any]:
     Each fit is mostly a CmdStan optimisation in its own process, which the calling thread only waits for, so
     threads run the fits side by side (as Prophet's own cross_validation(parallel="threads") does); a fit is
     deterministic, so the models are the ones a loop would make. A ForecastSkipped (or any error) of the first
-    failing job in job order is raised, as a loop would raise it."""
+    failing job in job order is raised, as a loop would raise it, and the fits not started yet are dropped."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = min(available_cpus(), len(jobs))
@@ -347,7 +347,12 @@ def fit_prophet_all(jobs: Sequence[FitJob]) -> list[Any]:
         return [fit_prophet(*job) for job in jobs]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prophet-fit") as pool:
         futures = [pool.submit(fit_prophet, *job) for job in jobs]
-        return [future.result() for future in futures]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _future(model: Any, ds: pd.DatetimeIndex) -> pd.DataFrame:
