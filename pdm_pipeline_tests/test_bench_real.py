@@ -89,3 +89,41 @@ def test_the_ai4i_label_ceiling_counts_each_types_rule_failures_among_its_test_f
         assert row["f1"] == 2 * reach / (reach + total)
         reach_all, total_all = reach_all + reach, total_all + total
     assert ceiling["f1"] == 2 * reach_all / (reach_all + total_all) < 1
+
+
+def test_the_targets_table_shows_what_each_target_was_judged_on():
+    """Every PASS / MISS stands beside its measured figure; AI4I's beside the label ceiling of the split."""
+    from pdm_pipeline.core.bench_real import markdown
+
+    per_type = {t: {"f1": f1, "precision": 0.9, "recall": 0.8, "test_failures": n, "test_rows": 10 * n, "model": "fleet",
+                    "label_ceiling_f1": c} for t, f1, n, c in (("H", 0.571, 3, 0.8), ("L", 0.941, 35, 0.955))}
+    confusion = {"f1": 0.785, "false_alarm_rate": 0.425, "missed_alarm_rate": 0.11, "always_anomalous_f1": 0.693}
+    result = {
+        "ai4i": {"protocol": "p", "reference": "r", "pooled": {"f1": 0.875, "precision": 0.9, "recall": 0.84,
+                                                               "label_ceiling_f1": 0.925}, "per_type": per_type,
+                 "targets": {"pooled_f1>=0.90": False, "every_type_f1>=0.80": False}},
+        "skab": {"protocol": "p", "reference": "r", "pooled": confusion,
+                 "targets": {"f1>=0.78": True, "far<=0.15": False, "above_always_anomalous": True}},
+        "nab": {"protocol": "p", "reference": "r",
+                "anomaly": {"events_total": 4.0, "events_found": 4.0, "false_alarm_events": 47.0, "f1": 0.33,
+                            "false_alarm_rate": 0.18, "mean_detection_delay_rows": 1.0},
+                "weekly_retrain": {"models": 11, "events_total": 4.0, "events_found": 4.0, "false_alarm_events": 33.0,
+                                   "nab_standard": 57.3},
+                "forecast": {"mase": 0.785, "naive_mase": 0.785, "label": "seasonal naive", "coverage_80": 0.9,
+                             "coverage_95": 0.9},
+                "targets": {"all_scored_windows_found": True, "false_positive_events<=2": False,
+                            "forecast_mase<1_or_naive": True}},
+        "seconds": 180.0, "cpus": 2,
+    }
+    rows = markdown(result).split("## Targets")[1].strip().splitlines()[2:]
+    table = {tuple(cell.strip() for cell in row.strip("|").split("|")[:2]): row.strip("|").split("|")[2:] for row in rows
+             if row.startswith("|")}
+    measured = {key: (verdict.strip(), figure.strip()) for key, (verdict, figure) in table.items()}
+    assert measured[("ai4i", "pooled_f1>=0.90")] == ("MISS", "0.875 (label ceiling 0.925)")
+    assert measured[("ai4i", "every_type_f1>=0.80")] == ("MISS", "H 0.571 (ceiling 0.800), L 0.941 (ceiling 0.955)")
+    assert measured[("skab", "far<=0.15")] == ("MISS", "0.425")
+    assert measured[("skab", "above_always_anomalous")] == ("PASS", "0.785 vs 0.693")
+    assert measured[("nab", "all_scored_windows_found")] == ("PASS", "4 of 4")
+    assert measured[("nab", "false_positive_events<=2")] == ("MISS", "47 (weekly retrain: 33)")
+    assert measured[("nab", "forecast_mase<1_or_naive")] == ("PASS", "MASE 0.785 (seasonal naive)")
+    assert len(measured) == 8
