@@ -345,6 +345,7 @@ def fit_prophet_all(jobs: Sequence[FitJob]) -> list[Any]:
     workers = min(available_cpus(), len(jobs))
     if workers <= 1:
         return [fit_prophet(*job) for job in jobs]
+    prophet_class()  # import and define it once, before the threads ask for it
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prophet-fit") as pool:
         futures = [pool.submit(fit_prophet, *job) for job in jobs]
         try:
