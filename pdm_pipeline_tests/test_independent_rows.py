@@ -124,3 +124,96 @@ def test_each_machine_compares_pooled_and_own_on_its_out_of_fold_rows_and_beats_
         assert evaluation.metrics["f1"] > evaluation.baseline["f1"], (machine_id, evaluation.metrics)
         test = run.features.frames["test"]
         assert runtime.probability(test[runtime.inputs].to_numpy(dtype=float)).shape == (len(test),)
+
+
+def test_member_copies_let_a_pooled_model_place_each_members_own_limit(tmp_path):
+    """Three members of unequal size (50 / 30 / 20 %) fail when the product of two of five measurements passes a
+    limit of their own (its 97th, 95th and 91st percentile over the fleet), or, on every member, when one
+    measurement falls below a shared limit. The inputs are the measurements and their pairwise products and
+    differences, as for rows without time order. With only one-hot machine columns the pooled model must split
+    on the machine below the product's split; with each member's copy of the features (fleet.member_copies) one
+    split places a member's limit. Judged on 100,000 unseen rows per seed: rows misclassified at the val
+    F1-optimal threshold."""
+    from itertools import combinations
+
+    from pdm_pipeline.core.fleet import machine_column, member_copies, with_member_copies
+    from pdm_pipeline.core.schema import LABEL
+    from pdm_pipeline.families import tabular
+
+    shares = np.array([0.5, 0.3, 0.2])
+    columns = [machine_column(m) for m in ("big", "mid", "small")]
+
+    def rows(rng: np.random.Generator, n: int, copied: bool) -> pd.DataFrame:
+        member = rng.choice(3, size=n, p=shares)
+        x = rng.normal([300, 40, 10, 0, 50], [2, 10, 1, 1, 20], size=(n, 5))
+        limits = np.array([17_600.0, 16_900.0, 16_000.0])  # ~97th, 95th, 91st percentile of the product
+        failed = (x[:, 0] * x[:, 1] > limits[member]) | (x[:, 2] - x[:, 3] < 7.3)
+        inputs = {f"s{i}": x[:, i] for i in range(5)}
+        for i, j in combinations(range(5), 2):
+            inputs[f"s{i}*s{j}"], inputs[f"s{i}-s{j}"] = x[:, i] * x[:, j], x[:, i] - x[:, j]
+        frame = pd.DataFrame(inputs).astype("float32")
+        names = list(frame.columns)
+        for index, column in enumerate(columns):
+            frame[column] = (member == index).astype(float)
+        if copied:
+            copies = member_copies(names, columns)
+            frame = pd.concat([with_member_copies(frame[member == m], copies, columns[m]) for m in range(3)]).loc[frame.index]
+        return frame.assign(**{LABEL: failed.astype(int)})
+
+    def misclassified(copied: bool, seed: int) -> int:
+        rng = np.random.default_rng(seed)
+        train, val, test = rows(rng, 6000, copied), rows(rng, 1500, copied), rows(rng, 100_000, copied)
+        assert train.filter(like="@").isna().any().any() == copied
+        predictor, _ = tabular.fit_predictor(
+            train, val, LABEL, "binary", "f1", None, tmp_path / f"ag-{copied}-{seed}",
+            TrainingConfig(time_limit_s=20), "limits per member", time_order=False,
+        )
+        threshold, _ = f1_optimal_threshold(val[LABEL].to_numpy(), predictor.predict_proba(val.drop(columns=[LABEL]))[1].to_numpy())
+        flagged = predictor.predict_proba(test.drop(columns=[LABEL]))[1].to_numpy() >= threshold
+        truth = test[LABEL].to_numpy() == 1
+        return int((flagged != truth).sum())
+
+    one_hot = [misclassified(False, seed) for seed in (0, 1, 2)]
+    with_copies = [misclassified(True, seed) for seed in (0, 1, 2)]
+    # Measured: 165 / 185 / 86 rows with one-hot columns only, 84 / 177 / 79 with the copies.
+    assert all(c < o for c, o in zip(with_copies, one_hot)) and sum(with_copies) < 0.9 * sum(one_hot), (with_copies, one_hot)
+
+
+def test_a_machine_copy_of_the_pooled_model_fills_in_its_member_copies(fleet_run, tmp_path):
+    """The pooled model of rows without time order takes each member's copy of the features; a machine's copy
+    of it repeats the machine's own features there and leaves the other members' copies missing, so it predicts
+    exactly what the pooled model predicts on that member's rows. A machine that joined later has no copy."""
+    from types import SimpleNamespace
+
+    from pdm_pipeline.core.contract import load_machine
+    from pdm_pipeline.core.fleet import FLEET_FILE, machine_column, machine_copy, pooled_for, with_member_copies
+    from pdm_pipeline.families.boosters import TabularModel
+
+    root, _, runs = fleet_run
+    pooled = pooled_for(root, load_machine(root, "ai4i_M"))["classification"]
+    described = json.loads((pooled.path / FLEET_FILE).read_text())
+    copies = {c: tuple(v) for c, v in described["member_copies"].items()}
+    shared = pooled.card["input_columns"][: len(copies) // len(described["machine_columns"])]
+    assert copies and set(copies) <= set(pooled.card["input_columns"])
+    assert copies[f"{shared[0]}@{machine_column('ai4i_H')}"] == (shared[0], machine_column("ai4i_H"))
+
+    test = runs["ai4i_M"].features.frames["test"]
+    frame = test.copy()
+    for column in described["machine_columns"]:
+        frame[column] = float(column == machine_column("ai4i_M"))
+    frame = with_member_copies(frame, copies, machine_column("ai4i_M"))
+    expected = TabularModel(pooled.path, pooled.card, classifier=True).predict(
+        frame[pooled.card["input_columns"]].to_numpy(dtype=float))
+
+    for machine_id, own_copies in (("ai4i_M", len(shared)), ("ai4i_new", 0)):
+        view = SimpleNamespace(machine_id=machine_id, feature_names=list(runs[machine_id].features.feature_names))
+        card = machine_copy(pooled, view, tmp_path / machine_id)
+        assert len(card["copied_inputs"]) == own_copies
+        assert all(source in shared for source in card["copied_inputs"].values())
+        missing = [c for c, v in card["constant_inputs"].items() if v is None]
+        assert len(missing) == len(copies) - own_copies
+        model = TabularModel(tmp_path / machine_id, card, classifier=True)
+        assert not set(model.feature_inputs) & set(copies), "callers pass the feature columns only"
+        predicted = model.predict(test[model.feature_inputs].to_numpy(dtype=float))
+        if machine_id == "ai4i_M":
+            np.testing.assert_allclose(predicted, expected, rtol=0, atol=1e-12)

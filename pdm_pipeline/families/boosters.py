@@ -12,7 +12,9 @@ Rows without time order are fitted by k-fold cross-fitting (see `families/classi
 prediction is their mean, exactly as AutoGluon's bagged models predict.
 
 Inputs are the card's `input_columns` in order; `constant_inputs` (pooled fleet models: the machine's one-hot
-identity) are filled in by the runtime, so callers pass the feature columns only (`feature_inputs`).
+identity; null = missing, the other members' copies of a feature) and `copied_inputs` (the machine's own copy
+of a feature -> that feature) are filled in by the runtime, so callers pass the feature columns only
+(`feature_inputs`).
 """
 
 from __future__ import annotations
@@ -134,11 +136,17 @@ class TabularModel:
     def __init__(self, model_dir: Path, card: dict[str, Any], classifier: bool) -> None:
         self.card = card
         self.input_columns: list[str] = list(card["input_columns"])
-        constants: dict[str, float] = {k: float(v) for k, v in (card.get("constant_inputs") or {}).items()}
-        self.feature_inputs = [c for c in self.input_columns if c not in constants]
+        constants: dict[str, float] = {
+            k: (np.nan if v is None else float(v)) for k, v in (card.get("constant_inputs") or {}).items()}
+        copied: dict[str, str] = dict(card.get("copied_inputs") or {})
+        self.feature_inputs = [c for c in self.input_columns if c not in constants and c not in copied]
+        unknown = sorted(source for source in copied.values() if source not in self.feature_inputs)
+        if unknown:
+            raise ValueError(f"model card: copied_inputs name columns that are not feature inputs: {unknown[:5]}")
         self._constants = constants
+        self._copies = [(self.input_columns.index(c), self.feature_inputs.index(s)) for c, s in copied.items()]
         self._feature_positions = np.array(
-            [i for i, c in enumerate(self.input_columns) if c not in constants], dtype=np.intp
+            [i for i, c in enumerate(self.input_columns) if c not in constants and c not in copied], dtype=np.intp
         )
         fmt = card["format"]
         path = resolve_inside(model_dir, card["model_file"], "model")
@@ -155,14 +163,17 @@ class TabularModel:
         return self.card["format"]
 
     def assemble(self, features: np.ndarray) -> np.ndarray:
-        """The model's input matrix from the feature columns (`feature_inputs` order) plus the constants."""
-        if not self._constants:
+        """The model's input matrix from the feature columns (`feature_inputs` order) plus the constants and
+        the copies."""
+        if not self._constants and not self._copies:
             return features
         matrix = np.empty((len(features), len(self.input_columns)), dtype=float)
         matrix[:, self._feature_positions] = features
         for i, column in enumerate(self.input_columns):
             if column in self._constants:
                 matrix[:, i] = self._constants[column]
+        for i, source in self._copies:
+            matrix[:, i] = features[:, source]
         return matrix
 
     def predict(self, features: np.ndarray) -> np.ndarray:
