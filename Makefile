@@ -9,6 +9,7 @@
 #   make bench-real  the public datasets in ../shared/realdata with their own protocols, beside the references
 #   make bench-fleet N sample machines through the real daemon path (sensor -> queue -> runs)
 #   make bench-pooling fleet pooled models vs each machine's own, on test (10 simulated machines, 5 fleets)
+#   make bench-rules pooled classifier with / without member copies on 16 random rule fleets (+ shared limits)
 #   make demo-real   import AI4I 2020 and NAB machine temperature and train them
 # PDM_POSTGRES_URL=postgresql://... switches the Dagster instance and MLflow to PostgreSQL (see README).
 SHELL := /bin/bash
@@ -33,7 +34,7 @@ SEED ?= 0
 PORT ?= 3000
 FLEET ?= 20
 
-.PHONY: install instance demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet bench-pooling clean
+.PHONY: install instance demo demo-real test test-fast lint dev mlflow bench bench-real bench-fleet bench-pooling bench-rules clean
 
 install: $(STAMP)
 
@@ -86,6 +87,10 @@ bench-real: install
 
 bench-pooling: install
 	$(BIN)/pdm-pipeline bench-pooling --out bench-pooling
+
+bench-rules: install
+	$(BIN)/pdm-pipeline bench-rules --out bench-rules/shifted
+	$(BIN)/pdm-pipeline bench-rules --shared --out bench-rules/shared
 
 bench-fleet: instance
 	$(BIN)/pdm-pipeline bench-fleet --machines $(FLEET) --out bench-fleet

@@ -455,6 +455,15 @@ def cmd_bench_pooling(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_rules(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.bench_rules import markdown, run_bench_rules
+
+    result = run_bench_rules(Path(args.out), args.datasets, args.first_seed, args.shared)
+    print(markdown(result))
+    print(f"results: {Path(args.out) / 'bench-rules.json'}, {Path(args.out) / 'bench-rules.md'}")
+    return EXIT_OK
+
+
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
     from pdm_pipeline.core.postgres import configured_url
     from pdm_pipeline.defs import quiet
@@ -644,6 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=float, default=48.0, help="one label horizon for every machine (hours)")
     p.add_argument("--out", default="bench-pooling", help="output directory (bench-pooling.json, .md)")
     p.set_defaults(func=cmd_bench_pooling)
+
+    p = sub.add_parser("bench-rules", help="pooled classifier with and without member copies on random rule "
+                       "datasets made for the check (rows without time order), F1 on unseen rows")
+    p.add_argument("--datasets", type=int, default=16, help="random fleets (default 16)")
+    p.add_argument("--first-seed", type=int, default=0, help="seed of the first fleet")
+    p.add_argument("--shared", action="store_true", help="every member has the same limits (default: most shifted)")
+    p.add_argument("--out", default="bench-rules", help="output directory (bench-rules.json, .md)")
+    p.set_defaults(func=cmd_bench_rules)
 
     p = sub.add_parser("bench-fleet", help="N sample machines through the real daemon path (sensor -> queue -> "
                        "runs): wall time, machines per hour, peak memory, failed runs, queued vs in-process")

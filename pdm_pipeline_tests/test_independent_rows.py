@@ -217,3 +217,24 @@ def test_a_machine_copy_of_the_pooled_model_fills_in_its_member_copies(fleet_run
         predicted = model.predict(test[model.feature_inputs].to_numpy(dtype=float))
         if machine_id == "ai4i_M":
             np.testing.assert_allclose(predicted, expected, rtol=0, atol=1e-12)
+
+
+def test_bench_rules_draws_fleets_whose_members_have_their_own_limits_and_reports_both_fits(tmp_path):
+    """`make bench-rules`: the random fleets are reproducible, shift most limits per member (or none with
+    shared=True), and the report holds both fits' test F1 on unseen rows of every dataset."""
+    from pdm_pipeline.core.bench_rules import markdown, rule_fleet, run_bench_rules
+
+    fleet, again, shared = rule_fleet(3), rule_fleet(3), rule_fleet(3, shared=True)
+    assert fleet.rules == again.rules and any(r["shifted"] for r in fleet.rules)
+    assert any(len(set(r["limits"])) == fleet.members for r in fleet.rules)
+    assert not any(r["shifted"] for r in shared.rules) and all(len(set(r["limits"])) == 1 for r in shared.rules)
+    x, member, failed = fleet.sample(np.random.default_rng(0), 20_000)
+    assert x.shape == (20_000, fleet.measurements) and set(np.unique(member)) == set(range(fleet.members))
+    assert 0.005 < failed.mean() < 0.15
+
+    result = run_bench_rules(tmp_path, datasets=1, first_seed=3, test_rows=5_000)
+    row = result["datasets"][0]
+    assert 0.3 < row["one_hot_f1"] <= 1 and 0.3 < row["member_copies_f1"] <= 1
+    assert result["better"] + result["worse"] <= 1
+    assert json.loads((tmp_path / "bench-rules.json").read_text())["datasets"][0]["seed"] == 3
+    assert (tmp_path / "bench-rules.md").read_text() == markdown(result)

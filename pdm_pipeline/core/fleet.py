@@ -141,23 +141,21 @@ def member_copies(common: list[str], columns: list[str]) -> dict[str, tuple[str,
     """Rows without time order: one copy of every shared feature per member (`<feature>@<machine column>`),
     holding the feature on that member's rows and missing elsewhere -> (feature, machine column).
 
-    Why: members of a fleet share their physics but not always their limits (AI4I's overstrain limit is 11,000
-    minNm on L, 12,000 on M, 13,000 on H). With only the one-hot machine columns a tree must split on the
-    machine and on the feature, and the machine split gains little on its own, so among many inputs and with
-    shallow trees the limit learnt on the largest member is often applied to the others (on AI4I's split seed 0,
-    3 of the 4 false alarms were L's overstrain limit on H and M rows; with the copies 1 is left, 11,779 on M,
-    and M's overstrain failure at 12,383 is missed: M's limit now rests on M's own few failures). A member's
-    copy lets one split
-    place that member's own limit, while the shared feature still carries what all members have in common (the
-    feature augmentation of Daume III, "Frustratingly easy domain adaptation", 2007). Measured through the
-    pipeline's fit (`tabular.fit_predictor`, rows without time order, val F1 threshold) on 16 random rule
-    datasets made for the check (2-4 members of unequal size, 4-6 raw measurements and their pairwise products
-    and differences, 2-3 failure limits of which most are shifted per member, 0.1-0.4 % random failures), F1 on
-    100,000 unseen rows each: 0.902 -> 0.924, better on 15, worse on 1. On 16 where every limit is shared:
-    0.946 -> 0.943 (7 better, 3 worse). AI4I, 5 split seeds: 0.851 -> 0.856 (3 better, 1 worse). Only for rows
-    without time order, whose inputs are a few raw measurements and their pairwise products and differences:
-    time-ordered members have hundreds of window features, which the copies would multiply by the number of
-    members + 1."""
+    Why: members of a fleet share their physics but not always their limits (AI4I's overstrain limit is 11,000 minNm
+    on L, 12,000 on M, 13,000 on H). With only the one-hot machine columns a tree must split on the machine and on
+    the feature, and the machine split gains little on its own, so among many inputs and with shallow trees the
+    limit learnt on the largest member is often applied to the others (on AI4I's split seed 0, 3 of the 4 false
+    alarms were L's overstrain limit on H and M rows; with the copies 1 is left, 11,779 on M, and M's overstrain
+    failure at 12,383 is missed: M's limit now rests on M's own few failures). A member's copy lets one split place
+    that member's own limit, while the shared feature still carries what all members have in common (the feature
+    augmentation of Daume III, "Frustratingly easy domain adaptation", 2007). Measured through the pipeline's fit
+    (`tabular.fit_predictor`, rows without time order, val F1 threshold) on 16 random rule datasets made for the
+    check (2-4 members of unequal size, 4-6 raw measurements and their pairwise products and differences, 2-3
+    failure limits of which most are shifted per member, 0.1-0.4 % random failures), F1 on 100,000 unseen rows each:
+    0.902 -> 0.924, better on 15, worse on 1. On 16 where every limit is shared: 0.946 -> 0.943 (7 better, 3 worse).
+    AI4I, 5 split seeds: 0.851 -> 0.856 (3 better, 1 worse). Only for rows without time order, whose inputs are a
+    few raw measurements and their pairwise products and differences: time-ordered members have hundreds of window
+    features, which the copies would multiply by the number of members + 1."""
     return {f"{feature}@{column}": (feature, column) for column in columns for feature in common}
 
 
