@@ -269,3 +269,26 @@ def test_rows_without_time_order_show_every_tree_every_row_and_feature(tmp_path,
     subsampled = [misclassified(False, seed) for seed in (0, 1, 2)]
     every = [misclassified(True, seed) for seed in (0, 1, 2)]
     assert all(e < s for e, s in zip(every, subsampled)) and sum(every) < 0.5 * sum(subsampled), (every, subsampled)
+
+
+def test_cap_candidates_fitted_side_by_side_predict_as_fitted_one_after_the_other(monkeypatch):
+    """The quick fits of the RUL cap candidates run on one worker per CPU (one LightGBM thread each); every
+    candidate gets the val predictions of its own target, as the two-thread fits one after the other give."""
+    from pdm_pipeline.families.regressor import train as regressor_train
+
+    monkeypatch.setattr(regressor_train, "available_cpus", lambda: 2)
+    rng = np.random.default_rng(0)
+    x_train, x_val = rng.normal(size=(3000, 12)).astype(np.float32), rng.normal(size=(800, 12)).astype(np.float32)
+    life = 100 * (x_train[:, 0] + 3) + rng.normal(0, 5, 3000)
+    life_val = 100 * (x_val[:, 0] + 3) + rng.normal(0, 5, 800)
+    caps = [None, 150.0, 250.0, 350.0, 450.0]
+    y_trains = [regressor_train.capped(np.maximum(life, 0), c) for c in caps]
+    y_vals = [regressor_train.capped(np.maximum(life_val, 0), c) for c in caps]
+    config = TrainingConfig()
+    side_by_side = regressor_train.candidate_predictions(x_train, x_val, y_trains, y_vals, config)
+    one_after_the_other = regressor_train._QuickFits(x_train, x_val, config)
+    assert one_after_the_other.params["num_threads"] == 2
+    for i, predicted in enumerate(side_by_side):
+        expected = one_after_the_other.predict_val(y_trains[i], y_vals[i])
+        np.testing.assert_allclose(predicted, expected, rtol=1e-9, atol=1e-9)
+    assert side_by_side[1].max() < 200 < 300 < side_by_side[4].max(), "each candidate has its own target"

@@ -66,7 +66,7 @@ class _QuickFits:
     The feature matrices are binned once (LightGBM's bins depend on the features, not on the label) and every
     candidate only swaps the labels: the same models as separate fits, without re-binning ~200 columns each time."""
 
-    def __init__(self, x_train: np.ndarray, x_val: np.ndarray, config: TrainingConfig) -> None:
+    def __init__(self, x_train: np.ndarray, x_val: np.ndarray, config: TrainingConfig, threads: int | None = None) -> None:
         import lightgbm
 
         self.lightgbm = lightgbm
@@ -78,7 +78,7 @@ class _QuickFits:
             "feature_fraction": hyper.get("feature_fraction", 0.9),
             "max_bin": hyper.get("max_bin", 255),
             "num_leaves": hyper.get("num_leaves", 31),
-            "num_threads": available_cpus(),
+            "num_threads": threads or available_cpus(),
             "seed": config.seed,
             "verbose": -1,
         }
@@ -98,6 +98,25 @@ class _QuickFits:
             callbacks=[self.lightgbm.early_stopping(20, verbose=False)],
         )
         return np.maximum(booster.predict(self.x_val, num_iteration=booster.best_iteration), 0.0)
+
+
+def candidate_predictions(x_train: np.ndarray, x_val: np.ndarray, y_trains: list[np.ndarray],
+                          y_vals: list[np.ndarray], config: TrainingConfig) -> list[np.ndarray]:
+    """Val predictions of one quick fit per candidate target, side by side: one worker per CPU, each with its own
+    binned matrices and one LightGBM thread (the candidates in its share one after the other). At 10,000 x 223 a
+    LightGBM fit gains little from a second thread, so two single-threaded fits at once take about half the time
+    (bench compressor: 3.3 s -> 1.9 s for 4 candidates); the predictions are those of the two-thread fits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(available_cpus(), len(y_trains)))
+
+    def share(worker: int) -> list[tuple[int, np.ndarray]]:
+        fits = _QuickFits(x_train, x_val, config, threads=max(1, available_cpus() // workers))
+        return [(i, fits.predict_val(y_trains[i], y_vals[i])) for i in range(worker, len(y_trains), workers)]
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = dict(pair for part in pool.map(share, range(workers)) for pair in part)
+    return [done[i] for i in range(len(y_trains))]
 
 
 def choose_cap(
@@ -121,9 +140,10 @@ def choose_cap(
     rows = np.sort(rng.choice(n, CAP_SELECTION_MAX_ROWS, replace=False)) if n > CAP_SELECTION_MAX_ROWS else np.arange(n)
     x_train = view.frames["train"][names].to_numpy(dtype=np.float32)[rows]
     x_val = view.frames["val"][names].to_numpy(dtype=np.float32)
-    fits, scores = _QuickFits(x_train, x_val, config), []
-    for cap in candidates:
-        predicted = fits.predict_val(capped(rul["train"][rows], cap), capped(rul["val"], cap))
+    predictions = candidate_predictions(x_train, x_val, [capped(rul["train"][rows], cap) for cap in candidates],
+                                        [capped(rul["val"], cap) for cap in candidates], config)
+    scores = []
+    for cap, predicted in zip(candidates, predictions):
         error = predicted[val_rows] - rul["val"][val_rows]
         scores.append({"cap": cap, "val_rmse_near_failure": float(np.sqrt(np.mean(error**2)))})
     best = min(scores, key=lambda s: s["val_rmse_near_failure"])  # ties: the first (no cap)
