@@ -29,6 +29,7 @@ def test_pooled_or_own_classifier_is_chosen_on_the_machines_val_rows(tmp_path):
     simulate_fleet(root, 6, seed=3, rows=TINY_ROWS)  # motor_001 and motor_006 form the fleet "motor"
     fleet = train_fleet(root, "motor", CONFIG)
     assert fleet.members == ["motor_001", "motor_006"] and "classification" in fleet.models, fleet.skipped
+    assert "member copies" not in fleet.inputs and fleet.inputs.endswith("2 machine columns"), "time order: no copies"
 
     run = run_machine(root, "motor_001", CONFIG)
     model_dir = run.release.path / "classification"

@@ -89,6 +89,7 @@ def test_a_cross_fitted_model_is_the_mean_of_its_fold_boosters():
 def test_the_pooled_model_is_cross_fitted_and_its_out_of_fold_rows_name_their_machine(fleet_run):
     root, fleet, _ = fleet_run
     assert fleet.release_id and "classification" in fleet.models, fleet.skipped
+    assert fleet.inputs == "25 shared features, 75 member copies (3 x 25), 3 machine columns"
     model_dir = paths.fleet_dir(root, "ai4i") / fleet.release_id / "classification"
     card = json.loads((model_dir / CARD_FILE).read_text())
     assert card["bag"]["folds"] == 5 and len(card["bag"]["members"]) == 5
@@ -238,3 +239,24 @@ def test_bench_rules_draws_fleets_whose_members_have_their_own_limits_and_report
     assert result["better"] + result["worse"] <= 1
     assert json.loads((tmp_path / "bench-rules.json").read_text())["datasets"][0]["seed"] == 3
     assert (tmp_path / "bench-rules.md").read_text() == markdown(result)
+
+
+def test_the_fleet_models_asset_shows_what_the_pooled_models_take(tmp_path):
+    """Dagster's fleet_models asset on an AI4I-like fleet: its table names the fleet, the pooled classifier and
+    its inputs, member copies included."""
+    import dagster as dg
+
+    from pdm_pipeline.defs.assets.fleet import fleet_models
+    from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
+
+    root = tmp_path / "data"
+    import_ai4i2020(_lookalike(tmp_path / "ai4i.csv", rows=900), root)
+    result = dg.materialize([fleet_models], resources={
+        "data_root": DataRootResource(data_dir=str(root)),
+        "training": TrainingResource(excluded_models=["regression", "anomaly", "timeseries"], time_limit_s=10),
+    }, raise_on_error=True)
+    metadata = result.asset_materializations_for_node("fleet_models")[0].metadata
+    table = metadata["pooled"].value
+    assert metadata["fleets"].value == 1 and "| ai4i | ai4i_H, ai4i_L, ai4i_M |" in table
+    assert "| classification | 25 shared features, 75 member copies (3 x 25), 3 machine columns |" in table, table
+    assert (paths.fleet_dir(root, "ai4i") / "current" / "classification").is_dir()

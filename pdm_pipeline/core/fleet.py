@@ -113,6 +113,7 @@ class FleetResult:
     release_id: str | None
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    inputs: str = ""  # what the pooled models take, in words (shown in the fleet_models asset)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -253,6 +254,11 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
     if view is None:
         result.skipped = dict.fromkeys(POOLED_FAMILIES, reason or "")
         return result
+    shared = len(view.preprocessing["pooled_feature_names"])
+    copies = len(view.preprocessing["member_copies"])
+    result.inputs = (f"{shared} shared features, {copies} member copies ({len(result.members)} x {shared}), "
+                     f"{len(result.members)} machine columns" if copies else
+                     f"{shared} shared features, {len(result.members)} machine columns")
     run_id = run_id or new_run_id()
     base = paths.fleet_dir(root, fleet)
     staging = base / f".staging-{run_id}"

@@ -150,8 +150,9 @@ FLEET_JOB = "train_fleet_models"
     group_name="fleet",
     kinds={"autogluon"},
     description="One pooled failure classifier and RUL regressor per fleet (machines sharing a machine_type), "
-    "trained on every member's train rows with the machine as a feature; each machine's own run then chooses, on "
-    "its val rows, between its own model and the fleet's (data/fleets/<fleet>/current).",
+    "trained on every member's train rows with the machine as a feature (rows without time order: and each member's "
+    "copy of every feature); each machine's own run then chooses, on its val rows, between its own model and the "
+    "fleet's (data/fleets/<fleet>/current).",
 )
 def fleet_models(
     context: dg.AssetExecutionContext, data_root: DataRootResource, training: TrainingResource
@@ -160,7 +161,7 @@ def fleet_models(
 
     root = data_root.root
     config = training.settings()
-    rows = ["| fleet | members | release | pooled | not pooled (why) |", "|---|---|---|---|---|"]
+    rows = ["| fleet | members | release | pooled | inputs | not pooled (why) |", "|---|---|---|---|---|---|"]
     found = fleets(root)
     if not found:
         context.log.info("no fleet has 2 or more machines: nothing to pool")
@@ -169,7 +170,7 @@ def fleet_models(
         result = train_fleet(root, fleet, config, run_id=context.run_id)
         skipped = "; ".join(f"{t}: {r}" for t, r in result.skipped.items()) or "-"
         rows.append(f"| {fleet} | {', '.join(result.members)} | {result.release_id or '-'} | "
-                    f"{', '.join(result.models) or '-'} | {skipped} |")
+                    f"{', '.join(result.models) or '-'} | {result.inputs or '-'} | {skipped} |")
     return dg.MaterializeResult(metadata={"fleets": len(found), "pooled": dg.MetadataValue.md("\n".join(rows))})
 
 
