@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +98,13 @@ def rule_fleet(seed: int, shared: bool = False) -> RuleFleet:
 
 
 def inputs(x: np.ndarray, member: np.ndarray, members: int, copied: bool) -> pd.DataFrame:
-    """The pipeline's inputs for rows without time order, the member columns and (copied) the member copies."""
+    """The pipeline's features of rows without time order (`core.features`: the measurements and their pairwise
+    products and differences), the member columns and (copied) the member copies (`core.fleet`)."""
+    from pdm_pipeline.core.features import compute_features, fit_feature_spec
     from pdm_pipeline.core.fleet import machine_column, member_copies, with_member_copies
 
-    columns = {f"s{i}": x[:, i] for i in range(x.shape[1])}
-    for i, j in combinations(range(x.shape[1]), 2):
-        columns[f"s{i}*s{j}"], columns[f"s{i}-s{j}"] = x[:, i] * x[:, j], x[:, i] - x[:, j]
-    frame = pd.DataFrame(columns).astype("float32")
+    raw = pd.DataFrame(x, columns=[f"s{i}" for i in range(x.shape[1])])
+    frame = compute_features(raw, fit_feature_spec(raw, list(raw.columns), time_order=False))
     names = list(frame.columns)
     machines = [machine_column(f"m{m}") for m in range(members)]
     for m, column in enumerate(machines):
@@ -122,7 +121,7 @@ def pooled_test_f1(fleet: RuleFleet, copied: bool, work: Path, test_rows: int = 
     from pdm_pipeline.core.config import TrainingConfig
     from pdm_pipeline.core.schema import LABEL
     from pdm_pipeline.families import tabular
-    from pdm_pipeline.families.classifier.train import f1_optimal_threshold
+    from pdm_pipeline.families.classifier.train import f1_optimal_threshold, val_metrics
 
     rng = np.random.default_rng(fleet.seed + 99)
     frames = []
@@ -136,11 +135,9 @@ def pooled_test_f1(fleet: RuleFleet, copied: bool, work: Path, test_rows: int = 
     )
     threshold, _ = f1_optimal_threshold(
         val[LABEL].to_numpy(), predictor.predict_proba(val.drop(columns=[LABEL]))[1].to_numpy())
-    flagged = predictor.predict_proba(test.drop(columns=[LABEL]))[1].to_numpy() >= threshold
+    proba = predictor.predict_proba(test.drop(columns=[LABEL]))[1].to_numpy()
     shutil.rmtree(work, ignore_errors=True)
-    truth = test[LABEL].to_numpy() == 1
-    tp, fp, fn = int((flagged & truth).sum()), int((flagged & ~truth).sum()), int((~flagged & truth).sum())
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return val_metrics(test[LABEL].to_numpy(), proba, threshold)["f1"]
 
 
 def run_bench_rules(out: Path, datasets: int = 16, first_seed: int = 0, shared: bool = False,
