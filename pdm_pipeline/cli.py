@@ -348,6 +348,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_nab(args: argparse.Namespace) -> int:
+    from pdm_pipeline.core.importer import import_nab
+
+    source = Path(args.source)
+    windows = Path(args.windows) if args.windows else source.parent / "combined_windows.json"
+    ids = import_nab(source, windows, _root(args), args.machine_id, sensor=args.sensor, overwrite=args.overwrite,
+                     probation=args.probation)
+    print(f"imported {', '.join(ids)} into {_root(args)} (anomaly windows from {windows})")
+    return 0
+
+
 def cmd_demo_real(args: argparse.Namespace) -> int:
     from pdm_pipeline.core.importer import import_ai4i2020, import_nab_machine_temperature
 
@@ -593,6 +604,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the random split")
     p.add_argument("--overwrite", action="store_true", help="replace an existing machine of that id")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("import-nab", help="one NAB data file (timestamp, value) with its labelled anomaly windows")
+    p.add_argument("source", help="a NAB data file, e.g. realKnownCause/ambient_temperature_system_failure.csv")
+    p.add_argument("--windows", help="NAB's combined_windows.json (default: beside the file)")
+    p.add_argument("--machine-id", help="machine id (default nab_<file stem>)")
+    p.add_argument("--sensor", default="value", help="sensor name of the value column (default value)")
+    p.add_argument("--probation", action="store_true",
+                   help="NAB's protocol: its probationary period (15 %% of rows, at most 750) trains, every later row is test")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing machine of that id")
+    p.set_defaults(func=cmd_import_nab)
 
     p = sub.add_parser("demo-real", help="import AI4I 2020 and NAB machine temperature, then train them")
     p.add_argument("--realdata", default="../shared/realdata", help="folder holding ai4i2020/ and nab/")

@@ -476,6 +476,46 @@ def test_import_nab_on_a_small_lookalike(tmp_path: Path) -> None:
     assert data.metadata.time_unit == "hours"
 
 
+
+def test_import_nab_finds_any_files_windows_by_its_name_and_follows_the_probation(tmp_path: Path) -> None:
+    """Another NAB file (hourly, as ambient_temperature_system_failure): its windows are found under the one key
+    naming it, not another file's; the CLI does the same with the windows file beside the data."""
+    from pdm_pipeline.cli import main
+    from pdm_pipeline.core.importer import import_nab
+
+    stamps = pd.date_range("2013-07-04 00:00", periods=1000, freq="h")
+    folder = tmp_path / "realKnownCause"
+    folder.mkdir()
+    source = _csv(folder / "ambient_temperature_system_failure.csv",
+                  pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": np.arange(1000.0)}))
+    windows = {
+        "realKnownCause/machine_temperature_system_failure.csv": [["2013-07-05 00:00:00", "2013-07-06 00:00:00"]],
+        "realKnownCause/ambient_temperature_system_failure.csv": [["2013-07-20 00:00:00.000000",
+                                                                   "2013-07-20 09:00:00.000000"]],
+    }
+    (folder / "combined_windows.json").write_text(json.dumps(windows))
+    root = tmp_path / "data"
+    ids = import_nab(source, folder / "combined_windows.json", root, probation=True)
+    assert ids == ["nab_ambient_temperature_system_failure"]
+    data = load_machine(root, ids[0])
+    assert list(data.splits["test"].columns) == ["timestamp", "value", "anomaly_window"]
+    rows = pd.concat(data.splits.values(), ignore_index=True)
+    assert rows.loc[rows["anomaly_window"] == 1, "value"].tolist() == list(np.arange(384.0, 394.0))  # 10 hours
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 150  # NAB's probation: 15 % of 1,000 rows
+    assert _metadata(root, ids[0])["source"]["anomaly_windows"]["key"] == "realKnownCause/ambient_temperature_system_failure.csv"
+
+    assert main(["--data-dir", str(tmp_path / "cli"), "import-nab", str(source), "--machine-id", "ambient",
+                 "--sensor", "ambient_temperature"]) == 0
+    cli = load_machine(tmp_path / "cli", "ambient")
+    assert "ambient_temperature" in cli.splits["train"].columns and len(cli.splits["train"]) == 700  # 70/15/15
+
+    other = _csv(folder / "nyc_taxi.csv", pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"),
+                                                        "value": np.ones(1000)}))
+    with pytest.raises(PdmError, match=r"one key ending in '/nyc_taxi.csv'.*found none"):
+        import_nab(other, folder / "combined_windows.json", root)
+    assert not (root / "synthetic" / "nab_nyc_taxi").exists()  # nothing written
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 

@@ -98,8 +98,10 @@ from pdm_pipeline.core.importer.recipes import (
     SKAB_COLUMNS,
     import_ai4i2020,
     import_cmapss,
+    import_nab,
     import_nab_machine_temperature,
     import_skab,
+    nab_windows_key,
 )
 from pdm_pipeline.core.importer.timeline import CYCLE_ORIGIN
 
@@ -128,9 +130,11 @@ __all__ = [
     "import_cmapss",
     "import_data",
     "import_frame",
+    "import_nab",
     "import_nab_machine_temperature",
     "import_skab",
     "looks_like_label",
+    "nab_windows_key",
     "read_file",
     "sanitize_column_name",
 ]

@@ -70,20 +70,63 @@ def import_nab_machine_temperature(
     probation: bool = False,
     train_rows: int | None = None,
 ) -> list[str]:
-    """NAB realKnownCause/machine_temperature_system_failure as one machine (time unit hours).
+    """NAB realKnownCause/machine_temperature_system_failure as one machine (`import_nab` with its sensor name).
+
+    The single column "value" becomes sensor "machine_temperature" (its unit is not published, so it has no
+    unit suffix); 5-minute steps. The file repeats one hour (2014-01-07 02:00-02:55 appears twice, 12 rows); the
+    first copy in file order is kept, so 22,683 of its 22,695 rows are imported (the count is recorded in the
+    metadata's "source").
+    """
+    return import_nab(csv_path, windows_json, root, machine_id, sensor=NAB_SENSOR, key=NAB_WINDOWS_KEY,
+                      overwrite=overwrite, probation=probation, train_rows=train_rows)
+
+
+def nab_windows_key(windows_json: Path, csv_path: Path) -> str:
+    """The key of `csv_path` in NAB's combined_windows.json ("<folder>/<file name>"), found by its file name."""
+    try:
+        keys = list(json.loads(Path(windows_json).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ImportOptionsError(f"{windows_json}: anomaly windows file not found") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ImportOptionsError(f"{windows_json}: not a NAB windows file ({type(exc).__name__}: {exc})") from None
+    matches = [key for key in keys if str(key).rsplit("/", 1)[-1] == Path(csv_path).name]
+    if len(matches) != 1:
+        found = f"several: {matches}" if matches else "none"
+        raise ImportOptionsError(f"{windows_json}: expected one key ending in '/{Path(csv_path).name}' for "
+                                 f"{csv_path}, found {found}")
+    return matches[0]
+
+
+def import_nab(
+    csv_path: Path,
+    windows_json: Path,
+    root: Path,
+    machine_id: str | None = None,
+    *,
+    sensor: str = "value",
+    key: str | None = None,
+    overwrite: bool = False,
+    probation: bool = False,
+    train_rows: int | None = None,
+) -> list[str]:
+    """Any NAB data file (columns timestamp, value) as one machine, with its labelled windows (time unit hours).
+
+    `machine_id` defaults to "nab_<file stem>"; the column "value" becomes `sensor`. The windows come from NAB's
+    combined_windows.json, under `key` or else the one key naming this file; they become `anomaly_window` (both
+    ends included, as in NAB), for evaluation only. No rul, no failure label. Repeated timestamps: the first in
+    file order is kept (counted in the metadata's "source").
 
     `probation=True` follows NAB's scoring protocol: NAB's probationary period (`nab_probation_rows`: 15 % of
     the rows, at most 750) is training (val = its last 20 %) and every later row is test; otherwise a
     70 / 15 / 15 chronological split. `train_rows` (with `probation=True`) trains on that many first rows instead
     (a walk-forward evaluation retrains on a growing history).
-
-    The single column "value" becomes sensor "machine_temperature" (its unit is not published, so it has no
-    unit suffix); 5-minute steps; chronological split. The labelled anomaly windows (both ends included, as
-    in NAB) become `anomaly_window`, for evaluation only. No rul, no failure label. The file repeats one
-    hour (2014-01-07 02:00-02:55 appears twice, 12 rows); the first copy in file order is kept, so 22,683
-    of its 22,695 rows are imported (the count is recorded in the metadata's "source").
     """
     csv_path, windows_json = Path(csv_path), Path(windows_json)
+    key = key or nab_windows_key(windows_json, csv_path)
+    if machine_id is None:
+        from pdm_pipeline.core.importer.columns import sanitize_column_name
+
+        machine_id = ("nab_" + sanitize_column_name(csv_path.stem).lower())[:64]
     frame = read_file(csv_path, ",")
     if list(frame.columns) != ["timestamp", "value"]:
         raise ImportOptionsError(
@@ -96,7 +139,7 @@ def import_nab_machine_temperature(
         machine_id=machine_id,
         time_column="timestamp",
         time_unit="hours",
-        rename={"value": NAB_SENSOR},
+        rename={"value": sensor},
         eval_label_column=EVAL_ANOMALY,
         duplicate_timestamps="first",
         **split,
@@ -104,10 +147,10 @@ def import_nab_machine_temperature(
     # Only to place the windows; the importer parses (and reports bad) timestamps itself.
     stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
     in_window = np.zeros(len(frame), dtype=bool)
-    for start, end in _nab_windows(windows_json, NAB_WINDOWS_KEY):
+    for start, end in _nab_windows(windows_json, key):
         in_window |= ((stamps >= start) & (stamps <= end)).to_numpy()
     frame[EVAL_ANOMALY] = in_window.astype("int64")
-    notes = {"anomaly_windows": {"file": str(windows_json), "key": NAB_WINDOWS_KEY}}
+    notes = {"anomaly_windows": {"file": str(windows_json), "key": key}}
     return import_frame(frame, root, options, source=str(csv_path), source_notes=notes, overwrite=overwrite)
 
 
