@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pdm_pipeline.core.bench_real import t2q_flags
 
@@ -127,3 +128,57 @@ def test_the_targets_table_shows_what_each_target_was_judged_on():
     assert measured[("nab", "false_positive_events<=2")] == ("MISS", "47 (weekly retrain: 33)")
     assert measured[("nab", "forecast_mase<1_or_naive")] == ("PASS", "MASE 0.785 (seasonal naive)")
     assert len(measured) == 8
+    # with the threshold ceilings measured, they stand beside the figure they bound
+    result["skab"]["threshold_ceiling"] = {"far_limit": 0.15, "f1_target": 0.78, "thresholds_tried": 142,
+                                           "best_f1_within_far_limit": {"f1": 0.478, "false_alarm_rate": 0.146},
+                                           "lowest_far_with_f1_target": None}
+    result["nab"]["fewest_false_alarm_events"] = {"threshold": 0.96, "false_alarm_events": 17, "false_alarm_rate": 0.01}
+    report = markdown(result)
+    rows = report.split("## Targets")[1].strip().splitlines()[2:]
+    measured = {tuple(c.strip() for c in row.strip("|").split("|")[:2]): row.strip("|").split("|")[3].strip()
+                for row in rows if row.startswith("|")}
+    assert measured[("skab", "far<=0.15")] == "0.425 (threshold ceiling: F1 0.478 at false alarms <= 0.15)"
+    assert measured[("nab", "false_positive_events<=2")] == "47 (weekly retrain: 33; threshold ceiling: 17)"
+    assert "no threshold reaches F1 0.78" in report and "is 17 (threshold chosen on test" in report
+
+
+def test_the_threshold_ceiling_finds_the_best_common_threshold_and_says_when_none_meets_the_target():
+    """Two files scored on one scale. File a: anomalies score 0.9, normal rows 0.1 and, after the fault, 0.8 (the
+    plant still warm); file b: anomalies 0.7, normal 0.2. Threshold 0.7 finds every anomaly but flags a's 4
+    post-fault rows (false-alarm rate 4/12); 0.9 keeps false alarms at 0 but finds only a's 4 anomalies."""
+    from pdm_pipeline.core.bench_real import false_alarms_around_faults, threshold_ceiling
+
+    truth_a = np.array([0, 0, 1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    score_a = np.array([0.1, 0.1, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8, 0.8])
+    truth_b = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 0], dtype=bool)
+    score_b = np.array([0.2, 0.2, 0.2, 0.2, 0.7, 0.7, 0.7, 0.7, 0.2, 0.2])
+    cases = [(truth_a, score_a, 1, 1), (truth_b, score_b, 1, 1)]
+    strict = threshold_ceiling(cases, far_limit=0.15, f1_target=0.8)
+    assert strict["best_f1_within_far_limit"]["f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # 0.9: P 1, R 4/8
+    assert strict["best_f1_within_far_limit"]["false_alarm_rate"] == 0.0
+    assert strict["lowest_far_with_f1_target"]["false_alarm_rate"] == pytest.approx(4 / 12)  # 0.7: P 8/12, R 1
+    assert strict["lowest_far_with_f1_target"]["f1"] == pytest.approx(0.8)
+    assert threshold_ceiling(cases, far_limit=0.15, f1_target=0.95)["lowest_far_with_f1_target"] is None
+    # debounced with the shipped delays: a 2-row on-delay misses the first anomalous row of each file
+    delayed = threshold_ceiling([(t, s, 2, 1) for t, s, _, _ in cases], far_limit=0.5, f1_target=0.5)
+    assert delayed["best_f1_within_far_limit"]["missed_alarm_rate"] == 2 / 8
+    assert false_alarms_around_faults(truth_a, score_a >= 0.7) == {
+        "before_flagged": 0, "before_rows": 2, "after_flagged": 4, "after_rows": 4}
+
+
+def test_the_fewest_false_alarm_events_keep_every_window_and_cannot_hide_behind_an_alarm_that_stays_on():
+    """Two windows peaking at 0.9 and 0.6; false-alarm bumps at 0.5, 0.7 and 0.8. Any threshold that finds the
+    0.6 window also fires on the 0.7 and 0.8 bumps: 2 false-alarm events at best. A threshold under every normal
+    row would make one alarm that never switches off (0 events); the bound on flagged normal rows excludes it."""
+    from pdm_pipeline.core.bench_real import fewest_false_alarm_events
+
+    score = np.full(200, 0.1)
+    truth = np.zeros(200, dtype=bool)
+    for start, height, window in ((20, 0.9, True), (60, 0.5, False), (100, 0.6, True), (140, 0.7, False),
+                                  (170, 0.8, False)):
+        score[start:start + 5] = height
+        truth[start:start + 5] = window
+    best = fewest_false_alarm_events(truth, score, 1, 1, max_false_alarm_rate=0.2)
+    assert best["false_alarm_events"] == 2 and 0.5 < best["threshold"] <= 0.6
+    assert fewest_false_alarm_events(truth, score, 1, 1, max_false_alarm_rate=0.05) is None
+    assert fewest_false_alarm_events(truth, score, 1, 1, max_false_alarm_rate=1.0)["false_alarm_events"] == 0
