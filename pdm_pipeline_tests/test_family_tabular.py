@@ -92,6 +92,23 @@ def test_classifier_ships_a_native_booster_faithful_to_autogluon(classifier):
     assert not list(classifier.rglob("*.pkl")), "no pickle in a shipped classifier"
 
 
+def test_an_input_constant_on_train_is_left_out_of_the_shipped_booster_not_a_crash(frames, tmp_path):
+    """The rolling minimum of an on/off sensor is constant on train: AutoGluon's model drops it before fitting, so
+    the exported booster takes one column fewer than it was given, and the card says so (it used to fail with
+    LightGBM's 'number of features in data is not the same as in training')."""
+    constant = {split: frame.assign(valve_min=0.0 if split == "train" else (frame.index % 2).astype(float))
+                for split, frame in frames.items()}
+    out = tmp_path / "model"
+    train, _ = views(constant, [*FEATURES, "valve_min"])
+    CLASSIFIER.train(train, out, TrainingConfig(time_limit_s=TIME_LIMIT_S))
+    card = read_card(out)
+    assert card["format"] == "lightgbm" and "valve_min" not in card["input_columns"]
+    runtime = ClassifierRuntime(out, card)
+    test = constant["test"]
+    proba = runtime.probability(test[runtime.inputs].to_numpy(dtype=float))
+    assert proba.shape == (len(test),) and f1_score(test[LABEL], proba >= card["threshold"]) > 0.5
+
+
 def test_threshold_is_f1_optimal_on_val_through_the_shipped_runtime(classifier, frames):
     card = read_card(classifier)
     runtime = ClassifierRuntime(classifier, card)

@@ -252,7 +252,10 @@ def _input_columns(best: Any) -> list[str]:
     generator = getattr(best, "_ohe_generator", None)  # XGBoost: its inputs pass through a one-hot generator
     if generator is not None:
         return list(generator.get_original_feature_names())
-    return list(best.features)
+    # The features it was fitted on: AutoGluon's models drop columns with a single value in their train rows
+    # (`drop_unique`, e.g. the rolling minimum of an on/off sensor), so they can be fewer than `best.features`.
+    internal = getattr(best, "_features", None)
+    return list(internal if internal else best.features)
 
 
 def _native_fallback_reason(predictor: Any, best: Any, inputs: pd.DataFrame, columns: list[str]) -> str | None:
