@@ -515,6 +515,24 @@ def test_import_nab_finds_any_files_windows_by_its_name_and_follows_the_probatio
         import_nab(other, folder / "combined_windows.json", root)
     assert not (root / "synthetic" / "nab_nyc_taxi").exists()  # nothing written
 
+    # windows written with a time zone are placed in UTC, as the importer keeps times; a window that holds no
+    # row (a wrong year, a wrong file) or ends before it starts is refused, naming it
+    for name, window, expected in (
+        ("zoned", ["2013-07-20T02:00:00+02:00", "2013-07-20T09:00:00Z"], list(np.arange(384.0, 394.0))),
+        ("outside", ["2030-01-01 00:00:00", "2030-01-02 00:00:00"], "holds no row of"),
+        ("reversed", ["2013-07-20 09:00:00", "2013-07-20 00:00:00"], "ends before it starts"),
+    ):
+        (folder / "combined_windows.json").write_text(json.dumps({f"realKnownCause/{name}.csv": [window]}))
+        source = _csv(folder / f"{name}.csv", pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"),
+                                                            "value": np.arange(1000.0)}))
+        if isinstance(expected, str):
+            with pytest.raises(PdmError, match=expected):
+                import_nab(source, folder / "combined_windows.json", root)
+            continue
+        (machine,) = import_nab(source, folder / "combined_windows.json", root)
+        rows = pd.concat(load_machine(root, machine).splits.values(), ignore_index=True)
+        assert rows.loc[rows["anomaly_window"] == 1, "value"].tolist() == expected
+
 
 # ------------------------------------------------------------------------------------------------ errors
 

@@ -144,11 +144,17 @@ def import_nab(
         duplicate_timestamps="first",
         **split,
     )
-    # Only to place the windows; the importer parses (and reports bad) timestamps itself.
-    stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
+    # Only to place the windows (in UTC, as the importer keeps times); it parses (and reports bad) timestamps itself.
+    stamps = pd.to_datetime(frame["timestamp"], errors="coerce", utc=True).dt.tz_localize(None)
     in_window = np.zeros(len(frame), dtype=bool)
     for start, end in _nab_windows(windows_json, key):
-        in_window |= ((stamps >= start) & (stamps <= end)).to_numpy()
+        inside = ((stamps >= start) & (stamps <= end)).to_numpy()
+        if start > end or not inside.any():
+            raise ImportOptionsError(
+                f"{windows_json}: window [{start}, {end}] under key {key!r} "
+                + ("ends before it starts" if start > end else
+                   f"holds no row of {csv_path} (its rows span {stamps.min()} to {stamps.max()})"))
+        in_window |= inside
     frame[EVAL_ANOMALY] = in_window.astype("int64")
     notes = {"anomaly_windows": {"file": str(windows_json), "key": key}}
     return import_frame(frame, root, options, source=str(csv_path), source_notes=notes, overwrite=overwrite)
@@ -164,11 +170,16 @@ def nab_probation_rows(rows: int) -> int:
     return int(min(math.floor(NAB_PROBATION_SHARE * rows), NAB_PROBATION_MAX_ROWS))
 
 
+def _naive_utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    """A time with a zone as UTC without it (how the importer keeps times); a time without one unchanged."""
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
 def _nab_windows(path: Path, key: str) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """The (start, end) anomaly windows of one NAB data file from combined_windows.json."""
     try:
         windows = json.loads(path.read_text(encoding="utf-8"))[key]
-        return [(pd.Timestamp(start), pd.Timestamp(end)) for start, end in windows]
+        return [(_naive_utc(pd.Timestamp(start)), _naive_utc(pd.Timestamp(end))) for start, end in windows]
     except FileNotFoundError:
         raise ImportOptionsError(f"{path}: anomaly windows file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
