@@ -202,6 +202,24 @@ def test_a_series_shorter_than_two_horizons_is_skipped_with_its_reason(tmp_path)
     assert card["spec"]["step_seconds"] < 3600 and card["spec"]["horizon_points"] <= 60
 
 
+def test_history_shorter_than_two_days_forecasts_from_the_last_value_with_honest_scores(tmp_path):
+    """Three hours of minute data: a daily season would have nothing to copy (the naive scale and every
+    validation score were infinite, and bands of width 0 shipped). The season is one step instead: every
+    candidate has a finite validation score and the test MASE and coverages are measured."""
+    n = 180
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({TIMESTAMP: pd.date_range(START, periods=n, freq="min"),
+                          "pressure_bar": 5 + _ar1(rng, n, 0.5, 0.3)})
+    splits = {"train": frame.iloc[:110], "val": frame.iloc[110:140], "test": frame.iloc[140:]}
+    out, test = train_on(splits, tmp_path, TrainingConfig(forecast_horizon=10), unit="minutes")
+    card = read_card(out)
+    assert card["spec"]["season_seconds"] == card["spec"]["step_seconds"] == 60
+    assert all(c["score"] is not None and np.isfinite(c["score"]) for c in card["selection"]["candidates"])
+    evaluation = FORECAST.evaluate(out, test)
+    assert np.isfinite(evaluation.metrics["mase"]) and np.isfinite(evaluation.baseline["mase"])
+    assert 0.5 <= evaluation.metrics["coverage_80"] <= evaluation.metrics["coverage_95"] <= 1.0
+
+
 def test_backtest_uses_only_data_before_each_origin(cycle_model):
     out, test, _ = cycle_model
     evaluation = FORECAST.evaluate(out, test)

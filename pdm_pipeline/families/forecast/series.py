@@ -153,9 +153,15 @@ class Spec:
         )
 
 
-def season_for(step: pd.Timedelta, time_unit: str) -> pd.Timedelta:
-    """24 h for clock grids finer than a day (a whole number of steps), else one step (the last value)."""
-    if is_clock(time_unit) and step < DAY and (DAY / step).is_integer():
+MIN_SEASONS_OF_HISTORY = 2  # a daily season needs two days of history: one day back for a day of errors
+
+
+def season_for(step: pd.Timedelta, time_unit: str, span: pd.Timedelta | None = None) -> pd.Timedelta:
+    """24 h for clock grids finer than a day (a whole number of steps) whose history `span` covers at least
+    MIN_SEASONS_OF_HISTORY days, else one step (the last value): a season the history does not repeat gives the
+    seasonal-naive forecast nothing to copy and its MASE scale no error to measure."""
+    if is_clock(time_unit) and step < DAY and (DAY / step).is_integer() and (
+            span is None or span >= MIN_SEASONS_OF_HISTORY * DAY):
         return DAY
     return step
 

@@ -176,8 +176,8 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     parallel = len(segs) > 1
     settings = ForecastSettings.from_config(config)
     fixed = ForecastSettings.overrides(config.extra)
-    season = fs.season_for(step, unit)
     span = max(s.values.index[-1] - s.values.index[0] for s in segs)
+    season = fs.season_for(step, unit, span)
 
     def spec_for(candidate: ForecastSettings, method: str) -> fs.Spec:
         window = min(span, step * candidate.history_points)
@@ -224,10 +224,17 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
             })
             log.info(f"forecast: candidate {result.label}: validation score {result.score:.4f}")
         naive_result = results[-1]
-        best_prophet = min(results[:-1], key=lambda r: r.score)
-        chosen = naive_result if naive_result.score <= best_prophet.score else best_prophet
+        best_prophet = min(results[:-1], key=lambda r: r.score if math.isfinite(r.score) else math.inf)
+        comparable = math.isfinite(naive_result.score) and math.isfinite(best_prophet.score)
+        chosen = naive_result if not comparable or naive_result.score <= best_prophet.score else best_prophet
         record["chosen"] = chosen.label
-        if chosen.spec.method == NAIVE:
+        if not comparable:
+            record["reason"] = (
+                f"validation scores seasonal naive {naive_result.score:.4f}, best Prophet {best_prophet.score:.4f}: "
+                "not both finite (the in-sample naive error that scales them is 0 or undefined), so there is no "
+                "evidence that Prophet beats the seasonal-naive forecast, which ships"
+            )
+        elif chosen.spec.method == NAIVE:
             record["reason"] = (
                 f"seasonal naive {naive_result.score:.4f} <= best Prophet {best_prophet.score:.4f} on validation: "
                 "the naive forecast ships (honestly labelled)"
