@@ -121,7 +121,7 @@ def print_release(result: dict[str, Any], header: str = "") -> None:
                           if m in metrics)
         size = f"{entry.get('size_mb') or 0:.2f} MB" if entry.get("size_mb") else ""
         print(f"  {model_type:<15} {entry['action']:<14} {size:>9}  {shown}")
-        if entry["action"] != "released":
+        if entry["action"] != "released" or not shown:  # released without test metrics: say why
             print(f"  {'':<15} why: {entry['reason']}")
         for gate in entry.get("gates", []):
             if gate["status"] == "failed":

@@ -109,6 +109,17 @@ def test_an_input_constant_on_train_is_left_out_of_the_shipped_booster_not_a_cra
     assert proba.shape == (len(test),) and f1_score(test[LABEL], proba >= card["threshold"]) > 0.5
 
 
+def test_a_test_split_without_failures_gives_no_classifier_metrics_instead_of_zeros(classifier, frames):
+    """Recall, precision and F1 are undefined without a failure in test: the evaluation is skipped and says why,
+    rather than reporting 0 for a model that made no error (the release then says it ships without test metrics)."""
+    quiet = {**frames, "test": frames["test"][frames["test"][LABEL] == 0].reset_index(drop=True)}
+    _, test = views(quiet, FEATURES)
+    evaluation = CLASSIFIER.evaluate(classifier, test)
+    assert not evaluation.evaluated and "single class (failure_status = 0)" in evaluation.skipped_reason
+    _, test = views(frames, FEATURES)
+    assert CLASSIFIER.evaluate(classifier, test).evaluated
+
+
 def test_threshold_is_f1_optimal_on_val_through_the_shipped_runtime(classifier, frames):
     card = read_card(classifier)
     runtime = ClassifierRuntime(classifier, card)

@@ -209,3 +209,19 @@ def test_recovery_removes_interrupted_writes_and_repairs_a_dangling_pointer(rele
     assert os.readlink(directory / "current") == newest
     (directory / "current.bak").unlink()
     assert good in [p.name for p in directory.iterdir()]
+
+
+def test_a_model_without_test_metrics_ships_only_while_its_gates_are_not_strict_and_says_so(tmp_path):
+    """A forecast with no test window to backtest has no metric: released with the reason in the decision (the
+    CLI prints it), or kept out when its quality gate is strict."""
+    from pdm_pipeline.core.evaluation import Evaluation
+    from pdm_pipeline.core.release import NONE, RELEASED, decide
+    from pdm_pipeline.families.base import TrainedModel
+
+    trained = {"timeseries": TrainedModel("timeseries", "m", tmp_path, size_mb=0.01)}
+    evaluations = {"timeseries": Evaluation.skipped("timeseries", "test part: nothing to backtest")}
+    decision = decide(trained, evaluations, GateSettings(), None)["timeseries"]
+    assert decision.action == RELEASED
+    assert decision.reason.startswith("released WITHOUT test metrics") and "nothing to backtest" in decision.reason
+    strict = GateSettings(strict_quality_gates=("forecast_beats_seasonal_naive",))
+    assert decide(trained, evaluations, strict, None)["timeseries"].action == NONE

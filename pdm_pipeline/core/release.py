@@ -48,6 +48,7 @@ from pdm_pipeline.core.bundle import BundleInfo, build_bundle, link_tree
 from pdm_pipeline.core.config import GateSettings
 from pdm_pipeline.core.evaluation import Evaluation
 from pdm_pipeline.core.gates import (
+    ERROR,
     GateOutcome,
     check_bundle_size,
     check_model_size,
@@ -306,12 +307,17 @@ def decide(
         else:
             gates += quality_gates(t, evaluation.metrics, settings)
         blocked = [g for g in gates if g.blocks]
-        if blocked:
-            reason = "blocked by " + "; ".join(g.line() for g in blocked)
+        unchecked = [g.name for g in gates if g.skipped and g.severity == ERROR] if evaluation.skipped_reason else []
+        if blocked or unchecked:
+            reason = "blocked by " + "; ".join(
+                [g.line() for g in blocked]
+                + ([f"strict gate(s) {', '.join(unchecked)} not checked: {evaluation.skipped_reason}"] if unchecked else []))
             decisions[t] = ModelDecision(t, model.status, keep, reason, gates, source, model.size_mb,
                                          evaluation.flat_metrics())
         else:
-            decisions[t] = ModelDecision(t, model.status, RELEASED, "passed its blocking gates", gates, None,
+            reason = ("passed its blocking gates" if not evaluation.skipped_reason else
+                      f"released WITHOUT test metrics (its quality gates are not strict): {evaluation.skipped_reason}")
+            decisions[t] = ModelDecision(t, model.status, RELEASED, reason, gates, None,
                                          model.size_mb, evaluation.flat_metrics())
     return decisions
 

@@ -82,6 +82,12 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     test = view.test
     tabular.check_frame(test, "test", runtime.inputs, LABEL)
     truth = binary_labels(test, "test")
+    if len(np.unique(truth)) < 2:
+        return Evaluation.skipped(
+            FAMILY.model_type,
+            f"the test split's {len(truth)} rows hold a single class ({LABEL} = {int(truth[0]) if len(truth) else '-'}):"
+            " recall, precision and F1 are undefined there, so the test split cannot say how the classifier does",
+        )
     features = test[runtime.inputs].to_numpy(dtype=float)
     proba = runtime.probability(features)
     threshold = runtime.threshold
