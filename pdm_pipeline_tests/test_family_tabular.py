@@ -187,6 +187,15 @@ def test_regressor_learns_the_capped_target_and_reports_raw_and_capped_truth(reg
     assert [row["band"] for row in evaluation.details["error_by_rul_band"]][0] == "0-24 h"
     assert_picture(evaluation.pictures["rul_predicted_vs_true"])
     assert_picture(evaluation.pictures["rul_over_time"])
+    # the gate that says whether it beats always predicting the train mean RUL
+    assert m["rmse_vs_mean"] == pytest.approx(m["rmse"] / evaluation.baseline["rmse"])
+    from pdm_pipeline.core.config import GateSettings
+    from pdm_pipeline.core.gates import quality_gates
+
+    gates = {g.name: g for g in quality_gates("regression", m, GateSettings())}
+    assert gates["regression_beats_mean_rul"].passed
+    useless = quality_gates("regression", {**m, "rmse_vs_mean": 18.8}, GateSettings())  # a single series' RUL
+    assert not useless[0].passed and useless[0].warns and "rmse_vs_mean 18.8" in useless[0].line()
 
 
 def test_auto_cap_is_chosen_on_val_for_run_to_failure_cycles(tmp_path):

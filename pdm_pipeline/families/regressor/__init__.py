@@ -14,6 +14,9 @@ FAMILY = ModelFamily(
     champion_metric=("rmse", False),
     size_budget_mb=250.0,
     quality_gates=(
+        # Above 1 the model does worse on test than always predicting the train mean RUL: useless, whatever R²'s sign.
+        QualityGate("regression_beats_mean_rul", "rmse_vs_mean", 1.0, "max",
+                    "test RMSE of the shipped regressor / that of predicting the train mean RUL on the same rows"),
         QualityGate("regression_single_row_latency", "single_row_latency_ms", 50.0, "max",
                     "one-row prediction time of the shipped model (ms)"),
     ),

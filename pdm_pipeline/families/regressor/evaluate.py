@@ -127,6 +127,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     metrics["single_row_latency_ms"] = tabular.single_row_latency_ms(runtime.rul, features[:1])
     train_mean = float(card["train_mean_rul"])
     baseline = regression_metrics(truth, np.full(len(truth), train_mean))
+    metrics["rmse_vs_mean"] = metrics["rmse"] / baseline["rmse"] if baseline["rmse"] > 0 else float("nan")
     band_rows = _band_rows(truth, predicted, rul_bands(float(card["train_max_rul"]), card["time_unit"]), unit)
     details = {
         "truth": "metrics against the raw rul" + (f"; rmse_capped_truth against min(rul, {cap:g} {unit})" if cap else ""),
