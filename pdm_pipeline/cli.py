@@ -345,7 +345,24 @@ def cmd_import(args: argparse.Namespace) -> int:
     options = ImportOptions(**values).validate()
     ids = import_data(Path(args.source), _root(args), options, overwrite=args.overwrite)
     print(f"imported {len(ids)} machine(s) into {_root(args)}: {', '.join(ids)}")
+    _report_refusals(_root(args), ids)
     return 0
+
+
+def _report_refusals(root: Path, ids: list[str]) -> None:
+    """What a run would refuse at the default settings, said at import (the importer keeps missing values as they
+    are: how many a sensor may miss is a training setting)."""
+    from pdm_pipeline.core.config import build_gate_settings
+    from pdm_pipeline.core.validation import machine_report
+
+    for machine_id in ids:
+        errors = machine_report(root, machine_id, build_gate_settings(None)).errors
+        if errors:
+            print(f"note: a run of {machine_id} would refuse it at the default settings ({len(errors)} error(s); "
+                  "`pdm-pipeline validate` lists them all):")
+            for line in errors[:5]:
+                print(f"  ERROR {line}")
+            print("  drop such columns with --drop-columns, or raise the tolerance (pdm-pipeline settings)")
 
 
 def cmd_import_nab(args: argparse.Namespace) -> int:
@@ -572,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a CSV, text or parquet file, or a directory of them")
     p.add_argument("--machine-id", required=True, help="machine id (with --group-column: the prefix)")
     p.add_argument("--time-column", help="datetime column")
-    p.add_argument("--time-format", help="datetime format (pandas), e.g. ISO8601")
+    p.add_argument("--time-format", help="datetime format (pandas), e.g. ISO8601; unix_s or unix_ms for Unix times")
     p.add_argument("--cycle-column", help="cycle/step counter column (instead of --time-column)")
     p.add_argument("--cycle-unit", help="cycles (default) or steps; s/min/h/d turn counters into datetimes")
     p.add_argument("--time-unit", help="unit of rul and horizons for --time-column data (default hours)")

@@ -534,6 +534,40 @@ def test_import_nab_finds_any_files_windows_by_its_name_and_follows_the_probatio
         assert rows.loc[rows["anomaly_window"] == 1, "value"].tolist() == expected
 
 
+
+def test_unix_times_are_read_with_their_time_format_and_a_numeric_time_column_says_how(tmp_path: Path) -> None:
+    """Unix seconds and milliseconds become the same datetimes (1970 origin, not the cycle origin of 2000); a
+    numeric time column without that format is refused, naming both ways to read numbers."""
+    frame = _series(20)
+    stamps = pd.to_datetime(frame["Time"])
+    seconds = (stamps - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    for fmt, values in (("unix_s", seconds), ("unix_ms", seconds * 1000)):
+        source = _csv(tmp_path / f"{fmt}.csv", frame.assign(Time=values))
+        splits = _imported(source, tmp_path / fmt, machine_id="m", time_column="Time", time_format=fmt)
+        written = pd.concat(splits.values(), ignore_index=True)["timestamp"]
+        assert written.tolist() == stamps.tolist()
+    message = _error(_csv(tmp_path / "plain.csv", frame.assign(Time=seconds)), tmp_path / "plain",
+                     machine_id="m", time_column="Time")
+    assert "holds numbers, not dates" in message and "unix_s or unix_ms" in message and "cycle_column" in message
+
+
+
+def test_the_cli_import_says_what_a_run_would_refuse(tmp_path: Path, capsys) -> None:
+    """A sensor that is empty in train imports (missing values are kept; the tolerance is a training setting), and
+    the import already says that a run at the default settings refuses it, naming the column."""
+    from pdm_pipeline.cli import main
+
+    source = _csv(tmp_path / "in.csv", _series(40).assign(empty=np.nan))
+    assert main(["--data-dir", str(tmp_path / "data"), "import", str(source), "--machine-id", "m",
+                 "--time-column", "Time"]) == 0
+    out = capsys.readouterr().out
+    assert "note: a run of m would refuse it" in out and "column 'empty': 100.0% NaN" in out
+    clean = _csv(tmp_path / "clean.csv", _series(40))
+    assert main(["--data-dir", str(tmp_path / "data"), "import", str(clean), "--machine-id", "n",
+                 "--time-column", "Time"]) == 0
+    assert "would refuse" not in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 

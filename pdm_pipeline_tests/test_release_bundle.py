@@ -225,3 +225,16 @@ def test_a_model_without_test_metrics_ships_only_while_its_gates_are_not_strict_
     assert decision.reason.startswith("released WITHOUT test metrics") and "nothing to backtest" in decision.reason
     strict = GateSettings(strict_quality_gates=("forecast_beats_seasonal_naive",))
     assert decide(trained, evaluations, strict, None)["timeseries"].action == NONE
+
+
+def test_prediction_input_with_time_zones_is_read_in_utc_as_the_importer_reads_it(tmp_path):
+    """Offsets that change across a daylight-saving switch: the importer keeps UTC without the zone, and so does
+    the predictor's reader (it refused such a file: 'timestamp has dtype object')."""
+    from pdm_pipeline.edge.predictor import read_input
+
+    source = tmp_path / "recent.csv"
+    pd.DataFrame({"timestamp": ["2024-03-31 01:50:00+01:00", "2024-03-31 03:00:00+02:00"], "x": [1.0, 2.0]}).to_csv(
+        source, index=False)
+    times = read_input(source)["timestamp"]
+    assert times.dtype == "datetime64[ns]"
+    assert times.tolist() == [pd.Timestamp("2024-03-31 00:50"), pd.Timestamp("2024-03-31 01:00")]

@@ -65,8 +65,8 @@ def read_input(path: str | Path) -> pd.DataFrame:
             f"input file {path}: unknown format; expected {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)}"
         )
     if TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
-        try:
-            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP])
+        try:  # times with a zone (offsets, even several) become UTC without it, as the importer keeps them
+            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).dt.tz_localize(None)
         except (ValueError, TypeError) as exc:
             raise PredictionInputError(f"input file {path}: column {TIMESTAMP!r} is not a date/time: {exc}") from exc
     return frame

@@ -41,7 +41,8 @@ class ImportOptions:
     """How to read one source into the contract; every field maps to a command-line option."""
 
     machine_id: str
-    # Datetime column; parsed with `time_format` (any pandas format, also "ISO8601" or "mixed") or inferred.
+    # Datetime column; parsed with `time_format` (any pandas format, also "ISO8601" or "mixed") or inferred;
+    # time_format "unix_s" / "unix_ms": a numeric column of Unix times (seconds / milliseconds since 1970, UTC).
     time_column: str | None = None
     time_format: str | None = None
     # Alternative to time_column: a cycle/step counter, kept as a number in `timestamp` (time_unit cycles or steps).

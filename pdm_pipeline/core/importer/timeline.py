@@ -16,6 +16,9 @@ from pdm_pipeline.core.timeaxis import is_clock, median_step, seconds_per_unit
 CYCLE_ORIGIN = pd.Timestamp("2000-01-01")
 
 
+UNIX_TIME_FORMATS = {"unix_s": "s", "unix_ms": "ms"}  # time_format of a numeric time column: seconds or ms since 1970
+
+
 def timestamps(table: Table, columns: Columns, options: ImportOptions) -> pd.Series | None:
     """The time axis per row, or None without time order.
 
@@ -34,10 +37,16 @@ def timestamps(table: Table, columns: Columns, options: ImportOptions) -> pd.Ser
     if columns.time is None:
         return None
     raw = table.frame[columns.time]
+    if options.time_format in UNIX_TIME_FORMATS:
+        seconds = require_numeric(table, columns.time)
+        require_present(table, columns.time, ~np.isfinite(seconds.to_numpy()), "values are missing or not finite "
+                        f"Unix times ({options.time_format})")
+        return pd.to_datetime(seconds, unit=UNIX_TIME_FORMATS[options.time_format]).astype("datetime64[ns]")
     if is_number(raw):
         raise ImportOptionsError(
-            f"{table.label}: column {columns.time!r} (time_column) holds numbers, not dates; for a cycle or step "
-            "counter give it as cycle_column (time_unit cycles or steps)"
+            f"{table.label}: column {columns.time!r} (time_column) holds numbers, not dates; Unix times need "
+            f"time_format {' or '.join(UNIX_TIME_FORMATS)} (seconds or milliseconds since 1970-01-01 UTC); for a "
+            "cycle or step counter give it as cycle_column (time_unit cycles or steps)"
         )
     if ptypes.is_datetime64_any_dtype(raw.dtype):
         parsed = raw if getattr(raw.dt, "tz", None) is None else raw.dt.tz_convert("UTC").dt.tz_localize(None)
