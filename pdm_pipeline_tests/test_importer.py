@@ -1163,3 +1163,11 @@ def test_real_skab(tmp_path: Path) -> None:
         assert [len(data.splits["train"]), len(data.splits["val"])] == [320, 80]
         total += sum(len(df) for df in data.splits.values())
     assert total == 14_943 - 14  # every row of the 14 files (minus their header lines)
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_renamed(tmp_path: Path) -> None:
+    """pandas reads "a,a" as columns "a" and "a.1": which one is the sensor? The import refuses the file, naming it."""
+    source = tmp_path / "twice.csv"
+    source.write_text("Time,temp,temp,flow\n2024-03-01 00:00:00,1,2,3\n2024-03-01 00:10:00,4,5,6\n")
+    message = _error(source, tmp_path / "data", machine_id="m", time_column="Time")
+    assert str(source) in message and "['temp'] appear more than once" in message

@@ -84,6 +84,11 @@ def read_file(
         frame.columns = list(columns)
     frame.columns = [str(c).strip() for c in frame.columns]
     duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if header and not is_parquet:  # pandas renames a repeated header name ("a", "a.1"): read the names as written
+        names = pd.read_csv(path, sep=r"\s+" if separator == WHITESPACE else separator, encoding="utf-8-sig",
+                            header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        written = [str(n).strip() for n in names]
+        duplicated = sorted({n for n in written if n and written.count(n) > 1} | set(duplicated))
     if duplicated:
         raise ImportOptionsError(f"{path}: column name(s) {duplicated} appear more than once")
     return frame
