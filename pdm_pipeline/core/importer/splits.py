@@ -154,7 +154,8 @@ def _first_rows_split(frame: pd.DataFrame, options: ImportOptions, machine_id: s
         sizes = pd.Series({"": len(frame)})
     short = sizes[sizes <= n]
     if len(short):
-        listing = ", ".join(f"{u!r} ({k} rows)" for u, k in short.head(5).items())
+        listing = ", ".join(f"{u!r} ({k} rows)" for u, k in short.head(5).items()) + (
+            f", ... ({len(short) - 5} more)" if len(short) > 5 else "")
         who = (
             f"{len(short)} of {len(sizes)} unit(s) have no more than that: {listing}"
             if has_units else f"the data (no units) has only {len(frame)} rows"
