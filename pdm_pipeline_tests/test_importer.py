@@ -549,6 +549,9 @@ def test_unix_times_are_read_with_their_time_format_and_a_numeric_time_column_sa
     message = _error(_csv(tmp_path / "plain.csv", frame.assign(Time=seconds)), tmp_path / "plain",
                      machine_id="m", time_column="Time")
     assert "holds numbers, not dates" in message and "unix_s or unix_ms" in message and "cycle_column" in message
+    seconds_file = _csv(tmp_path / "seconds.csv", frame.assign(Time=seconds))
+    message = _error(seconds_file, tmp_path / "wrong", machine_id="m", time_column="Time", time_format="unix_ms")
+    assert "gives times from 1970-01-20" in message and "is it unix_s?" in message
 
 
 

@@ -17,6 +17,8 @@ CYCLE_ORIGIN = pd.Timestamp("2000-01-01")
 
 
 UNIX_TIME_FORMATS = {"unix_s": "s", "unix_ms": "ms"}  # time_format of a numeric time column: seconds or ms since 1970
+# Sensor logs read as Unix times outside these years are read in the wrong unit (ms as s lands after 2100).
+UNIX_PLAUSIBLE = (pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))
 
 
 def timestamps(table: Table, columns: Columns, options: ImportOptions) -> pd.Series | None:
@@ -41,7 +43,14 @@ def timestamps(table: Table, columns: Columns, options: ImportOptions) -> pd.Ser
         seconds = require_numeric(table, columns.time)
         require_present(table, columns.time, ~np.isfinite(seconds.to_numpy()), "values are missing or not finite "
                         f"Unix times ({options.time_format})")
-        return pd.to_datetime(seconds, unit=UNIX_TIME_FORMATS[options.time_format]).astype("datetime64[ns]")
+        parsed = pd.to_datetime(seconds, unit=UNIX_TIME_FORMATS[options.time_format]).astype("datetime64[ns]")
+        if parsed.min() < UNIX_PLAUSIBLE[0] or parsed.max() > UNIX_PLAUSIBLE[1]:
+            other = next(f for f in UNIX_TIME_FORMATS if f != options.time_format)
+            raise ImportOptionsError(
+                f"{table.label}: column {columns.time!r} read as {options.time_format} gives times from "
+                f"{parsed.min()} to {parsed.max()}, outside {UNIX_PLAUSIBLE[0].year}-{UNIX_PLAUSIBLE[1].year}: "
+                f"is it {other}?")
+        return parsed
     if is_number(raw):
         raise ImportOptionsError(
             f"{table.label}: column {columns.time!r} (time_column) holds numbers, not dates; Unix times need "
