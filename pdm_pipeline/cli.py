@@ -442,6 +442,8 @@ def _write_table(frame, out: Path | None) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pdm_pipeline.edge.predictor import EdgePredictor, read_input
 
+    if args.output and not Path(args.output).parent.is_dir():
+        raise PdmError(f"--output {args.output}: the directory {Path(args.output).parent} does not exist")
     predictor = EdgePredictor.load(args.bundle, trust=_trust(args))
     raw = read_input(args.input)
     if args.forecast:

@@ -238,3 +238,49 @@ def test_prediction_input_with_time_zones_is_read_in_utc_as_the_importer_reads_i
     times = read_input(source)["timestamp"]
     assert times.dtype == "datetime64[ns]"
     assert times.tolist() == [pd.Timestamp("2024-03-31 00:50"), pd.Timestamp("2024-03-31 01:00")]
+
+
+def test_predict_refuses_unreadable_inputs_keys_and_outputs_by_name(released, tmp_path, capsys):
+    """Each of these ended in a traceback (exit 1); each is now a named refusal (exit 2)."""
+    from pdm_pipeline.cli import main
+
+    root, _ = released
+    bundle = current_release_dir(root, MACHINE) / "bundle"
+    forecast_sensor = EdgePredictor.load(bundle, trust=keys.local_trust(root))._forecaster.sensors[0]
+    recent = tmp_path / "recent.csv"
+    load_machine(root, MACHINE).splits["val"].iloc[-300:].to_csv(recent, index=False)
+    unread = tmp_path / "unread.csv"  # weeks of rows in which one forecast sensor never reads
+    history = pd.concat([load_machine(root, MACHINE).splits[s] for s in ("train", "val")], ignore_index=True)
+    history.iloc[-1000:].assign(**{forecast_sensor: np.nan}).to_csv(unread, index=False)
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00x")
+    (tmp_path / "bad.pem").write_text("not a key\n")
+    key = ["--public-key", str(keys.public_key_path(root))]
+    for arguments, words in (
+        (["--input", tmp_path / "empty.csv", *key], "is empty"),
+        (["--input", tmp_path / "binary.csv", *key], "not UTF-8 text"),
+        (["--input", recent, "--public-key", tmp_path / "bad.pem"], "not a PEM public key"),
+        (["--input", recent, "--output", tmp_path / "nowhere" / "out.csv", *key], "does not exist"),
+        (["--input", unread, "--forecast", *key], f"forecast: recent rows, sensor(s) ['{forecast_sensor}']: no value"),
+    ):
+        assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), *map(str, arguments)]) == 2
+        assert words in capsys.readouterr().err
+    assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), "--input", str(recent),
+                 "--output", str(tmp_path / "out.csv"), *key]) == 0
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 300
+
+
+def test_settings_and_simulation_arguments_out_of_range_are_refused_before_anything_runs(tmp_path, capsys):
+    """A negative seed used to pass the settings check and fail every model; simulation arguments raised a bare
+    ValueError (exit 1)."""
+    from pdm_pipeline.cli import main
+
+    for arguments, words in (
+        (["train", "--machine-id", MACHINE, "--set", "seed=-1"], "seed=-1 must be between 0 and 4294967295"),
+        (["simulate", "--machines", "0"], "machines=0 must be a positive integer"),
+        (["simulate", "--machines", "1", "--seed", "-1"], "seed=-1 must be a non-negative integer"),
+        (["simulate", "--machines", "1", "--rows", "10,600,600"], "train rows=10 is too small"),
+    ):
+        assert main(["--data-dir", str(tmp_path / "data"), *arguments]) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "data" / "synthetic").exists()

@@ -213,6 +213,8 @@ class TrainingConfig:
             problems.append(f"pooling={self.pooling!r} is unknown; choose one of {', '.join(POOLING_CHOICES)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             problems.append(f"seed={self.seed!r} must be a whole number")
+        elif not 0 <= self.seed < 2**32:  # numpy, LightGBM and Prophet's sampler all take an unsigned 32-bit seed
+            problems.append(f"seed={self.seed!r} must be between 0 and {2**32 - 1}")
         if not isinstance(self.extra, Mapping):
             problems.append(f"extra={self.extra!r} must be a mapping of expert settings")
         else:

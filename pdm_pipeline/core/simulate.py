@@ -35,6 +35,11 @@ from scipy.signal import lfilter
 
 from pdm_pipeline.core.paths import metadata_path, profile_path, split_path, validate_machine_id
 from pdm_pipeline.core.schema import RUL, SPLITS, TIMESTAMP, UNIT_ID
+from pdm_pipeline.errors import PdmError
+
+
+class SimulationSettingsError(PdmError, ValueError):
+    """Simulation arguments that cannot make a machine (count, seed, rows, type); the message names the argument."""
 
 DEFAULT_ROWS: tuple[int, int, int] = (35_000, 7_500, 7_500)
 
@@ -247,7 +252,7 @@ def _lifecycle_lengths(
     for split, count in zip(SPLITS, rows):
         needed = MIN_LIFECYCLES_PER_SPLIT * min_rows
         if count < needed:
-            raise ValueError(
+            raise SimulationSettingsError(
                 f"machine {machine_id}: {split} rows={count} is too small: a split holds at least "
                 f"{MIN_LIFECYCLES_PER_SPLIT} lifecycles of at least {min_rows} rows ({MIN_LIFECYCLE_HOURS:g} h at "
                 f"{step_minutes}-minute steps), so at least {needed} rows"
@@ -450,7 +455,7 @@ def _is_int(value: object) -> bool:
 
 def _check_seed(seed: object, where: str) -> None:
     if not _is_int(seed) or seed < 0:  # type: ignore[operator]
-        raise ValueError(f"{where}seed={seed!r} must be a non-negative integer")
+        raise SimulationSettingsError(f"{where}seed={seed!r} must be a non-negative integer")
 
 
 def _check_arguments(machine_id: str, machine_type: str, seed: int, rows: tuple[int, int, int], missing_share: float) -> None:
@@ -458,12 +463,12 @@ def _check_arguments(machine_id: str, machine_type: str, seed: int, rows: tuple[
     validate_machine_id(machine_id)
     where = f"machine {machine_id}: "
     if machine_type not in SPECS:
-        raise ValueError(f"{where}unknown machine_type {machine_type!r}; expected one of {', '.join(MACHINE_TYPES)}")
+        raise SimulationSettingsError(f"{where}unknown machine_type {machine_type!r}; expected one of {', '.join(MACHINE_TYPES)}")
     _check_seed(seed, where)
     if not isinstance(rows, (tuple, list)) or len(rows) != len(SPLITS) or not all(_is_int(n) for n in rows):
-        raise ValueError(f"{where}rows={rows!r} must be three integers ({', '.join(SPLITS)})")
+        raise SimulationSettingsError(f"{where}rows={rows!r} must be three integers ({', '.join(SPLITS)})")
     if not (0.0 <= missing_share < 0.5):
-        raise ValueError(f"{where}missing_share={missing_share!r} must be in [0, 0.5)")
+        raise SimulationSettingsError(f"{where}missing_share={missing_share!r} must be in [0, 0.5)")
 
 
 # ------------------------------------------------------------------------------------------ public
@@ -538,7 +543,7 @@ def simulate_fleet(
     `root` is an error (nothing is written).
     """
     if not _is_int(machines) or machines < 1:
-        raise ValueError(f"fleet: machines={machines!r} must be a positive integer")
+        raise SimulationSettingsError(f"fleet: machines={machines!r} must be a positive integer")
     _check_seed(seed, "fleet: ")
     types = [MACHINE_TYPES[i % len(MACHINE_TYPES)] for i in range(machines)]
     ids = [validate_machine_id(f"{machine_type}_{i + 1:03d}") for i, machine_type in enumerate(types)]
@@ -546,8 +551,6 @@ def simulate_fleet(
         existing = [m for m in ids if split_path(Path(root), m, "train").parent.exists() or
                     metadata_path(Path(root), m).exists()]
         if existing:
-            from pdm_pipeline.errors import PdmError
-
             raise PdmError(
                 f"machine(s) {', '.join(existing)} already exist under {root}: pass --overwrite to replace their "
                 "data (their trained releases are kept until the next run)"

@@ -80,7 +80,10 @@ class Trust:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-        key = load_pem_public_key(self.public_key)
+        try:
+            key = load_pem_public_key(self.public_key)
+        except (ValueError, TypeError) as exc:
+            raise IntegrityError(f"{where}: the trusted public key is not a PEM public key ({exc})") from None
         if not isinstance(key, Ed25519PublicKey):
             raise IntegrityError(f"{where}: the trusted public key is not an Ed25519 key")
         try:

@@ -56,14 +56,20 @@ def read_input(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise PredictionInputError(f"input file {path} does not exist")
     name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        frame = pd.read_parquet(path)
-    elif name.endswith(CSV_SUFFIXES):
-        frame = pd.read_csv(path)
-    else:
+    if not name.endswith(PARQUET_SUFFIXES + CSV_SUFFIXES):
         raise PredictionInputError(
             f"input file {path}: unknown format; expected {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)}"
         )
+    try:
+        frame = pd.read_parquet(path) if name.endswith(PARQUET_SUFFIXES) else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise PredictionInputError(f"input file {path} is empty (no header, no rows)") from None
+    except UnicodeDecodeError as exc:
+        raise PredictionInputError(f"input file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                                   f"{exc.start})") from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise PredictionInputError(f"input file {path}: cannot read it: {detail}") from None
     if TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
         try:  # times with a zone (offsets, even several) become UTC without it, as the importer keeps them
             frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).dt.tz_localize(None)
@@ -233,9 +239,11 @@ class EdgePredictor:
             raise PredictionInputError(f"bundle {self.bundle_dir} of machine {self.machine_id} has no forecasts: {absent}")
         if raw is not None:
             self._check_columns(raw, [TIMESTAMP, *self._forecaster.sensors], "forecast")
+        from pdm_pipeline.families.forecast.series import ForecastSkipped
+
         try:
             return self._forecaster.forecast(recent=raw, horizon=horizon)
-        except ValueError as exc:
+        except (ValueError, ForecastSkipped) as exc:
             raise PredictionInputError(f"machine {self.machine_id}: forecast: {exc}") from exc
 
 

@@ -95,6 +95,10 @@ class ForecastRuntime:
                 last = str(recent[UNIT_ID].iloc[-1])
                 segment = next((s for s in segments if s.key == last), segment)
             origin = segment.values.index[-1] + spec.step
+            unread = [sensor for sensor in self.sensors if not segment.values[sensor].notna().any()]
+            if unread:  # the naive forecast would copy NaN and Prophet has nothing to fit: say it, for both
+                raise fs.ForecastSkipped(f"recent rows, sensor(s) {unread}: no value in the recent rows: cannot "
+                                         "forecast them")
             refits = {} if self.method == NAIVE else dict(zip(self.sensors, fs.fit_prophet_all(
                 [(segment, sensor, origin, spec, "recent rows") for sensor in self.sensors])))
             for sensor in self.sensors:
