@@ -284,3 +284,50 @@ def test_settings_and_simulation_arguments_out_of_range_are_refused_before_anyth
         assert main(["--data-dir", str(tmp_path / "data"), *arguments]) == 2
         assert words in capsys.readouterr().err
     assert not (tmp_path / "data" / "synthetic").exists()
+
+
+def test_a_kept_model_is_carried_forward_only_while_intact_and_readable(released, tmp_path):
+    """A partial retrain carries the other models of the current release into the new one. A model whose file was
+    changed after its release used to be carried, re-signed in the new bundle and published; a model reading a
+    sensor the re-imported data no longer has broke the release's smoke test (a traceback). Neither is carried
+    now: the release says why, and the new model ships."""
+    from pdm_pipeline.core.release import NONE, RELEASED, verify_release
+
+    source, _ = released
+    root = tmp_path / "data"
+    shutil.copytree(source, root, symlinks=True)
+    model = current_release_dir(root, MACHINE) / "regression" / "model.txt"
+    text = model.read_text()
+    model.unlink()  # the release hard-links its files: change this copy only
+    import re
+
+    first = re.search(r"leaf_value=-?(\d)", text)  # one digit of one leaf: still a valid model, predicting otherwise
+    model.write_text(text[:first.start(1)] + str((int(first[1]) + 1) % 10) + text[first.end(1):])
+    only_anomaly = TrainingConfig(time_limit_s=10, excluded_models=("classification", "regression", "timeseries"),
+                                  extra={"forecast_validation_windows": 0})
+    result = run_machine(root, MACHINE, only_anomaly)
+    decisions = result.release.decisions
+    assert decisions["anomaly"].action == RELEASED
+    assert decisions["regression"].action == NONE and "fails its integrity check" in decisions["regression"].reason
+    verify_release(current_release_dir(root, MACHINE), keys.local_trust(root))  # every file as signed
+    assert not (current_release_dir(root, MACHINE) / "regression").exists()
+    assert not (current_release_dir(root, MACHINE) / "bundle" / "regression").exists()
+
+    data = load_machine(root, MACHINE)
+    dropped = data.sensors[-1]
+    for split in ("train", "val", "test"):  # the machine re-imported without one sensor
+        path = paths.split_path(root, MACHINE, split)
+        pd.read_parquet(path).drop(columns=[dropped]).to_parquet(path, index=False)
+    metadata = json.loads(paths.metadata_path(root, MACHINE).read_text())
+    del metadata["columns"][dropped]
+    paths.metadata_path(root, MACHINE).write_text(json.dumps(metadata))
+    profile = json.loads(paths.profile_path(root, MACHINE).read_text())
+    profile["sensors"].pop(dropped, None)
+    paths.profile_path(root, MACHINE).write_text(json.dumps(profile))
+    result = run_machine(root, MACHINE, only_anomaly)
+    decisions = result.release.decisions
+    assert result.release.published and decisions["anomaly"].action == RELEASED
+    for model_type in ("classification", "timeseries"):
+        kept = decisions[model_type]
+        assert kept.action == NONE or dropped not in kept.reason
+    assert any(f"reads sensor(s) ['{dropped}']" in d.reason for d in decisions.values())

@@ -57,7 +57,7 @@ from pdm_pipeline.core.gates import (
     skipped_quality_gates,
 )
 from pdm_pipeline.edge.integrity import Trust, sign_bytes, verify_dir, write_manifest
-from pdm_pipeline.families.base import EXCLUDED, METRICS_FILE, NOT_RUN, TrainedModel
+from pdm_pipeline.families.base import CARD_FILE, EXCLUDED, METRICS_FILE, NOT_RUN, PREPROCESSING_FILE, TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,8 @@ def release_machine(
         building = directory / f".building-{release_id}"
         building.mkdir(parents=True)
         try:
-            sizes = _assemble(building, decisions, trained, evaluations, previous_dir, previous, signing_key)
+            sizes = _assemble(building, decisions, trained, evaluations, previous_dir, previous, signing_key, trust,
+                              data)
             total = check_total_size(sizes, settings.total_budget_mb)
             release_gates = [total]
             if total.blocks:
@@ -447,9 +448,11 @@ def _assemble(
     previous_dir: Path | None,
     previous: dict[str, Any] | None,
     signing_key: bytes,
+    trust: Trust,
+    data: Any = None,
 ) -> dict[str, float]:
     """Put every model of the release into `building`: new ones with their metrics card (re-signed), kept
-    ones hard-linked from the previous release. Returns the size of each (MB)."""
+    ones hard-linked from the previous release once they pass `_carry_problem`. Returns the size of each (MB)."""
     sizes: dict[str, float] = {}
     for t, decision in decisions.items():
         dest = building / t
@@ -461,6 +464,12 @@ def _assemble(
             (dest / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=float))
             write_manifest(dest, signing_key, {"model_type": t, "release_gates": [g.as_dict() for g in decision.gates]})
         elif decision.action == KEPT and previous_dir is not None and (previous_dir / t).is_dir():
+            problem = _carry_problem(previous_dir / t, t, trust, data)
+            if problem:
+                log.error(f"{t}: the previous model is not carried into the new release: {problem}")
+                decision.action, decision.source_release = NONE, None
+                decision.reason = f"{decision.reason}; the previous model is not carried forward: {problem}"
+                continue
             link_tree(previous_dir / t, dest)
         elif decision.action == KEPT:
             decision.action, decision.reason = NONE, f"{decision.reason}; no previous model to keep"
@@ -470,6 +479,26 @@ def _assemble(
         sizes[t] = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 1e6
         decision.size_mb = sizes[t]
     return sizes
+
+
+def _carry_problem(model_dir: Path, model_type: str, trust: Trust, data: Any) -> str | None:
+    """Why a previous release's model must not be carried into a new one (None when it may be): its files no longer
+    match its signed manifest (the new release would re-sign a changed model), or it reads a sensor the machine's
+    data no longer has (its predictions would fail)."""
+    from pdm_pipeline.edge.integrity import IntegrityError, verify_dir
+
+    try:
+        verify_dir(model_dir, trust, f"previous {model_type} model")
+    except IntegrityError as exc:
+        return f"it fails its integrity check: {exc}"
+    if data is None:
+        return None
+    preprocessing, card = (json.loads(f.read_text()) if f.is_file() else {}
+                           for f in (model_dir / PREPROCESSING_FILE, model_dir / CARD_FILE))
+    # features are computed from the feature spec's sensors; the forecasts read their card's sensors
+    needed = set((preprocessing.get("feature_spec") or {}).get("sensors") or []) | set(card.get("sensors") or [])
+    missing = sorted(needed - set(data.sensors))
+    return f"it reads sensor(s) {missing} that the data no longer has" if missing else None
 
 
 def _smoke_test(bundle: Path, data: Any, trust: Trust) -> None:
