@@ -91,6 +91,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
     if getattr(args, "preset", None):
         training.setdefault("preset", args.preset)
     models = getattr(args, "models", None)
+    if models is not None and not models:
+        raise PdmError(f"--models names no model type; choose from {', '.join(families.model_types())}")
     if models:
         unknown = [m for m in models if m not in families.model_types()]
         if unknown:
@@ -444,6 +446,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.output and not Path(args.output).parent.is_dir():
         raise PdmError(f"--output {args.output}: the directory {Path(args.output).parent} does not exist")
+    if args.output and Path(args.output).suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise PdmError(f"--output {args.output}: write .csv or .parquet (the table is written in that format)")
     predictor = EdgePredictor.load(args.bundle, trust=_trust(args))
     raw = read_input(args.input)
     if args.forecast:

@@ -261,6 +261,7 @@ def test_predict_refuses_unreadable_inputs_keys_and_outputs_by_name(released, tm
         (["--input", tmp_path / "binary.csv", *key], "not UTF-8 text"),
         (["--input", recent, "--public-key", tmp_path / "bad.pem"], "not a PEM public key"),
         (["--input", recent, "--output", tmp_path / "nowhere" / "out.csv", *key], "does not exist"),
+        (["--input", recent, "--output", tmp_path / "out.json", *key], "write .csv or .parquet"),
         (["--input", unread, "--forecast", *key], f"forecast: recent rows, sensor(s) ['{forecast_sensor}']: no value"),
     ):
         assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), *map(str, arguments)]) == 2
@@ -277,6 +278,7 @@ def test_settings_and_simulation_arguments_out_of_range_are_refused_before_anyth
 
     for arguments, words in (
         (["train", "--machine-id", MACHINE, "--set", "seed=-1"], "seed=-1 must be between 0 and 4294967295"),
+        (["train", "--machine-id", MACHINE, "--models", ","], "--models names no model type"),
         (["simulate", "--machines", "0"], "machines=0 must be a positive integer"),
         (["simulate", "--machines", "1", "--seed", "-1"], "seed=-1 must be a non-negative integer"),
         (["simulate", "--machines", "1", "--rows", "10,600,600"], "train rows=10 is too small"),

@@ -206,7 +206,8 @@ def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[Trai
     definitions = {rule(labels.definition) for _, labels, _ in prepared}
     label_reason = None
     if None in definitions:
-        label_reason = "a member has no usable label"
+        unlabelled = [data.machine_id for data, labels, _ in prepared if labels.definition is None]
+        label_reason = f"member(s) {', '.join(unlabelled)} have no usable label"
     elif len(definitions) > 1:
         label_reason = ("the members' label definitions differ (each chose its own horizon on train): set `horizon` "
                         "to pool the classifier")

@@ -85,7 +85,7 @@ def write_machines(root: Path, machines: list[Machine], overwrite: bool) -> list
             if existing:
                 raise ImportOptionsError(
                     f"machine {machine.machine_id!r} already exists under {root} ({', '.join(existing)}); "
-                    "pass overwrite=True to replace it"
+                    "pass --overwrite (overwrite=True) to replace it"
                 )
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".import-{uuid.uuid4().hex[:12]}"
