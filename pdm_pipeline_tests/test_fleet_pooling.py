@@ -91,3 +91,35 @@ def test_bench_pooling_reports_each_members_own_and_shipped_test_metrics(tmp_pat
     summary = result["summary"]["classification"]
     assert summary["machines"] == 2 and summary["better"] + summary["worse"] <= summary["fleet_shipped"]
     assert (tmp_path / "bench" / "bench-pooling.md").read_text().count("| motor_0") == 2
+
+
+def test_a_fleet_that_no_longer_pools_withdraws_its_pooled_models(tmp_path):
+    """motor_006 is re-imported without one sensor: the fleet no longer shares its sensors. Its previous pooled
+    release used to stay current, and members kept choosing a model fitted on data that no longer pools."""
+    import json
+
+    import pandas as pd
+
+    from pdm_pipeline.core import paths
+    from pdm_pipeline.core.contract import load_machine
+    from pdm_pipeline.core.fleet import pooled_for
+
+    root = tmp_path / "data"
+    simulate_fleet(root, 6, seed=3, rows=TINY_ROWS)
+    first = train_fleet(root, "motor", CONFIG)
+    assert first.release_id and pooled_for(root, load_machine(root, "motor_001"))
+    dropped = load_machine(root, "motor_006").sensors[-1]
+    for split in ("train", "val", "test"):
+        path = paths.split_path(root, "motor_006", split)
+        pd.read_parquet(path).drop(columns=[dropped]).to_parquet(path, index=False)
+    for path, key in ((paths.metadata_path(root, "motor_006"), "columns"), (paths.profile_path(root, "motor_006"), "sensors")):
+        content = json.loads(path.read_text())
+        content[key].pop(dropped, None)
+        path.write_text(json.dumps(content))
+
+    second = train_fleet(root, "motor", CONFIG)
+    assert second.release_id is None and second.retired == first.release_id, second
+    assert pooled_for(root, load_machine(root, "motor_001")) == {}
+    assert (paths.fleet_dir(root, "motor") / first.release_id).is_dir(), "kept for inspection, no longer current"
+    run = run_machine(root, "motor_001", CONFIG)
+    assert read_card(run.release.path / "classification")["source"] != "fleet"

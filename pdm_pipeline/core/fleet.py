@@ -114,6 +114,7 @@ class FleetResult:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     inputs: str = ""  # what the pooled models take, in words (shown in the fleet_models asset)
+    retired: str | None = None  # the previous pooled release, withdrawn because this training released nothing
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -250,11 +251,11 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
     result = FleetResult(fleet, [d.machine_id for d, _, _ in prepared], None)
     if len(prepared) < MIN_MEMBERS:
         result.skipped = dict.fromkeys(POOLED_FAMILIES, "fewer than 2 members with valid data")
-        return result
+        return _retire(root, result)
     view, label_reason, reason = _pooled_view(fleet, prepared)
     if view is None:
         result.skipped = dict.fromkeys(POOLED_FAMILIES, reason or "")
-        return result
+        return _retire(root, result)
     shared = len(view.preprocessing["pooled_feature_names"])
     copies = len(view.preprocessing["member_copies"])
     result.inputs = (f"{shared} shared features, {copies} member copies ({len(result.members)} x {shared}), "
@@ -287,7 +288,7 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
         log.info(f"fleet {fleet}: pooled {family.title} trained on {len(result.members)} machines")
     if not result.models:
         shutil.rmtree(staging, ignore_errors=True)
-        return result
+        return _retire(root, result)
     release_id = new_release_id(run_id)
     base.mkdir(parents=True, exist_ok=True)
     with _FleetLock(base):
@@ -297,6 +298,22 @@ def train_fleet(root: Path, fleet: str, config: TrainingConfig | None = None, ru
                           and not p.is_symlink())[:-3]:
             shutil.rmtree(old, ignore_errors=True)
     result.release_id = release_id
+    return result
+
+
+def _retire(root: Path, result: FleetResult) -> FleetResult:
+    """Withdraw the fleet's current pooled release when a new training of the fleet released nothing: its models
+    were fitted on members, sensors or labels that no longer pool, and members must stop choosing them (one
+    unlink of the `current` pointer; the release directory stays for inspection)."""
+    base = paths.fleet_dir(root, result.fleet)
+    current = base / "current"
+    if not current.is_symlink():
+        return result
+    with _FleetLock(base):
+        if current.is_symlink():
+            result.retired = current.resolve().name
+            current.unlink()
+            log.warning(f"fleet {result.fleet}: nothing pools any more; pooled release {result.retired} withdrawn")
     return result
 
 

@@ -169,7 +169,8 @@ def fleet_models(
         context.log.info(f"fleet {fleet}: pooling {len(members)} machines ({', '.join(members)})")
         result = train_fleet(root, fleet, config, run_id=context.run_id)
         skipped = "; ".join(f"{t}: {r}" for t, r in result.skipped.items()) or "-"
-        rows.append(f"| {fleet} | {', '.join(result.members)} | {result.release_id or '-'} | "
+        release = result.release_id or (f"- (withdrew {result.retired})" if result.retired else "-")
+        rows.append(f"| {fleet} | {', '.join(result.members)} | {release} | "
                     f"{', '.join(result.models) or '-'} | {result.inputs or '-'} | {skipped} |")
     return dg.MaterializeResult(metadata={"fleets": len(found), "pooled": dg.MetadataValue.md("\n".join(rows))})
 
