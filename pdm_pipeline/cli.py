@@ -153,9 +153,14 @@ def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | N
 
     from pdm_pipeline.defs.launch import check_request, latest_metadata, materialize_machine
 
+    from pdm_pipeline.core.config import build_gate_settings
+    from pdm_pipeline.core.validation import machine_report
+
     instance = _instance()
     for machine_id in machine_ids:  # everything checked before anything runs
         check_request(machine_id, training, gates)
+    settings = build_gate_settings(gates)  # the data checks that only warn, shown beside each machine's summary
+    data_warnings = {m: machine_report(paths.data_root(), m, settings).warnings for m in machine_ids}
     failures, outcomes = [], []
     bar = tqdm(machine_ids, desc="machines", unit="machine")
     results = []
@@ -171,6 +176,8 @@ def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | N
     _materialize_overview(instance)
     for result in results:
         print_release(result)
+        for line in data_warnings.get(result["machine_id"], []):
+            print(f"  data            {line.split(': ', 1)[-1]}")
     print("\n" + _final_line(len(machine_ids), outcomes, failures))
     if failures:
         print("failed runs: see the step logs above or in the UI (make dev)")
@@ -215,8 +222,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for machine_id in ids:
         report = machine_report(root, machine_id, gates)
         state = "ERRORS" if report.errors else "warnings" if report.warnings else "ok"
-        print(f"{machine_id}: {state}" + (f" ({len(report.sensors)} sensors, time unit {report.time_unit})"
-                                         if report.time_unit else ""))
+        timed = report.splits and report.splits[0]["unit"] != "no time order"
+        print(f"{machine_id}: {state}" + (f" ({len(report.sensors)} sensors, "
+                                          + (f"time unit {report.time_unit})" if timed else "no time order)")
+                                          if report.time_unit else ""))
         for split in report.splits:
             print(f"  {split['split']:<5} {split['rows']:>8,} rows  {split['units']:>4} unit(s)  {split['span']}  "
                   f"[{split['unit']}]")
