@@ -151,10 +151,9 @@ def _final_line(machines: int, outcomes: list[str], failures: list[str]) -> str:
 def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | None, models: list[str] | None) -> int:
     from tqdm import tqdm
 
-    from pdm_pipeline.defs.launch import check_request, latest_metadata, materialize_machine
-
     from pdm_pipeline.core.config import build_gate_settings
     from pdm_pipeline.core.validation import machine_report
+    from pdm_pipeline.defs.launch import check_request, latest_metadata, materialize_machine
 
     instance = _instance()
     for machine_id in machine_ids:  # everything checked before anything runs
