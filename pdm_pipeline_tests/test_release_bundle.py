@@ -143,6 +143,18 @@ def test_export_refuses_a_non_empty_directory_that_is_not_a_bundle(released, tmp
     with pytest.raises(BundleExportError, match="non-empty directory that is not a bundle"):
         export_bundle(current_release_dir(root, MACHINE) / "bundle", precious, keys.local_trust(root))
     assert (precious / "thesis.tex").read_text() == "years of work"
+    # a directory holding another machine's bundle is refused too; this machine's own bundle is replaced
+    bundle = current_release_dir(root, MACHINE) / "bundle"
+    pumps = tmp_path / "pump_bundle"
+    export_bundle(bundle, pumps, keys.local_trust(root))
+    description = json.loads((pumps / "bundle.json").read_text())
+    (pumps / "bundle.json").write_text(json.dumps({**description, "machine_id": "pump_002"}))
+    with pytest.raises(BundleExportError, match="holds the bundle of machine 'pump_002', not 'motor_001'"):
+        export_bundle(bundle, pumps, keys.local_trust(root))
+    assert json.loads((pumps / "bundle.json").read_text())["machine_id"] == "pump_002"
+    own = tmp_path / "own"
+    export_bundle(bundle, own, keys.local_trust(root))
+    assert export_bundle(bundle, own, keys.local_trust(root))["machine_id"] == MACHINE
 
 
 def test_predict_flags_rows_it_cannot_see_instead_of_calling_them_healthy(released):
@@ -160,6 +172,9 @@ def test_predict_flags_rows_it_cannot_see_instead_of_calling_them_healthy(releas
     assert (predictor.predict(raw.iloc[:5])[WARMUP]).all()
     with pytest.raises(PredictionInputError, match="missing column"):
         predictor.predict(raw.drop(columns=[predictor.sensors[0]]))
+    repeated = pd.concat([raw.iloc[:-1], raw.iloc[[-2]]], ignore_index=True)  # the last time sent twice
+    with pytest.raises(PredictionInputError, match=r"1 row\(s\) repeat the timestamp of an earlier row"):
+        predictor.predict(repeated)
 
 
 def test_a_blocked_model_keeps_its_previous_version_and_the_others_move_on(released):

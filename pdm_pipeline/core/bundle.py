@@ -178,6 +178,16 @@ def export_bundle(bundle_dir: Path, out: Path, trust: Trust) -> dict[str, Any]:
                 f"--out {out} is a non-empty directory that is not a bundle ({len(contents)} entries, e.g. "
                 f"{contents[0].name!r}): refusing to replace it; choose an empty or new directory"
             )
+        if (out / BUNDLE_FILE).is_file():
+            try:
+                there = json.loads((out / BUNDLE_FILE).read_text()).get("machine_id")
+            except (json.JSONDecodeError, AttributeError):
+                there = None
+            if there != description["machine_id"]:
+                raise BundleExportError(
+                    f"--out {out} holds the bundle of machine {there!r}, not {description['machine_id']!r}: refusing "
+                    "to replace another machine's bundle; choose its own, an empty or a new directory"
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
