@@ -485,7 +485,7 @@ def _carry_problem(model_dir: Path, model_type: str, trust: Trust, data: Any) ->
     """Why a previous release's model must not be carried into a new one (None when it may be): its files no longer
     match its signed manifest (the new release would re-sign a changed model), or it reads a sensor the machine's
     data no longer has (its predictions would fail)."""
-    from pdm_pipeline.edge.integrity import IntegrityError, verify_dir
+    from pdm_pipeline.edge.integrity import IntegrityError
 
     try:
         verify_dir(model_dir, trust, f"previous {model_type} model")
@@ -493,10 +493,12 @@ def _carry_problem(model_dir: Path, model_type: str, trust: Trust, data: Any) ->
         return f"it fails its integrity check: {exc}"
     if data is None:
         return None
-    preprocessing, card = (json.loads(f.read_text()) if f.is_file() else {}
-                           for f in (model_dir / PREPROCESSING_FILE, model_dir / CARD_FILE))
-    # features are computed from the feature spec's sensors; the forecasts read their card's sensors
-    needed = set((preprocessing.get("feature_spec") or {}).get("sensors") or []) | set(card.get("sensors") or [])
+    # a family that predicts from features reads its feature spec's sensors; the forecasts read their card's
+    uses_features = families.get(model_type).uses_features
+    file = model_dir / (PREPROCESSING_FILE if uses_features else CARD_FILE)
+    content = json.loads(file.read_text()) if file.is_file() else {}
+    spec = (content.get("feature_spec") or {}) if uses_features else content
+    needed = set(spec.get("sensors") or [])
     missing = sorted(needed - set(data.sensors))
     return f"it reads sensor(s) {missing} that the data no longer has" if missing else None
 
