@@ -151,15 +151,11 @@ def _final_line(machines: int, outcomes: list[str], failures: list[str]) -> str:
 def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | None, models: list[str] | None) -> int:
     from tqdm import tqdm
 
-    from pdm_pipeline.core.config import build_gate_settings
-    from pdm_pipeline.core.validation import machine_report
     from pdm_pipeline.defs.launch import check_request, latest_metadata, materialize_machine
 
     instance = _instance()
-    for machine_id in machine_ids:  # everything checked before anything runs
-        check_request(machine_id, training, gates)
-    settings = build_gate_settings(gates)  # the data checks that only warn, shown beside each machine's summary
-    data_warnings = {m: machine_report(paths.data_root(), m, settings).warnings for m in machine_ids}
+    # everything checked before anything runs; the data checks that only warn go beside each machine's summary
+    data_warnings = {m: check_request(m, training, gates).warnings for m in machine_ids}
     failures, outcomes = [], []
     bar = tqdm(machine_ids, desc="machines", unit="machine")
     results = []
@@ -365,8 +361,9 @@ def _report_refusals(root: Path, ids: list[str]) -> None:
     from pdm_pipeline.core.config import build_gate_settings
     from pdm_pipeline.core.validation import machine_report
 
+    settings = build_gate_settings(None)
     for machine_id in ids:
-        errors = machine_report(root, machine_id, build_gate_settings(None)).errors
+        errors = machine_report(root, machine_id, settings).errors
         if errors:
             print(f"note: a run of {machine_id} would refuse it at the default settings ({len(errors)} error(s); "
                   "`pdm-pipeline validate` lists them all):")

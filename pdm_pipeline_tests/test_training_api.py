@@ -93,6 +93,8 @@ def test_models_option_selects_those_families_and_the_shared_steps():
     assert asset_selection(None) is None
     with pytest.raises(PreQueueError, match="unknown model types"):
         asset_selection(["classifier"])
+    with pytest.raises(PreQueueError, match="names no model type"):
+        asset_selection([])
 
 
 @pytest.mark.slow

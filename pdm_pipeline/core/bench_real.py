@@ -105,6 +105,12 @@ def false_alarms_around_faults(truth: Any, flags: Any) -> dict[str, int]:
 CEILING_LEVELS = 501  # candidate thresholds: this many quantiles of every test score pooled
 
 
+def _candidate_thresholds(scores: Any) -> Any:
+    import numpy as np
+
+    return np.unique(np.quantile(np.asarray(scores, dtype=float), np.linspace(0, 1, CEILING_LEVELS)))
+
+
 def threshold_ceiling(
     cases: list[tuple[Any, Any, int, int]], far_limit: float, f1_target: float
 ) -> dict[str, Any]:
@@ -118,7 +124,7 @@ def threshold_ceiling(
     from pdm_pipeline.families.anomaly.runtime import debounce
 
     pooled_scores = np.concatenate([np.asarray(score, dtype=float) for _, score, _, _ in cases])
-    candidates = np.unique(np.r_[np.quantile(pooled_scores, np.linspace(0, 1, CEILING_LEVELS)), np.inf])
+    candidates = np.unique(np.r_[_candidate_thresholds(pooled_scores), np.inf])
     best, lowest = None, None
     for threshold in candidates:
         metrics = _pooled([_confusion(truth, debounce(np.asarray(score) >= threshold, None, on, off))
@@ -147,7 +153,7 @@ def fewest_false_alarm_events(
 
     truth, score = np.asarray(truth, dtype=bool), np.asarray(score, dtype=float)
     best = None
-    for threshold in np.unique(np.quantile(score, np.linspace(0, 1, CEILING_LEVELS))):
+    for threshold in _candidate_thresholds(score):
         flags = debounce(score >= threshold, None, on_samples, off_samples).astype(bool)
         events = event_metrics(truth, flags)
         false_alarm_rate = float(flags[~truth].mean())

@@ -359,12 +359,20 @@ def _sensor_matrix(df: pd.DataFrame, sensors: Sequence[str], where: str) -> np.n
 
 
 def _check_time_order(times: np.ndarray, codes: np.ndarray) -> None:
-    """Raise ValueError when timestamps go backwards inside a unit (rows must be sorted by unit, timestamp)."""
-    backwards = (np.diff(times) < 0) & (codes[1:] == codes[:-1])
+    """Raise ValueError when timestamps go backwards or repeat inside a unit (rows must be sorted by unit,
+    timestamp, one row per time: the windows count rows)."""
+    same_unit = codes[1:] == codes[:-1]
+    backwards = (np.diff(times) < 0) & same_unit
     if backwards.any():
         raise ValueError(
             f"feature input: {int(backwards.sum())} row(s) have a {TIMESTAMP!r} earlier than the previous row "
             f"of the same unit; sort rows by ({UNIT_ID}, {TIMESTAMP}) first"
+        )
+    repeated = (np.diff(times) == 0) & same_unit
+    if repeated.any():
+        raise ValueError(
+            f"feature input: {int(repeated.sum())} row(s) repeat the {TIMESTAMP} of an earlier row of the same unit "
+            f"(first at {times[1:][repeated][0]}); keep one row per time"
         )
 
 

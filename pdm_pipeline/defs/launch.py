@@ -61,22 +61,24 @@ def _config_values(values: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[str, Any] | None, root=None) -> None:
+def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[str, Any] | None, root=None) -> Any:
     """Everything that can be checked before a run is queued: the id, the data contract, every setting.
 
-    Raises PreQueueError with the same messages as `pdm-pipeline validate` and `--set`."""
+    Raises PreQueueError with the same messages as `pdm-pipeline validate` and `--set`; otherwise returns the
+    machine's report (core/validation.py), whose warnings the run will not stop for."""
     from pdm_pipeline.core.validation import machine_report
 
     root = data_root() if root is None else root
     validate_machine_id(machine_id)
     build_training_config(training)
     settings = build_gate_settings(gates)
-    errors = machine_report(root, machine_id, settings).errors
-    if errors:
+    report = machine_report(root, machine_id, settings)
+    if report.errors:
         raise PreQueueError(
-            f"machine {machine_id}: not queued, {len(errors)} problem(s) (see `pdm-pipeline validate`):\n"
-            + "\n".join(f"  - {e}" for e in errors)
+            f"machine {machine_id}: not queued, {len(report.errors)} problem(s) (see `pdm-pipeline validate`):\n"
+            + "\n".join(f"  - {e}" for e in report.errors)
         )
+    return report
 
 
 def materialize_machine(
@@ -132,9 +134,11 @@ def materialize_machine(
 
 
 def asset_selection(models: list[str] | None) -> list[dg.AssetKey] | None:
-    """The assets of a run limited to some families (None = everything)."""
-    if not models:
+    """The assets of a run limited to some families (None = everything; an empty list is refused)."""
+    if models is None:
         return None
+    if not models:
+        raise PreQueueError(f"the model selection names no model type; choose from {', '.join(families.model_types())}")
     unknown = [m for m in models if m not in families.model_types()]
     if unknown:
         raise PreQueueError(f"unknown model types {unknown}; choose from {', '.join(families.model_types())}")

@@ -211,13 +211,6 @@ class EdgePredictor:
             )
         self._check_columns(raw, self.sensors, "predict")
         codes = unit_codes(raw)
-        if TIMESTAMP in raw.columns:  # as in training: one row per time and unit (the windows count rows)
-            repeated = pd.DataFrame({"unit": codes, "time": raw[TIMESTAMP].to_numpy()}).duplicated()
-            if repeated.any():
-                first = int(np.flatnonzero(repeated.to_numpy())[0])
-                raise PredictionInputError(
-                    f"machine {self.machine_id}: {int(repeated.sum())} row(s) repeat the {TIMESTAMP} of an earlier "
-                    f"row of the same unit (first: row {first}, {raw[TIMESTAMP].iloc[first]}); keep one row per time")
         position = pd.Series(codes).groupby(codes).cumcount().to_numpy()
         rows = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()) if latest_only else np.arange(len(raw))
         status = self._row_status(raw)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from pdm_pipeline.core.importer.api import import_data, import_frame
 from pdm_pipeline.core.importer.build import build_machines
+from pdm_pipeline.core.importer.columns import sanitize_column_name
 from pdm_pipeline.core.importer.options import WHITESPACE, ImportOptions, ImportOptionsError
 from pdm_pipeline.core.importer.reading import read_file, read_source
 from pdm_pipeline.core.importer.writing import write_machines
@@ -124,8 +125,6 @@ def import_nab(
     csv_path, windows_json = Path(csv_path), Path(windows_json)
     key = key or nab_windows_key(windows_json, csv_path)
     if machine_id is None:
-        from pdm_pipeline.core.importer.columns import sanitize_column_name
-
         machine_id = ("nab_" + sanitize_column_name(csv_path.stem).lower())[:64]
     frame = read_file(csv_path, ",")
     if list(frame.columns) != ["timestamp", "value"]:
