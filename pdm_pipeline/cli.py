@@ -134,6 +134,11 @@ def print_release(result: dict[str, Any], header: str = "") -> None:
             print(f"  release         gate {gate['name']} BLOCKED: {gate['description']}")
 
 
+def _print_data_warnings(lines: list[str]) -> None:
+    for line in lines:
+        print(f"  data            {line}")
+
+
 def _summary_exit(outcomes: list[str], failures: list[str]) -> int:
     if failures:
         return EXIT_FAILED
@@ -151,17 +156,19 @@ def _final_line(machines: int, outcomes: list[str], failures: list[str]) -> str:
 def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | None, models: list[str] | None) -> int:
     from tqdm import tqdm
 
-    from pdm_pipeline.defs.launch import check_request, latest_metadata, materialize_machine
+    from pdm_pipeline.defs.launch import check_request, data_check_warnings, latest_metadata, materialize_machine
 
     instance = _instance()
-    # everything checked before anything runs; the data checks that only warn go beside each machine's summary
-    data_warnings = {m: check_request(m, training, gates).warnings for m in machine_ids}
+    for machine_id in machine_ids:  # everything checked before anything runs
+        check_request(machine_id, training, gates)
+    data_warnings: dict[str, list[str]] = {}  # the data checks of each run that only warned, beside its summary
     failures, outcomes = [], []
     bar = tqdm(machine_ids, desc="machines", unit="machine")
     results = []
     for machine_id in bar:
         bar.set_postfix_str(machine_id)
         run = materialize_machine(instance, machine_id, training=training, gates=gates, models=models, check=False)
+        data_warnings[machine_id] = data_check_warnings(instance, run.run_id)
         release = latest_metadata(instance, "machine_release", machine_id)
         if not run.success or release.get("result") is None:
             failures.append(machine_id)
@@ -171,8 +178,7 @@ def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | N
     _materialize_overview(instance)
     for result in results:
         print_release(result)
-        for line in data_warnings.get(result["machine_id"], []):
-            print(f"  data            {line.split(': ', 1)[-1]}")
+        _print_data_warnings(data_warnings.get(result["machine_id"], []))
     print("\n" + _final_line(len(machine_ids), outcomes, failures))
     if failures:
         print("failed runs: see the step logs above or in the UI (make dev)")
@@ -267,12 +273,11 @@ def _print_progress(progress: dict) -> None:
         print(f"  failed steps: {', '.join(progress['failed'])}")
     release = progress.get("release") or {}
     if release.get("outcome"):
-        from pdm_pipeline.defs.launch import latest_metadata  # noqa: F401
-
-        print(f"  release: {release['outcome']} - {release.get('reason')}")
+        print(f"  release {release.get('release_id')}: {release['outcome']} - {release.get('reason')}")
         for model_type, row in release["models"].items():
             extra = f" ({row['reason']})" if row.get("reason") else ""
             print(f"    {model_type:<15} {row.get('action')}{extra}")
+        _print_data_warnings(release.get("data_warnings", []))
 
 
 def _progress_exit(progress: dict) -> int:

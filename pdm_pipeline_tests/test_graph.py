@@ -154,7 +154,7 @@ def test_a_model_left_out_keeps_its_version_and_is_not_shown_materialized(traine
 
 
 def test_an_oversized_bundle_blocks_the_release_and_the_previous_one_stays(trained):
-    root, instance, _ = trained
+    root, instance, first = trained
     before = os.readlink(paths.current_release(root, MACHINE))
     result = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"],
                                  gates={"bundle_budget_mb": 0.001}, log_level="WARNING")
@@ -165,6 +165,13 @@ def test_an_oversized_bundle_blocks_the_release_and_the_previous_one_stays(train
     check = _check_history(instance, "machine_release", "bundle_size_gate")[0].event.dagster_event.event_specific_data
     assert not check.passed and check.metadata["limit"].value == 0.001
     assert not list(paths.releases_dir(root, MACHINE).glob(".building-*"))
+    # the status of an earlier run still tells that run's outcome, not the latest one's (nor nothing)
+    earlier = run_progress(instance, first.run_id[:8])["release"]
+    assert earlier["outcome"] in ("published", "published with warnings") and earlier["run_id"] == first.run_id
+    assert earlier["release_id"] != current_release_dir(root, MACHINE).name  # a later run released since
+    assert (paths.releases_dir(root, MACHINE) / earlier["release_id"]).is_dir()
+    assert {t: m["action"] for t, m in earlier["models"].items()} == dict.fromkeys(families.model_types(), "released")
+    assert earlier["models"]["classification"].get("f1") is not None
 
 
 def test_a_new_family_is_one_registry_line_and_runs_through_the_whole_graph(trained):

@@ -35,7 +35,8 @@ def site(tiny_fleet_root, tmp_path_factory):
     shutil.copytree(tiny_fleet_root, root)
     home = write_home(base / "home")
     blocked = run_cli([*RUN, "--set", "strict_quality_gates=anomaly_single_row_latency",
-                       "--set", "quality_limits.anomaly_single_row_latency=0.000001"], home, root)
+                       "--set", "quality_limits.anomaly_single_row_latency=0.000001",
+                       "--set", "horizon=2"], home, root)
     published = run_cli(RUN, home, root)
     return root, home, blocked, published
 
@@ -49,6 +50,15 @@ def test_a_blocked_gate_is_named_with_value_and_limit_and_exits_4(site):
     assert out.count("gate anomaly_single_row_latency BLOCKED: single_row_latency_ms") == 2
     assert "(needs <= 1e-06)" in out
     assert out.strip().splitlines()[-2] == "2 machine(s): 2 blocked"
+
+
+def test_the_summary_lists_the_data_checks_of_the_run_that_warned(site):
+    """label_balance runs inside the run (on the labels), not in the pre-queue check: it is listed all the same."""
+    _, _, blocked, published = site
+    for machine in MACHINES:
+        section = blocked.stdout.split(f"== {machine}:")[1].split("\n==")[0]
+        assert "  data            label_balance warned: train positive rate" in section, section
+    assert "label_balance warned" not in published.stdout
 
 
 def test_the_published_summary_says_which_gates_warned_and_the_exit_code_follows(site):

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
+from dagster import DagsterEventType
 
 from pdm_pipeline import families
 from pdm_pipeline.core.config import build_gate_settings, build_training_config
@@ -161,23 +162,25 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, machine_id: str) -
     record = latest_record(instance, asset, machine_id)
     if record is None or record.asset_materialization is None:
         return {}
-    return {k: getattr(v, "value", v) for k, v in (record.asset_materialization.metadata or {}).items()}
+    return _plain(record.asset_materialization.metadata)
 
 
 def machine_summary(instance: dg.DagsterInstance, machine_id: str, run_id: str | None = None) -> dict[str, Any]:
-    """The machine's latest release outcome (per model: action, reason, gates, headline metrics)."""
-    record = latest_record(instance, RELEASE_ASSET, machine_id)
-    if record is None or (run_id is not None and record.run_id != run_id):
-        return {}
-    from pdm_pipeline.defs.io_manager import run_outputs_dir  # noqa: F401 - documents where outputs live
+    """A release outcome of the machine (per model: action, reason, gates, headline metrics) and the data checks
+    that warned: the latest one, or the one `run_id` made (empty when that run made none).
 
-    meta = latest_metadata(instance, RELEASE_ASSET, machine_id)
+    A run that trained some families shows, for the others, the evaluation they had when it released."""
+    record = _release_record(instance, machine_id, run_id)
+    if record is None or record.asset_materialization is None:
+        return {}
+    meta = _plain(record.asset_materialization.metadata)
     summary: dict[str, Any] = {
         "run_id": record.run_id, "outcome": meta.get("outcome"), "reason": meta.get("reason"),
         "release_id": meta.get("release_id"), "models": {},
+        "data_warnings": data_check_warnings(instance, record.run_id),
     }
     for family in families.all_families():
-        evaluation = latest_metadata(instance, family.evaluation_asset, machine_id)
+        evaluation = _metadata_at(instance, family.evaluation_asset, machine_id, record.storage_id)
         summary["models"][family.model_type] = {
             "action": meta.get(f"{family.model_type}_action"),
             "size_mb": meta.get(f"{family.model_type}_mb"),
@@ -186,6 +189,41 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str, run_id: str |
             "reason": evaluation.get("reason"),
         }
     return summary
+
+
+# the steps whose checks judge the data (the model gates are in each model's release entry)
+DATA_CHECK_ASSETS = ("machine_dataset", "failure_labels")
+
+
+def data_check_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """'name warned: description' of each data check of the run that did not pass but did not block either."""
+    lines = []
+    for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+        if (evaluation.asset_key.to_user_string() in DATA_CHECK_ASSETS and not evaluation.passed
+                and evaluation.severity == dg.AssetCheckSeverity.WARN):
+            lines.append(f"{evaluation.check_name} warned: {evaluation.description}")
+    return lines
+
+
+def _release_record(instance: dg.DagsterInstance, machine_id: str, run_id: str | None) -> Any:
+    if run_id is None:
+        return latest_record(instance, RELEASE_ASSET, machine_id)
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    mine = [r for r in records if r.asset_key == dg.AssetKey(RELEASE_ASSET) and r.partition_key == machine_id]
+    return mine[-1] if mine else None
+
+
+def _metadata_at(instance: dg.DagsterInstance, asset: str, machine_id: str, storage_id: int) -> dict[str, Any]:
+    """Metadata of the asset partition's latest materialization up to a given event (the release's)."""
+    result = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(asset), asset_partitions=[machine_id], before_storage_id=storage_id), limit=1)
+    record = result.records[0] if result.records else None
+    return _plain(record.asset_materialization.metadata) if record and record.asset_materialization else {}
+
+
+def _plain(metadata: Any) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in (metadata or {}).items()}
 
 
 # ---------------------------------------------------------------------------------------------- server & status
