@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score
 from pdm_pipeline import families
 from pdm_pipeline.core.config import TrainingConfig
 from pdm_pipeline.core.schema import LABEL, RUL, TIMESTAMP, UNIT_ID
-from pdm_pipeline.families.base import ModelSkipped, read_card
+from pdm_pipeline.families.base import CARD_FILE, ModelSkipped, read_card
 from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
 from pdm_pipeline.families.classifier.train import f1_optimal_threshold
 from pdm_pipeline.families.regressor.evaluate import nasa_score, rul_bands
@@ -151,6 +151,28 @@ def test_classifier_skips_without_a_usable_label(frames, tmp_path):
     train, _ = views(one_class, FEATURES)
     with pytest.raises(ModelSkipped, match="single class .* in the val split"):
         CLASSIFIER.train(train, tmp_path / "b", TrainingConfig(time_limit_s=5))
+
+
+def _with_failure_rows(frames: dict[str, pd.DataFrame], n_train: int, n_val: int) -> dict[str, pd.DataFrame]:
+    """The frames with only the last n failure rows of train and val still labelled 1."""
+    out = dict(frames)
+    for split, n in (("train", n_train), ("val", n_val)):
+        label = np.zeros(len(frames[split]), dtype=int)
+        label[np.flatnonzero(frames[split][LABEL].to_numpy() == 1)[-n:]] = 1
+        out[split] = frames[split].assign(**{LABEL: label})
+    return out
+
+
+def test_a_classifier_is_not_learnt_from_fewer_failures_than_folds(frames, tmp_path):
+    """4 failure rows in train + val: not one per fold of the cross-fit, too few to learn or to set a threshold
+    from; the reason names the count. 5 (the least it accepts) trains."""
+    train, _ = views(_with_failure_rows(frames, 3, 1), FEATURES)
+    with pytest.raises(ModelSkipped, match=r"train \+ val hold 4 failure row\(s\) .* fewer than 5"):
+        CLASSIFIER.train(train, tmp_path / "few", TrainingConfig(time_limit_s=5))
+    assert not (tmp_path / "few").exists()
+    train, _ = views(_with_failure_rows(frames, 4, 1), FEATURES)
+    summary = CLASSIFIER.train(train, tmp_path / "enough", TrainingConfig(time_limit_s=5))
+    assert summary["source"] == "machine" and (tmp_path / "enough" / CARD_FILE).is_file()
 
 
 def test_bad_feature_lists_and_frames_are_named(frames, tmp_path):

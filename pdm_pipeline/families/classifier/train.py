@@ -64,6 +64,10 @@ FAITHFULNESS_TOLERANCE = 1e-5
 MIN_VAL_POSITIVES_TO_CHOOSE = 10
 # Cross-fitting of rows without time order: folds (at most; never more than the failures in train + val).
 CROSS_FIT_FOLDS = 5
+# A machine's own classifier needs at least one failure per fold of the cross-fit in train + val: with fewer,
+# folds learn from one or two failures and the threshold is set on as few. It is not trained from them (a fleet
+# model, trained on every member's failures, still can be chosen for it).
+MIN_FAILURES_TO_LEARN = CROSS_FIT_FOLDS
 BAG_DIR = "bag"
 # Out-of-fold probabilities and truth of the train + val rows (train first, then val), beside a bagged model.
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
@@ -127,15 +131,20 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     start = time.perf_counter()
     names = tabular.check_feature_names(view.feature_names)
     labels = labels_of(view)
+    pooled = (view.pooled or {}).get(FAMILY.model_type) if config.pooling != "machine" else None
+    failures = int(labels["train"].sum() + labels["val"].sum())
+    if pooled is None:
+        _enough_failures(failures, "")
     out_dir.mkdir(parents=True, exist_ok=True)
     card: dict[str, Any] | None = None
     if not view.metadata.time_order:
         card = _cross_fit(view, out_dir, config, names, labels)
     if card is None:
         card = _fit_on_train(view, out_dir, config, names, labels)
-    pooled = (view.pooled or {}).get(FAMILY.model_type) if config.pooling != "machine" else None
     if pooled is not None:
         card = _choose_pooled(out_dir, card, view, labels, pooled, force=config.pooling == "fleet")
+        if card["source"] == "machine":
+            _enough_failures(failures, f" and the fleet model was not chosen ({card.get('pooling')})")
     card["train_positive_rate"] = float(labels["train"].mean())
     card["train_majority_class"] = int(card["train_positive_rate"] > 0.5)
     card["train_seconds"] = time.perf_counter() - start
@@ -152,6 +161,15 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         # Where the val_* figures come from when not the val split (out-of-fold rows of a cross-fitted model).
         **({"val_metrics_rows": card["val_metrics_rows"]} if "val_metrics_rows" in card else {}),
     }
+
+
+def _enough_failures(failures: int, why_own: str) -> None:
+    if failures < MIN_FAILURES_TO_LEARN:
+        raise ModelSkipped(
+            f"train + val hold {failures} failure row(s) ({LABEL} = 1), fewer than {MIN_FAILURES_TO_LEARN} (one per "
+            f"fold of the cross-fit){why_own}: too few to learn a failure classifier or to set its threshold. Pool "
+            "the machine with others of its type (metadata machine_type) or collect more failures"
+        )
 
 
 def _card(config: TrainingConfig, names: list[str], best_model: str, leaderboard: list[dict]) -> dict[str, Any]:
