@@ -1,7 +1,7 @@
 """`pdm-pipeline` command line. Each command imports what it needs only when it runs.
 
-Exit codes: 0 everything published / ok; 3 published with warnings (a WARN gate failed, or a model kept its
-previous version because it was skipped); 4 blocked (an ERROR gate stopped a model or a whole release); 1 a run
+Exit codes: 0 everything published / ok; 3 published with warnings (a WARN gate failed, a model kept its
+previous version because it was skipped, or one shipped without test metrics); 4 blocked (an ERROR gate stopped a model or a whole release); 1 a run
 failed (a step raised: see its log); 2 bad input or settings (the message says what and where; nothing ran).
 """
 

@@ -116,6 +116,11 @@ def test_a_test_split_without_failures_gives_no_classifier_metrics_instead_of_ze
     _, test = views(quiet, FEATURES)
     evaluation = CLASSIFIER.evaluate(classifier, test)
     assert not evaluation.evaluated and "single class (failure_status = 0)" in evaluation.skipped_reason
+    # what test can still say: how many of its failure-free rows the classifier flags (each a false alarm)
+    runtime = ClassifierRuntime(classifier, read_card(classifier))
+    flagged = int((runtime.probability(test.test[runtime.inputs].to_numpy(dtype=float)) >= runtime.threshold).sum())
+    assert f"the classifier flags {flagged} of its {len(test.test)} rows as failing" in evaluation.skipped_reason
+    assert ("every one a false alarm" in evaluation.skipped_reason) == (flagged > 0)
     _, test = views(frames, FEATURES)
     assert CLASSIFIER.evaluate(classifier, test).evaluated
 

@@ -230,7 +230,7 @@ def test_a_model_without_test_metrics_ships_only_while_its_gates_are_not_strict_
     """A forecast with no test window to backtest has no metric: released with the reason in the decision (the
     CLI prints it), or kept out when its quality gate is strict."""
     from pdm_pipeline.core.evaluation import Evaluation
-    from pdm_pipeline.core.release import NONE, RELEASED, decide
+    from pdm_pipeline.core.release import NONE, RELEASED, ReleaseResult, decide
     from pdm_pipeline.families.base import TrainedModel
 
     trained = {"timeseries": TrainedModel("timeseries", "m", tmp_path, size_mb=0.01)}
@@ -238,6 +238,13 @@ def test_a_model_without_test_metrics_ships_only_while_its_gates_are_not_strict_
     decision = decide(trained, evaluations, GateSettings(), None)["timeseries"]
     assert decision.action == RELEASED
     assert decision.reason.startswith("released WITHOUT test metrics") and "nothing to backtest" in decision.reason
+    # nothing measured it: the release warns (exit 3), where the same model with test metrics publishes plainly
+    result = ReleaseResult("m", True, "r", None, None, {"timeseries": decision}, [], "")
+    assert result.outcome == "published with warnings"
+    measured = {"timeseries": Evaluation("timeseries", metrics={"mase": 0.5, "mae_vs_naive": 0.9})}
+    tested = decide(trained, measured, GateSettings(), None)["timeseries"]
+    assert tested.untested is None and not tested.warnings
+    assert ReleaseResult("m", True, "r", None, None, {"timeseries": tested}, [], "").outcome == "published"
     strict = GateSettings(strict_quality_gates=("forecast_beats_seasonal_naive",))
     assert decide(trained, evaluations, strict, None)["timeseries"].action == NONE
 

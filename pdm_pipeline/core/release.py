@@ -80,6 +80,8 @@ class ModelDecision:
     source_release: str | None = None
     size_mb: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    # Released although its test evaluation could not be made (why): the release warns.
+    untested: str | None = None
 
     @property
     def warnings(self) -> list[GateOutcome]:
@@ -93,7 +95,7 @@ class ModelDecision:
         return {
             "status": self.status, "action": self.action, "reason": self.reason,
             "source_release": self.source_release, "size_mb": self.size_mb, "metrics": self.metrics,
-            "gates": [g.as_dict() for g in self.gates],
+            "gates": [g.as_dict() for g in self.gates], "untested": self.untested,
         }
 
 
@@ -121,12 +123,15 @@ class ReleaseResult:
 
     @property
     def outcome(self) -> str:
-        """published / published with warnings / blocked (exit codes 0 / 3 / 4 of the CLI)."""
+        """published / published with warnings / blocked (exit codes 0 / 3 / 4 of the CLI).
+
+        A model released without test metrics is a warning: nothing measured how it does."""
         if self.blocked:
             return "blocked"
         left_out = (NOT_RUN, EXCLUDED)  # not trained on purpose: nothing to warn about
         if any(g.warns for g in self.all_gates) or any(
-                d.action != RELEASED and d.status not in left_out for d in self.decisions.values()):
+                (d.action != RELEASED and d.status not in left_out) or (d.action == RELEASED and d.untested)
+                for d in self.decisions.values()):
             return "published with warnings"
         return "published"
 
@@ -318,7 +323,7 @@ def decide(
             reason = ("passed its blocking gates" if not evaluation.skipped_reason else
                       f"released WITHOUT test metrics (its quality gates are not strict): {evaluation.skipped_reason}")
             decisions[t] = ModelDecision(t, model.status, RELEASED, reason, gates, None,
-                                         model.size_mb, evaluation.flat_metrics())
+                                         model.size_mb, evaluation.flat_metrics(), evaluation.skipped_reason)
     return decisions
 
 

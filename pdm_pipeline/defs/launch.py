@@ -196,13 +196,14 @@ DATA_CHECK_ASSETS = ("machine_dataset", "failure_labels")
 
 
 def data_check_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """'name warned: description' of each data check of the run that did not pass but did not block either."""
+    """'name warned: description' (or 'name ERROR: ...') of each data check of the run that did not pass. In a
+    run that went on, an ERROR here stopped only what it names (label_balance: the classifier)."""
     lines = []
     for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
-        if (evaluation.asset_key.to_user_string() in DATA_CHECK_ASSETS and not evaluation.passed
-                and evaluation.severity == dg.AssetCheckSeverity.WARN):
-            lines.append(f"{evaluation.check_name} warned: {evaluation.description}")
+        if evaluation.asset_key.to_user_string() in DATA_CHECK_ASSETS and not evaluation.passed:
+            word = "warned" if evaluation.severity == dg.AssetCheckSeverity.WARN else "ERROR"
+            lines.append(f"{evaluation.check_name} {word}: {evaluation.description}")
     return lines
 
 

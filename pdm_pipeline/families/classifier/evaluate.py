@@ -82,16 +82,19 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     test = view.test
     tabular.check_frame(test, "test", runtime.inputs, LABEL)
     truth = binary_labels(test, "test")
-    if len(np.unique(truth)) < 2:
-        return Evaluation.skipped(
-            FAMILY.model_type,
-            f"the test split's {len(truth)} rows hold a single class ({LABEL} = {int(truth[0]) if len(truth) else '-'}):"
-            " recall, precision and F1 are undefined there, so the test split cannot say how the classifier does",
-        )
     features = test[runtime.inputs].to_numpy(dtype=float)
-    proba = runtime.probability(features)
+    proba = runtime.probability(features) if len(truth) else np.zeros(0)
     threshold = runtime.threshold
     predicted = (proba >= threshold).astype(int)
+    if len(np.unique(truth)) < 2:
+        cls = int(truth[0]) if len(truth) else None
+        flagged = f"; the classifier flags {int(predicted.sum())} of its {len(truth)} rows as failing" if len(truth) else ""
+        return Evaluation.skipped(
+            FAMILY.model_type,
+            f"the test split's {len(truth)} rows hold a single class ({LABEL} = {'-' if cls is None else cls}):"
+            f" recall, precision and F1 are undefined there, so the test split cannot say how the classifier does"
+            f"{flagged}" + (" (every one a false alarm)" if cls == 0 and predicted.any() else ""),
+        )
     metrics = classification_metrics(truth, predicted, proba)
     metrics["single_row_latency_ms"] = tabular.single_row_latency_ms(runtime.probability, features[:1])
     majority = int(card["train_majority_class"])
