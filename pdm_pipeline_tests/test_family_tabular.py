@@ -148,6 +148,18 @@ def test_classifier_beats_majority_baseline_on_test_with_pictures(classifier, fr
     assert_picture(evaluation.pictures["precision_recall_curve"])
 
 
+def test_the_classifier_baseline_is_the_better_constant_prediction_per_metric():
+    """Always failure sets the F1, precision and recall a model must beat (always 0 scores 0 there); the majority
+    class sets accuracy."""
+    from pdm_pipeline.families.classifier.evaluate import constant_baseline
+
+    truth = np.array([1] * 10 + [0] * 90)
+    baseline = constant_baseline(truth, majority=0)
+    assert baseline["f1"] == pytest.approx(2 * 0.1 / 1.1) and baseline["recall"] == 1.0
+    assert baseline["precision"] == pytest.approx(0.1) and baseline["accuracy"] == pytest.approx(0.9)
+    assert baseline["roc_auc"] == 0.5
+
+
 def test_classifier_skips_without_a_usable_label(frames, tmp_path):
     train, _ = views(frames, FEATURES, label_skipped_reason="no rul and no alarm levels")
     with pytest.raises(ModelSkipped, match="no rul and no alarm levels"):

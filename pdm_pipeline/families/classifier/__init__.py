@@ -12,7 +12,7 @@ FAMILY = ModelFamily(
     description="AutoGluon binary classifier of failure_status (fails within H), threshold calibrated on val; "
     "shipped as its native LightGBM/XGBoost/CatBoost file",
     kind="autogluon",
-    baseline_name="always the train majority class",
+    baseline_name="the better constant prediction per metric: always the train majority class or always failure",
     headline_metrics=(("f1", True), ("pr_auc", True), ("roc_auc", True), ("precision", True), ("recall", True)),
     champion_metric=("f1", True),
     size_budget_mb=250.0,

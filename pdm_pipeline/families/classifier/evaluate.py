@@ -1,7 +1,7 @@
 """Test metrics of the failure classifier, through the runtime that ships (TEST only, once).
 
-F1, precision, recall, accuracy at the val threshold, ROC-AUC, PR-AUC; baseline = always the train majority
-class. `single_row_latency_ms` = median one-row prediction of the shipped model. Pictures: confusion matrix and
+F1, precision, recall, accuracy at the val threshold, ROC-AUC, PR-AUC; baseline = per metric the better
+constant prediction (always the train majority class, always failure). `single_row_latency_ms` = median one-row prediction of the shipped model. Pictures: confusion matrix and
 precision-recall curve.
 """
 
@@ -42,6 +42,17 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, score: np.n
         "roc_auc": float(roc_auc_score(truth, score)) if both_classes else math.nan,
         "pr_auc": float(average_precision_score(truth, score)) if both_classes else math.nan,
     }
+
+
+def constant_baseline(truth: np.ndarray, majority: int) -> dict[str, float]:
+    """Per metric, the better of the two constant predictions: always the train majority class, always failure.
+
+    Against the majority class alone (0 in any useful data) F1, precision and recall are 0, which every model
+    beats; always predicting failure has recall 1 and F1 2p / (1 + p) at test positive rate p, so a model whose
+    F1 is no better has learnt nothing the failure rate does not say."""
+    constant = {c: classification_metrics(truth, np.full(len(truth), c), np.full(len(truth), float(c)))
+                for c in {majority, 1}}
+    return {m: max(row[m] for row in constant.values()) for m in constant[1]}
 
 
 def _confusion_plot(matrix: np.ndarray, threshold: float, machine_id: str) -> str:
@@ -97,8 +108,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         )
     metrics = classification_metrics(truth, predicted, proba)
     metrics["single_row_latency_ms"] = tabular.single_row_latency_ms(runtime.probability, features[:1])
-    majority = int(card["train_majority_class"])
-    baseline = classification_metrics(truth, np.full(len(truth), majority), np.full(len(truth), float(majority)))
+    baseline = constant_baseline(truth, int(card["train_majority_class"]))
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     tn, fp, fn, tp = (int(v) for v in matrix.ravel())
     details = {
@@ -124,7 +134,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         model_type=FAMILY.model_type,
         metrics=metrics,
         baseline=baseline,
-        baseline_name=f"{FAMILY.baseline_name} ({majority})",
+        baseline_name=FAMILY.baseline_name,
         details=details,
         pictures=pictures,
     )
