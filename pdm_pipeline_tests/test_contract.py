@@ -362,6 +362,22 @@ def test_breakage_is_reported_with_file_column_and_message(root: Path, case: str
         load_machine(root, MID)
 
 
+def test_a_sensor_that_tracks_rul_is_named_by_a_data_check(root: Path) -> None:
+    """A counter of age among the sensors (operating hours of a unit: it falls as rul does, without noise) reads
+    the target: the data check warns and names it; the measured sensors, however close to rul, pass."""
+    from pdm_pipeline.core.config import GateSettings
+    from pdm_pipeline.core.gates import check_rul_proxy, data_quality
+
+    data = load_machine(root, MID)
+    assert check_rul_proxy(data.splits, data.sensors, GateSettings()).passed
+    assert "no_rul_proxy_sensor" in [g.name for g in data_quality(data, GateSettings())]
+    train = data.splits["train"]
+    leaky = {**data.splits, "train": train.assign(operating_hours=1000.0 - train["rul"])}
+    outcome = check_rul_proxy(leaky, (*data.sensors, "operating_hours"), GateSettings())
+    assert not outcome.passed and outcome.warns and not outcome.blocks
+    assert outcome.description.endswith("): operating_hours (|rho| 1.0000)"), outcome.description
+
+
 def test_problem_str_names_machine_file_and_column(root: Path) -> None:
     edit_split("train", nan_share(0.12))(root)
     (problem,) = validate_machine(root, MID)

@@ -52,6 +52,7 @@ def test_machine_assets_and_checks_are_partitioned_and_blocking_only_where_they_
     assert blocking == {
         "machine_dataset:critical_sensors_complete", "machine_dataset:no_constant_sensor",
         "machine_dataset:timestamps_regular", "machine_dataset:rul_in_range", "machine_dataset:distribution_shift",
+        "machine_dataset:no_rul_proxy_sensor",
     }, "model and release gates are enforced by the release itself (a failed model keeps its previous version)"
     names = {k.name for k in graph.asset_check_keys}
     assert {"pi_size_gate", "classifier_roc_auc", "anomaly_false_alarm_rate", "label_balance"} <= names

@@ -251,6 +251,8 @@ class GateSettings:
     max_irregular_step_share: float = setting(0.05, "share of time steps allowed off the median step")
     max_rul: float | None = setting(None, "largest sensible RUL in the data's unit; null = metadata, else none")
     max_ks_statistic: float = setting(0.30, "train-vs-test Kolmogorov-Smirnov statistic per sensor (warns past)")
+    max_rul_correlation: float = setting(0.999, "|Spearman correlation| of a sensor with rul on train (warns past: "
+                                         "a counter of age or remaining life, not a measurement, which has noise)")
     max_split_rows: int = setting(1_000_000, "largest split (rows) a run accepts: a bigger one is refused before "
                                   "it is read (also refused: a split this host has too little memory for)")
 
@@ -292,6 +294,8 @@ class GateSettings:
             problems.append(f"max_rul={self.max_rul!r} must be > 0 (or null)")
         if not (_is_number(self.max_ks_statistic) and 0 < self.max_ks_statistic <= 1):
             problems.append(f"max_ks_statistic={self.max_ks_statistic!r} must be in (0, 1]")
+        if not (_is_number(self.max_rul_correlation) and 0 < self.max_rul_correlation <= 1):
+            problems.append(f"max_rul_correlation={self.max_rul_correlation!r} must be in (0, 1]")
         if not (isinstance(self.max_split_rows, int) and not isinstance(self.max_split_rows, bool)
                 and self.max_split_rows >= 10):
             problems.append(f"max_split_rows={self.max_split_rows!r} must be a whole number >= 10")

@@ -11,6 +11,7 @@ model that was not trained).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,12 +213,46 @@ def check_distribution_shift(
     return GateOutcome("distribution_shift", ok, WARN, desc, value, limit, {"ks": stats})
 
 
+# Rows of train the rank correlation with rul is measured on (a fixed-seed sample beyond it).
+RUL_CORRELATION_ROWS = 50_000
+
+
+def check_rul_proxy(splits: dict[str, pd.DataFrame], sensors: tuple[str, ...], settings: GateSettings) -> GateOutcome:
+    """WARN: a sensor whose rank correlation with rul on train is all but perfect (past 0.999 by default: a
+    measurement has noise, a counter has none) is likely a counter of age or of remaining life (operating hours,
+    cycles left) rather than a measurement of the machine's state: a model reading it reads the target, and its
+    test metrics say little about predicting failures from sensors."""
+    train = splits["train"]
+    if RUL not in train.columns:
+        return skipped("no_rul_proxy_sensor", WARN, "no rul column")
+    rows = train[[RUL, *[c for c in sensors if c in train.columns]]].dropna(subset=[RUL])
+    if len(rows) > RUL_CORRELATION_ROWS:
+        rows = rows.sample(RUL_CORRELATION_ROWS, random_state=0)
+    if rows[RUL].nunique() < 3:
+        return skipped("no_rul_proxy_sensor", WARN, "rul takes fewer than 3 values on train")
+    ranks = rows.rank()
+    correlation = {c: abs(float(ranks[c].corr(ranks[RUL]))) for c in ranks.columns if c != RUL
+                   and rows[c].nunique() > 1}
+    correlation = {c: v for c, v in correlation.items() if math.isfinite(v)}
+    limit = settings.max_rul_correlation
+    proxies = sorted((c for c, v in correlation.items() if v > limit), key=lambda c: -correlation[c])
+    worst = max(correlation, key=correlation.__getitem__) if correlation else None
+    value = correlation[worst] if worst else 0.0
+    desc = (f"largest |rank correlation| of a sensor with rul on train {value:.3f} ({worst})" if not proxies else
+            "tracks rul on train all but exactly, like a counter of age or remaining life (the models read it as "
+            f"an input; leave it out with the importer's --drop-columns if it is one): "
+            f"{', '.join(f'{c} (|rho| {correlation[c]:.4f})' for c in proxies)}")
+    return GateOutcome("no_rul_proxy_sensor", not proxies, WARN, desc, value, limit, {"rank_correlation": correlation})
+
+
 DATA_CHECKS: dict[str, str] = {
     "critical_sensors_complete": "No missing values in critical sensors beyond the tolerance (ERROR)",
     "no_constant_sensor": "Sensors constant on train are named and left out of the models (WARN; ERROR when all are)",
     "timestamps_regular": "Timestamps sorted and unique per unit with a regular step (WARN when irregular)",
     "rul_in_range": "rul within the expected range (WARN outside)",
     "distribution_shift": "Per-sensor train-vs-test Kolmogorov-Smirnov statistic under the limit (WARN past it)",
+    "no_rul_proxy_sensor": "No sensor tracks rul on train (|Spearman| past the limit: a counter of age or remaining "
+                           "life, WARN)",
 }
 
 
@@ -232,6 +267,7 @@ def data_quality(data: Any, settings: GateSettings) -> list[GateOutcome]:
         else skipped("timestamps_regular", WARN, "the data has no time order"),
         check_rul_range(data.splits, data.metadata.rul_parameters, unit, settings),
         check_distribution_shift(data.splits, data.sensors, settings),
+        check_rul_proxy(data.splits, data.sensors, settings),
     ]
 
 
