@@ -134,6 +134,21 @@ def test_export_and_predict_commands_round_trip(trained, tmp_path, capsys):
     forecast = capsys.readouterr().out
     first = pd.read_csv(__import__("io").StringIO(forecast))["ds"].min()
     assert pd.Timestamp(first) > raw["timestamp"].max(), "forecasts start after the input's last row"
+    # The same rows stamped a minute apart (trained on 10-minute rows: 36 rows = 6 h) are refused, not read as
+    # 36 minutes; every other step within a factor 2 of the training step is accepted.
+    from pdm_pipeline.edge.predictor import PredictionInputError
+
+    predictor = EdgePredictor.load(out, public_key=key)
+    step = raw["timestamp"].diff().median()
+    for factor, refused in ((0.1, True), (0.6, False), (1.9, False), (5.0, True)):
+        stamped = raw.assign(timestamp=raw["timestamp"].iloc[0] + (raw["timestamp"] - raw["timestamp"].iloc[0]) * factor)
+        if refused:
+            with pytest.raises(PredictionInputError, match=r"rows are [\d.]+ h apart \(median\), the models were "
+                               r"trained on rows 0.1667 h apart"):
+                predictor.predict(stamped)
+        else:
+            assert len(predictor.predict(stamped)) == len(raw)
+    assert step == pd.Timedelta(minutes=10)
     # Without a public key and outside the data root: refused, exit code 2.
     assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv")]) in (0, 2)
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from pdm_pipeline.core.features import FeatureSpec, compute_features, min_history_rows
 from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
-from pdm_pipeline.core.timeaxis import unit_codes
+from pdm_pipeline.core.timeaxis import median_step, short, unit_codes
 from pdm_pipeline.edge.integrity import Trust, verify_dir
 from pdm_pipeline.errors import PdmError
 
@@ -41,6 +41,8 @@ CARD_FILE = "model_card.json"
 WARMUP = "warmup"
 STATUS = "status"
 OK = "ok"
+# Input rows sampled more than this factor finer or coarser than the training rows are refused (see _check_step).
+STEP_TOLERANCE = 2.0
 PUBLIC_KEY_ENV = "PDM_PUBLIC_KEY"
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -181,6 +183,28 @@ class EdgePredictor:
         if non_numeric:
             raise PredictionInputError(f"machine {self.machine_id}: {what}: sensor column(s) {non_numeric} are not numeric")
 
+    def _check_step(self, raw: pd.DataFrame) -> None:
+        """Rows sampled at the training step (within a factor of STEP_TOLERANCE): the windows count rows, so 36
+        rows of daily data given minute rows would be read as 36 days. Not checked without timestamps or with
+        one row per unit (nothing to measure)."""
+        spec = next((g.spec for g in self._groups if g.spec.step), None)
+        if spec is None or TIMESTAMP not in raw.columns:
+            return
+        try:
+            step = median_step([raw], spec.time_unit, "predict input")
+        except ValueError as exc:
+            if "cannot infer the sampling step" in str(exc):
+                return
+            raise PredictionInputError(f"machine {self.machine_id}: {exc}") from exc
+        ratio = step / spec.step
+        if not 1 / STEP_TOLERANCE <= ratio <= STEP_TOLERANCE:
+            unit, longest = short(spec.time_unit), max(spec.windows, default=1)
+            raise PredictionInputError(
+                f"machine {self.machine_id}: predict input rows are {step:.4g} {unit} apart (median), the models were "
+                f"trained on rows {spec.step:.4g} {unit} apart: their windows count rows ({longest} rows = "
+                f"{longest * spec.step:.4g} {unit} at training), so resample the input to {spec.step:.4g} {unit}"
+            )
+
     def _row_status(self, raw: pd.DataFrame) -> np.ndarray:
         """'ok', or why a row cannot be predicted: no readings at all, or a sensor silent for its whole window."""
         values = raw[self.sensors].to_numpy(dtype=float, na_value=np.nan)
@@ -210,6 +234,7 @@ class EdgePredictor:
                 f"(it holds: {', '.join(self.model_types)})"
             )
         self._check_columns(raw, self.sensors, "predict")
+        self._check_step(raw)
         codes = unit_codes(raw)
         position = pd.Series(codes).groupby(codes).cumcount().to_numpy()
         rows = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()) if latest_only else np.arange(len(raw))
