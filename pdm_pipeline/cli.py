@@ -363,11 +363,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _report_refusals(root: Path, ids: list[str]) -> None:
     """What a run would refuse at the default settings, said at import (the importer keeps missing values as they
     are: how many a sensor may miss is a training setting)."""
+    import json
+
     from pdm_pipeline.core.config import build_gate_settings
     from pdm_pipeline.core.validation import machine_report
 
     settings = build_gate_settings(None)
     for machine_id in ids:
+        source = json.loads(paths.metadata_path(root, machine_id).read_text()).get("source") or {}
+        dropped = source.get("dropped_duplicate_timestamp_rows")
+        if dropped:
+            print(f"note: {machine_id}: {dropped} row(s) dropped that repeated a time (duplicate_timestamps)")
         errors = machine_report(root, machine_id, settings).errors
         if errors:
             print(f"note: a run of {machine_id} would refuse it at the default settings ({len(errors)} error(s); "

@@ -571,6 +571,23 @@ def test_the_cli_import_says_what_a_run_would_refuse(tmp_path: Path, capsys) -> 
     assert "would refuse" not in capsys.readouterr().out
 
 
+def test_a_counter_that_restarts_is_named_as_runs_one_after_another_not_only_as_duplicates(tmp_path: Path,
+                                                                                            capsys) -> None:
+    """Two lifecycles in one file without a unit column: the cycle counter goes back to 1. The refusal says so and
+    points to a unit column (keeping one row per cycle would splice the runs); when rows are dropped anyway, the
+    import says how many."""
+    from pdm_pipeline.cli import main
+
+    frame = pd.DataFrame({"cycle": np.tile(np.arange(1, 31), 2), "x": np.arange(60.0)})
+    source = _csv(tmp_path / "in.csv", frame)
+    message = _error(source, tmp_path / "data", machine_id="m", cycle_column="cycle")
+    assert "30 duplicate timestamps (no unit column)" in message
+    assert f"goes back 1 time(s), first from 30 to 1 at {source} row 30" in message and "unit_column" in message
+    assert main(["--data-dir", str(tmp_path / "data"), "import", str(source), "--machine-id", "m", "--cycle-column",
+                 "cycle", "--duplicate-timestamps", "first"]) == 0
+    assert "note: m: 30 row(s) dropped that repeated a time (duplicate_timestamps)" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -654,6 +671,7 @@ def test_duplicate_timestamps_within_a_unit(tmp_path: Path) -> None:
     }
     message = _error(source, tmp_path / "data", **options)
     assert "'when'" in message and "2 duplicate timestamps within a unit" in message and "unit '1'" in message
+    assert "pass duplicate_timestamps='first' or 'last'" in message and "goes back" not in message
 
     # With three units the unit split has room; "last" keeps the later row of each repeated time.
     frame = pd.concat([frame, _fleet({3: ("2024-01-01", 10)}), _fleet({4: ("2024-01-01", 10)})], ignore_index=True)

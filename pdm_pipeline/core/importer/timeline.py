@@ -115,11 +115,29 @@ def drop_duplicate_times(
         scope = "within a unit" if UNIT_ID in frame.columns else "(no unit column)"
         raise ImportOptionsError(
             f"{table.label}: column {column!r}: machine {machine_id!r} has {int(duplicated.sum())} duplicate "
-            f"timestamps {scope}, first {unit}{row[TIMESTAMP]} at {table.where(first)}; pass "
-            "duplicate_timestamps='first' or 'last' to keep one row of each"
+            f"timestamps {scope}, first {unit}{row[TIMESTAMP]} at {table.where(first)}; "
+            + (_restart_hint(frame, table) or "pass duplicate_timestamps='first' or 'last' to keep one row of each")
         )
     kept = ~frame.duplicated(keys, keep=policy).to_numpy()
     return frame[kept], int((~kept).sum())
+
+
+def _restart_hint(frame: pd.DataFrame, table: Table) -> str:
+    """When the time axis goes back in file order (within a unit), the file likely holds several runs one after
+    another, each restarting its counter or clock: say so, since keeping one row per time would splice them."""
+    ordered = frame.sort_index()
+    values = time_key(ordered[TIMESTAMP])
+    same_unit = (ordered[UNIT_ID].to_numpy()[1:] == ordered[UNIT_ID].to_numpy()[:-1]
+                 if UNIT_ID in ordered.columns else np.ones(len(ordered) - 1, dtype=bool))
+    back = np.flatnonzero((np.diff(values) < 0) & same_unit)
+    if not len(back):
+        return ""
+    i = int(back[0])
+    before, after = ordered[TIMESTAMP].iloc[i], ordered[TIMESTAMP].iloc[i + 1]
+    return (f"in file order it goes back {len(back)} time(s), first from {before} to {after} at "
+            f"{table.where(int(ordered.index[i + 1]))}: the file seems to hold runs one after another, each "
+            "restarting its time axis. Give each run its own unit (unit_column), or split the file; "
+            "duplicate_timestamps='first' or 'last' would keep one row per time and splice the runs together")
 
 
 def add_rul(frame: pd.DataFrame, time_unit: str, cap: float | None) -> pd.DataFrame:
