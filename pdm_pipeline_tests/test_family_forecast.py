@@ -8,6 +8,7 @@ that all start at cycle 1, and a 20-minute per-second test bench file (too short
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -194,9 +195,12 @@ def test_a_series_shorter_than_two_horizons_is_skipped_with_its_reason(tmp_path)
     ts = pd.date_range(START, periods=n, freq="s")
     frame = pd.DataFrame({TIMESTAMP: ts, "pressure_bar": np.sin(np.arange(n) / 30)})
     splits = {"train": frame.iloc[:400], "val": frame.iloc[400:500], "test": frame.iloc[500:]}
-    with pytest.raises(ModelSkipped, match="too short to forecast"):
+    with pytest.raises(ModelSkipped, match="too short to forecast") as refused:
         train_on(splits, tmp_path, unit="seconds")
-    # With a horizon that fits (60 s), the same data trains, on a grid finer than an hour.
+    # The reason names a horizon that fits; with it (here 60 s, below the bound) the same data trains, on a grid
+    # finer than an hour.
+    bound = float(re.search(r"forecast_horizon at most ([\d.]+) s \(in seconds\)", str(refused.value)).group(1))
+    assert 60 <= bound < 24 * 3600
     out, _ = train_on(splits, tmp_path, TrainingConfig(forecast_horizon=60), unit="seconds")
     card = read_card(out)
     assert card["spec"]["step_seconds"] < 3600 and card["spec"]["horizon_points"] <= 60

@@ -260,6 +260,11 @@ def test_prediction_input_with_time_zones_is_read_in_utc_as_the_importer_reads_i
     times = read_input(source)["timestamp"]
     assert times.dtype == "datetime64[ns]"
     assert times.tolist() == [pd.Timestamp("2024-03-31 00:50"), pd.Timestamp("2024-03-31 01:00")]
+    # a file separated by ';' reads as one column: named as such (it was 'missing column(s)' of every sensor)
+    semicolons = tmp_path / "semicolons.csv"
+    pd.DataFrame({"timestamp": ["2024-03-31 01:50:00"], "x": [1.0]}).to_csv(semicolons, index=False, sep=";")
+    with pytest.raises(PredictionInputError, match="one column 'timestamp;x': the rows must be comma-separated"):
+        read_input(semicolons)
 
 
 def test_predict_refuses_unreadable_inputs_keys_and_outputs_by_name(released, tmp_path, capsys):

@@ -72,6 +72,9 @@ def read_input(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise PredictionInputError(f"input file {path}: cannot read it: {detail}") from None
+    if len(frame.columns) == 1 and any(sep in str(frame.columns[0]) for sep in (";", "\t", "|")):
+        raise PredictionInputError(f"input file {path}: one column {str(frame.columns[0])[:80]!r}: the rows must be "
+                                   "comma-separated CSV with a header (convert ';', tab or '|' separated files)")
     if TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
         try:  # times with a zone (offsets, even several) become UTC without it, as the importer keeps them
             frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).dt.tz_localize(None)

@@ -172,6 +172,9 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
             f"{where}: the longest series has {longest} grid points of {_step_text(step, unit)} "
             f"({_span_text(span, unit)}); a {_span_text(horizon, unit)} forecast needs at least {needed} "
             f"({MIN_HORIZONS_OF_HISTORY} horizons of history): too short to forecast"
+            + ("" if config.forecast_horizon is not None else
+               f"; a shorter horizon fits: forecast_horizon at most {_span_text(span / MIN_HORIZONS_OF_HISTORY, unit)}"
+               f" (in {unit})")
         )
     parallel = len(segs) > 1
     settings = ForecastSettings.from_config(config)
