@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from pdm_pipeline.defs.launch import PreQueueError, asset_selection, run_progress, server_client, submit_to_server
 
@@ -109,6 +110,19 @@ def test_submit_queues_a_partitioned_run_and_status_reports_its_steps(webserver)
     # No daemon runs here, so the queued run coordinator keeps it queued: nothing done yet, all steps known.
     assert progress["status"] == "QUEUED"
     assert progress["steps_done"] == 0 and progress["steps_total"] == 8
+
+
+@pytest.mark.slow
+def test_a_run_launched_with_only_its_partition_is_limited_per_machine_like_any_other(webserver):
+    """GraphQL, the launchpad and backfills set only dagster/partition: the coordinator adds the pdm/machine_id tag
+    that dagster.yaml limits to one run per machine (without it, two runs of one machine ran at once)."""
+    client, instance = webserver
+    run_id = client.submit_job_execution("train_machine", repository_location_name=client.pdm_location,
+                                         tags={"dagster/partition": "pump_002", "pdm/machine_id": "motor_001"})
+    run = instance.get_run_by_id(run_id)
+    assert run.status.value == "QUEUED" and run.tags["pdm/machine_id"] == "pump_002"
+    limits = yaml.safe_load((PROJECT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "pdm/machine_id", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
 
 @pytest.mark.slow

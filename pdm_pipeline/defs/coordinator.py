@@ -60,7 +60,14 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
             if run.job_name == TRAIN_JOB:
                 # A machine appears when its data appears: a valid machine asked for by id (CLI --server, GraphQL)
                 # before the sensor saw it becomes a partition now, instead of failing its first step.
-                from pdm_pipeline.defs.launch import register_machines
+                from pdm_pipeline.defs.launch import TAG_MACHINE, register_machines
 
-                register_machines(self._instance, [run.tags["dagster/partition"]])
+                machine_id = run.tags["dagster/partition"]
+                register_machines(self._instance, [machine_id])
+                # One run per machine at a time is a limit on this tag (dagster.yaml): a run launched with only
+                # its partition (UI launchpad, backfill, GraphQL) gets it here, before the queue reads its tags.
+                if run.tags.get(TAG_MACHINE) != machine_id:
+                    self._instance.add_run_tags(run.run_id, {TAG_MACHINE: machine_id})
+                    run = self._instance.get_run_by_id(run.run_id) or run
+                    context = SubmitRunContext(run, context.workspace)
         return super().submit_run(context)
