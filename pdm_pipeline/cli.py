@@ -271,6 +271,8 @@ def _print_progress(progress: dict) -> None:
           f"{progress['steps_done']}/{total} steps done, running: {current}")
     if progress["failed"]:
         print(f"  failed steps: {', '.join(progress['failed'])}")
+    if progress.get("interrupted"):
+        print(f"  interrupted steps (the run's process ended while they ran): {', '.join(progress['interrupted'])}")
     release = progress.get("release") or {}
     if release.get("outcome"):
         print(f"  release {release.get('release_id')}: {release['outcome']} - {release.get('reason')}")

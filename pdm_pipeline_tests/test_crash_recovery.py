@@ -130,6 +130,11 @@ def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, s
     assert nxt.returncode in (0, 3), nxt.stdout + nxt.stderr
     assert f"run {run_id[:8]} of motor_001 marked FAILED" in nxt.stderr
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    # its status names no step as running: the killed one is interrupted (or it had just ended)
+    from pdm_pipeline.defs.launch import run_progress
+
+    progress = run_progress(instance, run_id)
+    assert progress["current"] == [] and set(progress["interrupted"]) <= {step}, progress
     for machine in ("motor_001", "pump_002"):
         new = released_id(root, machine)
         assert new is not None and new != before[machine], f"{machine} did not publish a new release"

@@ -28,6 +28,10 @@ def test_definitions_load_and_follow_the_registry():
     assert keys == expected
     job = defs.resolve_job_def("train_machine")
     assert job.executor_def.name == "in_process"
+    # every job runs in its run's own process, the pid the run is tagged with and the recovery sweep watches (a
+    # multiprocess job tagged a step's pid, and a sweep between that step's end and the run's could fail the run)
+    for name in ("fleet_overview_job", "train_fleet_models"):
+        assert defs.resolve_job_def(name).executor_def.name == "in_process", name
     steps = {node.name for node in job.graph.node_defs}
     assert len(steps) == 3 + len(families.all_families()) + 1, steps
 

@@ -118,3 +118,17 @@ def test_a_killed_run_worker_is_failed_and_the_next_run_of_the_machine_goes_ahea
     # Failed by whoever sees it first: the code server that launched the worker, or the recovery sensor.
     assert instance.all_logs(doomed, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.SUCCESS, failures(instance, [waiting])
+    # Its worker died, no step failed: the daemon runs it once more (the coordinator tagged it max_retries 1),
+    # with the same machine tag, so it too waited its turn; it publishes.
+    assert dead.tags["dagster/max_retries"] == "1"
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    deadline, retries = time.time() + 120, []
+    while not retries and time.time() < deadline:
+        retries = instance.get_run_records(filters=RunsFilter(tags={"dagster/parent_run_id": doomed}))
+        time.sleep(1)
+    assert len(retries) == 1, "the killed run was not retried\n" + log.read_text()[-2000:]
+    retry = retries[0].dagster_run
+    assert retry.tags["pdm/machine_id"] == MACHINE and retry.tags["dagster/partition"] == MACHINE
+    wait_finished(instance, [retry.run_id], 300, log)
+    assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.SUCCESS, failures(instance, [retry.run_id])

@@ -28,6 +28,8 @@ def test_the_rendered_instance_differs_from_the_project_one_only_in_storage_and_
     assert rendered["storage"] == {"postgres": {"postgres_url": url.replace("postgresql:", "postgresql+psycopg2:")}}
     assert rendered["run_coordinator"] == project["run_coordinator"]
     assert rendered["run_monitoring"] == project["run_monitoring"]
+    assert rendered["run_retries"] == project["run_retries"] == {"enabled": True, "max_retries": 0,
+                                                                  "retry_on_asset_or_op_failure": False}
     assert rendered["concurrency"]["runs"]["tag_concurrency_limits"] == project["concurrency"]["runs"]["tag_concurrency_limits"]
     assert rendered["concurrency"]["runs"]["max_concurrent_runs"] == 4
     assert rendered["compute_logs"]["config"]["base_dir"].startswith(str(tmp_path))

@@ -309,7 +309,9 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
     stats = instance.get_run_step_stats(run_id)
     done = [s.step_key for s in stats if s.status is not None and s.status.value in ("SUCCESS", "SKIPPED")]
     failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
-    running = [s.step_key for s in stats if s.end_time is None and s.start_time is not None]
+    # a step that started and never ended: running, or (the run is over: killed or crashed) interrupted
+    unended = [s.step_key for s in stats if s.end_time is None and s.start_time is not None and s.step_key not in failed]
+    running, interrupted = ([], unended) if run.is_finished else (unended, [])
     machine_id = run.tags.get("dagster/partition")
     summary = machine_summary(instance, machine_id, run_id) if machine_id and run.is_finished else {}
     return {
@@ -321,6 +323,7 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
         "steps_total": total,
         "current": running,
         "failed": failed,
+        "interrupted": interrupted,
         "finished": run.is_finished,
         "release": summary,
     }

@@ -55,6 +55,9 @@ def fail_dead_in_process_runs(instance: dg.DagsterInstance) -> list[str]:
         pid = run.tags.get("pdm/pid")
         if not pid or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue
+        fresh = instance.get_run_by_id(run.run_id)  # it may have ended since it was listed
+        if fresh is None or fresh.status not in IN_PROGRESS:
+            continue
         instance.report_run_failed(run, f"its process (pid {pid} on {host}) is gone: the run was killed or crashed")
         try:
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)

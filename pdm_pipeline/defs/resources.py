@@ -38,8 +38,9 @@ class DataRootResource(dg.ConfigurableResource):
         run, instance = context.dagster_run, context.instance
         if run is None or instance is None or os.environ.get("PDM_EXECUTOR", "in_process") != "in_process":
             return
-        if "pdm/pid" not in (run.tags or {}):
-            instance.add_run_tags(run.run_id, {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())})
+        mine = {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())}
+        if any((run.tags or {}).get(k) != v for k, v in mine.items()):  # a retry carries its dead parent's
+            instance.add_run_tags(run.run_id, mine)
 
 
 def _config_type(kind: Any) -> Any:

@@ -177,6 +177,7 @@ def fleet_models(
 
 fleet_models_job = dg.define_asset_job(
     FLEET_JOB, selection=[FLEET_MODELS],
+    executor_def=dg.in_process_executor,  # one step: its process is the run's (the recovery sweep watches its pid)
     description="Train the pooled models of every fleet; machine runs afterwards may adopt them (chosen on val).",
 )
 
@@ -184,5 +185,6 @@ fleet_models_job = dg.define_asset_job(
 FLEET_OVERVIEW_JOB = "fleet_overview_job"
 fleet_overview_job = dg.define_asset_job(
     FLEET_OVERVIEW_JOB, selection=[FLEET_OVERVIEW],
+    executor_def=dg.in_process_executor,  # one step: its process is the run's (the recovery sweep watches its pid)
     description="Refresh the fleet overview (run by fleet_overview_sensor after new releases, and by `make demo`).",
 )
