@@ -212,3 +212,40 @@ def test_a_new_family_is_one_registry_line_and_runs_through_the_whole_graph(trai
         assert "toy_distance" in out.columns and "failure_probability" in out.columns
         checks = _check_history(instance, "toy_level_model_evaluation", "toy_mae")
         assert checks and checks[0].event.dagster_event.event_specific_data.passed
+
+
+def test_data_replaced_during_a_run_is_never_recorded_as_trained(trained, monkeypatch):
+    """Files replaced while machine_dataset reads them: the run stops there (what it read may mix two versions).
+    Replaced later in the run: the release records the version the run read, not the files' new one, so the new
+    files still count as untrained (the sensor compares them with the release's version)."""
+    from pdm_pipeline.core.contract import machine_fingerprint
+    from pdm_pipeline.defs.assets import preparation, release
+
+    root, instance, _ = trained
+    metadata = paths.metadata_path(root, MACHINE)
+    original = metadata.read_text()
+
+    def replace_files() -> None:
+        metadata.write_text(json.dumps({**json.loads(original), "note": "re-generated"}))
+
+    real_load, real_read = preparation.load_machine, release.read_results
+    try:
+        monkeypatch.setattr(preparation, "load_machine", lambda *a, **k: (replace_files(), real_load(*a, **k))[1])
+        result = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="WARNING",
+                                     check=False)
+        assert not result.success
+        failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+        assert "changed while they were read" in failure.event_specific_data.error.message
+        monkeypatch.setattr(preparation, "load_machine", real_load)
+
+        metadata.write_text(original)
+        read = machine_fingerprint(root, MACHINE)
+        monkeypatch.setattr(release, "read_results", lambda *a, **k: (replace_files(), real_read(*a, **k))[1])
+        result = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="WARNING",
+                                     check=False)
+        assert result.success
+        assert machine_fingerprint(root, MACHINE) != read
+        assert read_release(current_release_dir(root, MACHINE))["data_version"] == read
+        assert latest_metadata(instance, "machine_release", MACHINE)["data_version"] == read
+    finally:
+        metadata.write_text(original)

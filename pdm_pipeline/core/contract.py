@@ -145,6 +145,8 @@ class MachineData:
     metadata: MachineMetadata
     profile: MachineProfile | None
     splits: dict[str, pd.DataFrame]
+    # machine_fingerprint of the files these splits were read from (when the reader took it): the data version.
+    fingerprint: str | None = None
 
     @property
     def sensors(self) -> tuple[str, ...]:

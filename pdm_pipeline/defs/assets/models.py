@@ -59,6 +59,24 @@ def read_results(root: Path, machine_id: str, run_id: str) -> tuple[dict[str, Tr
     return trained, evaluations
 
 
+def trained_data_version(context: dg.AssetExecutionContext, root: Any, data: MachineData) -> str:
+    """The version of the data the run read, not of the files now: they may have been replaced since, and the
+    release would then claim a version it never trained on (which the sensor would then never train)."""
+    from pdm_pipeline.core.contract import ContractError
+
+    try:
+        now: str | None = machine_fingerprint(root, data.machine_id)
+    except ContractError:  # files removed or broken since: the version read stands
+        now = None
+    if data.fingerprint is None:
+        return now or ""
+    if now is not None and now != data.fingerprint:
+        context.log.warning(f"{data.machine_id}: the data files changed after this run read them (version "
+                            f"{data.fingerprint[:12]} read, {now[:12]} now): this run records the version it "
+                            "trained on; the new files get their own run")
+    return data.fingerprint
+
+
 def model_metadata(trained: TrainedModel) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "status": trained.status,
@@ -142,7 +160,7 @@ def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
             family, machine_dataset, failure_labels, machine_features, staging, config,
             keys.signing_key(root), pooled_models(root, machine_dataset),
         )
-        data_version = machine_fingerprint(root, machine_id)
+        data_version = trained_data_version(context, root, machine_dataset)
         selected = set(context.selected_asset_check_keys)
         if trained.skipped:
             log = context.log.error if trained.status == "failed" else context.log.warning

@@ -6,6 +6,8 @@ current release. `label_balance` is reported on `failure_labels` but blocks only
 families do not need a balanced label): the classifier step reports it and its previous version stays.
 """
 
+from dataclasses import replace
+
 import dagster as dg
 
 from pdm_pipeline.core.contract import ContractError, MachineData, load_machine, machine_fingerprint
@@ -54,15 +56,22 @@ def split_summary(data: MachineData) -> str:
 def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResource, gates: GatesResource):
     machine_id = context.partition_key
     try:
+        before = machine_fingerprint(data_root.root, machine_id)
         data = load_machine(data_root.root, machine_id, max_nan_share=HARD_MAX_NAN_SHARE,
                             max_rows=gates.settings().max_split_rows)
+        fingerprint = machine_fingerprint(data_root.root, machine_id)
     except (ContractError, InvalidMachineIdError) as exc:
         raise dg.Failure(
             description=str(exc),
             metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in getattr(exc, "problems", [exc])))},
             allow_retries=False,
         ) from exc
-    fingerprint = machine_fingerprint(data_root.root, machine_id)
+    if fingerprint != before:  # files replaced while being read: what was read may be a mix of two versions
+        raise dg.Failure(
+            description=f"machine {machine_id}: its data files changed while they were read (version "
+            f"{before[:12]} before, {fingerprint[:12]} after): nothing is trained on them; the next run reads the "
+            "new files whole (new_machine_data_sensor requests one)", allow_retries=False)
+    data = replace(data, fingerprint=fingerprint)
     yield dg.Output(
         data,
         output_name="machine_dataset",

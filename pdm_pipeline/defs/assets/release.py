@@ -13,10 +13,10 @@ from typing import Any
 import dagster as dg
 
 from pdm_pipeline import families
-from pdm_pipeline.core.contract import MachineData, machine_fingerprint
+from pdm_pipeline.core.contract import MachineData
 from pdm_pipeline.core.pipeline import FeatureFrames
 from pdm_pipeline.core.release import release_machine
-from pdm_pipeline.defs.assets.models import read_results
+from pdm_pipeline.defs.assets.models import read_results, trained_data_version
 from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.io_manager import remove_run_outputs
 from pdm_pipeline.defs.partitions import machines_partitions
@@ -81,7 +81,7 @@ def build_release_asset() -> dg.AssetsDefinition:
     ):
         root, machine_id = data_root.root, context.partition_key
         trained, evaluations = read_results(root, machine_id, context.run_id)
-        data_version = machine_fingerprint(root, machine_id)
+        data_version = trained_data_version(context, root, machine_dataset)
         result = release_machine(
             root, machine_id, trained, evaluations, gates.settings(),
             run_id=context.run_id, data=machine_dataset, features=machine_features,
