@@ -362,3 +362,39 @@ def test_a_kept_model_is_carried_forward_only_while_intact_and_readable(released
     assert decisions["classification"].action == NONE
     assert f"reads sensor(s) ['{dropped}']" in decisions["classification"].reason
     assert decisions["timeseries"].action == (NONE if forecast_reads_it else KEPT)
+
+
+def test_the_sweep_keeps_another_instances_staging_while_its_process_lives(tmp_path, dagster_instance):
+    """Staging of runs this instance does not know (another instance on the same data root): kept while the
+    process that wrote it lives, however long it trains; removed once it is gone; without an owner, only after a
+    day untouched. A finished run of this instance: removed at once. (The sweep removed any unknown run's
+    staging 10 minutes after its directory last changed, under a model still training.)"""
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import dagster as dg
+
+    from pdm_pipeline.defs.recovery import UNKNOWN_STAGING_RETENTION_S, mark_staging_owner, remove_stale_staging
+
+    root = tmp_path / "data"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    dirs = {name: paths.staging_dir(root, MACHINE, str(uuid.uuid4())) for name in
+            ("alive", "dead", "no_owner_recent", "no_owner_old", "finished")}
+    for name, run_dir in dirs.items():
+        mark_staging_owner(run_dir)
+        (run_dir / "anomaly").mkdir()
+        if name == "dead":
+            (run_dir / ".owner").write_text((run_dir / ".owner").read_text().rsplit(" ", 1)[0] + f" {ended.pid}")
+        if name.startswith("no_owner"):
+            (run_dir / ".owner").unlink()
+        age = UNKNOWN_STAGING_RETENTION_S + 60 if name == "no_owner_old" else 3600
+        for path in (run_dir, run_dir / "anomaly"):
+            os.utime(path, (time.time() - age, time.time() - age))
+    finished = dagster_instance.create_run_for_job(dg.GraphDefinition("g").to_job(), run_id=dirs["finished"].name)
+    dagster_instance.report_run_failed(finished)
+    done = remove_stale_staging(dagster_instance, root, active=set())
+    assert {n for n, d in dirs.items() if not d.exists()} == {"dead", "no_owner_old", "finished"}, done
+    assert len(done) == 3

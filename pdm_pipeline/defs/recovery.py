@@ -8,8 +8,8 @@
   Dagster's run monitoring, configured in dagster.yaml);
 - every machine's releases: interrupted `.building-*` directories removed, a dangling `current` re-pointed to
   the newest complete release (core/release.py `recover_machine`, under the machine's lock);
-- staging directories of runs that are no longer in progress, and stored step outputs of runs that ended more
-  than OUTPUT_RETENTION ago, are removed;
+- staging directories of runs that are no longer in progress (a run another instance knows: once the process
+  that wrote it is gone), and stored step outputs of runs that ended more than OUTPUT_RETENTION ago, are removed;
 - the MLflow run of a Dagster run that failed or was cancelled is ended FAILED instead of staying RUNNING.
 """
 
@@ -99,6 +99,29 @@ def recover_releases(root: Path) -> list[str]:
     return done
 
 
+STAGING_OWNER = ".owner"  # "<host> <pid>" of the process that trains into a run's staging directory
+UNKNOWN_STAGING_RETENTION_S = OUTPUT_RETENTION_S
+
+
+def mark_staging_owner(run_dir: Path) -> None:
+    """Record this process as the one writing into a run's staging directory (see remove_stale_staging)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / STAGING_OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
+
+
+def _abandoned(run_dir: Path) -> bool:
+    """Staging of a run this instance does not know (another instance's, a core caller's): abandoned when its
+    owner process on this host is gone; with no owner here to ask, only after a day without a write."""
+    try:
+        host, pid = (run_dir / STAGING_OWNER).read_text().split()
+    except (OSError, ValueError):
+        host, pid = "", ""
+    if host == socket.gethostname() and pid.isdigit():
+        return not _process_alive(int(pid))
+    newest = max((p.stat().st_mtime for p in run_dir.rglob("*")), default=run_dir.stat().st_mtime)
+    return time.time() - newest > UNKNOWN_STAGING_RETENTION_S
+
+
 def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[str]) -> list[str]:
     done = []
     base = Path(root) / "staging"
@@ -109,9 +132,9 @@ def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[s
             if run_dir.name in active:
                 continue
             run = instance.get_run_by_id(run_dir.name) if len(run_dir.name) == 36 else None
-            # A Dagster run that ended: its staging goes now. Anything else (a core caller's run id) only
-            # once untouched for a while, as it may belong to a process of another instance still writing.
-            if (run is not None and run.is_finished) or time.time() - run_dir.stat().st_mtime > 600:
+            # A run of this instance that ended: its staging goes now. Any other may be another instance's run
+            # still training (sharing the data root): it goes once its owner process is gone.
+            if (run.is_finished if run is not None else _abandoned(run_dir)):
                 shutil.rmtree(run_dir, ignore_errors=True)
                 done.append(f"removed staging of run {run_dir.name[:8]} ({machine.name})")
     return done

@@ -30,6 +30,7 @@ from pdm_pipeline.core.pipeline import FeatureFrames, LabelResult, evaluate_mode
 from pdm_pipeline.core.release import pooled_models
 from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.partitions import machines_partitions
+from pdm_pipeline.defs.recovery import mark_staging_owner
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
 from pdm_pipeline.defs.tracking import log_evaluation, log_trained_model
 from pdm_pipeline.families.base import ModelFamily, TrainedModel
@@ -156,6 +157,7 @@ def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
         config, settings = training.settings(), gates.settings()
         staging = paths.staging_dir(root, machine_id, context.run_id) / family.model_type
         context.log.info(f"training the {family.title} of {machine_id} (preset {config.preset}) into {staging}")
+        mark_staging_owner(staging.parent)
         trained = train_model(
             family, machine_dataset, failure_labels, machine_features, staging, config,
             keys.signing_key(root), pooled_models(root, machine_dataset),
