@@ -51,6 +51,7 @@ def test_run_releases_every_model_in_one_switch(trained):
     release = current_release_dir(root, MACHINE)
     assert release.name == summary["release_id"] and (release / "bundle" / "manifest.sig").is_file()
     assert not (root / "staging" / MACHINE / result.run_id).exists()
+    assert not (paths.releases_dir(root, MACHINE) / ".deploy-pending.json").exists()  # the registry followed
 
 
 def test_checks_are_recorded_per_partition_with_value_and_limit(trained):
@@ -249,3 +250,41 @@ def test_data_replaced_during_a_run_is_never_recorded_as_trained(trained, monkey
         assert latest_metadata(instance, "machine_release", MACHINE)["data_version"] == read
     finally:
         metadata.write_text(original)
+
+
+def test_a_release_interrupted_before_the_registry_gets_its_deployed_alias_from_recovery(trained, monkeypatch):
+    """The process dies after the switch and before the MLflow registry follows (here: the champion step raises):
+    `deployed` would name the previous release's version for good. The release left a marker; once its process
+    is gone, the recovery sweep points `deployed` at this release's versions and removes the marker."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from pdm_pipeline.core import champion, tracking
+    from pdm_pipeline.core.release import DEPLOY_PENDING
+    from pdm_pipeline.defs.recovery import sweep
+
+    root, instance, _ = trained
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed between the switch and the registry")
+
+    monkeypatch.setattr(champion, "promote_champions", killed)
+    result = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not result.success
+    release = current_release_dir(root, MACHINE)
+    assert read_release(release)["run_id"] == result.run_id  # switched: the new models are live
+    marker = paths.releases_dir(root, MACHINE) / DEPLOY_PENDING
+    pending = json.loads(marker.read_text())
+    assert pending["release_id"] == release.name and set(pending["mlflow_runs"]) == {"anomaly"}
+    assert not any("deployed" in line for line in sweep(instance, root))  # its process (this one) still lives
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    marker.write_text(json.dumps({**pending, "pid": ended.pid}))
+    done = sweep(instance, root)
+    assert any("anomaly 'deployed' alias set to version" in line for line in done), done
+    client = MlflowClient(pending["tracking_uri"])
+    deployed = client.get_model_version_by_alias(tracking.registered_model_name(MACHINE, "anomaly"), "deployed")
+    assert deployed.run_id == pending["mlflow_runs"]["anomaly"] and deployed.tags["release_id"] == release.name
+    assert not marker.exists()

@@ -235,7 +235,7 @@ def recover_machine(root: Path, machine_id: str) -> list[str]:
         return done
     for leftover in directory.iterdir():
         name = leftover.name
-        if name.startswith((".building-", f".{CURRENT}.tmp-")):
+        if name.startswith((".building-", f".{CURRENT}.tmp-", f"{DEPLOY_PENDING}.tmp-")):
             if leftover.is_symlink() or leftover.is_file():
                 leftover.unlink(missing_ok=True)
             else:
@@ -408,6 +408,8 @@ def release_machine(
             (building / RELEASE_SIGNATURE).write_bytes(sign_bytes(signing_key, payload))
             final = directory / release_id
             os.replace(building, final)
+            if tracking_uri:  # until the registry says `deployed` = this release, recovery knows what to set
+                _write_deploy_pending(directory, release_id, tracking_uri, trained, decisions)
             _switch(directory, release_id)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
@@ -430,7 +432,33 @@ def release_machine(
 
         result.champion = promote_champions(tracking_uri, result, trained, evaluations, data, features,
                                             data_version or "", trust)
+        (directory / DEPLOY_PENDING).unlink(missing_ok=True)
     return _finish(root, machine_id, run_id, result)
+
+
+# Written beside `current` before a switch, removed once the MLflow registry's `deployed` aliases point at the
+# new release: a process killed in between leaves it, and the recovery sweep sets the aliases from it.
+DEPLOY_PENDING = ".deploy-pending.json"
+
+
+def _write_deploy_pending(directory: Path, release_id: str, tracking_uri: str, trained: Mapping[str, TrainedModel],
+                          decisions: Mapping[str, ModelDecision]) -> None:
+    import socket
+
+    runs = {t: trained[t].summary.get("mlflow_run_id") for t, d in decisions.items()
+            if d.action == RELEASED and t in trained and trained[t].summary.get("mlflow_run_id")}
+    pending = {"release_id": release_id, "tracking_uri": tracking_uri, "mlflow_runs": runs,
+               "host": socket.gethostname(), "pid": os.getpid()}
+    tmp = directory / f"{DEPLOY_PENDING}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(pending))
+    os.replace(tmp, directory / DEPLOY_PENDING)
+
+
+def read_deploy_pending(root: Path, machine_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((paths.releases_dir(root, machine_id) / DEPLOY_PENDING).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _finish(root: Path, machine_id: str, run_id: str, result: ReleaseResult) -> ReleaseResult:

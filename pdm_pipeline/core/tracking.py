@@ -404,6 +404,26 @@ def register_and_promote(
     )
 
 
+def mark_deployed(*, tracking_uri: str, run_id: str, machine_id: str, model_type: str, release_id: str) -> str:
+    """Point the alias "deployed" at the version of runs:/<run_id>/model (registered now if it is not yet, with
+    no champion decision: that needs the re-scoring a release does), tagged with the release; returns the version.
+    For a release whose process died between its switch and the registry (recovery)."""
+    name = registered_model_name(machine_id, model_type)
+    client = _client(tracking_uri)
+    _ensure_registered_model(client, name)
+    versions = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id]
+    if versions:
+        version = max(versions, key=lambda v: int(v.version)).version
+    else:
+        version = client.create_model_version(name, source=f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}",
+                                              run_id=run_id).version
+        client.set_model_version_tag(name, version, TAG_DECISION, "registered by recovery after an interrupted "
+                                     "release: no champion decision")
+    client.set_registered_model_alias(name, DEPLOYED_ALIAS, version)
+    client.set_model_version_tag(name, version, TAG_RELEASE, release_id)
+    return str(version)
+
+
 def current_champion(*, tracking_uri: str, machine_id: str, model_type: str) -> dict | None:
     """{"version", "run_id", "source", "data_version", "score", "metric"} of the version with alias
     "champion", or None when the model is not registered or has no champion. `score` is a float or None."""

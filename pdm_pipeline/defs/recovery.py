@@ -10,7 +10,8 @@
   the newest complete release (core/release.py `recover_machine`, under the machine's lock);
 - staging directories of runs that are no longer in progress (a run another instance knows: once the process
   that wrote it is gone), and stored step outputs of runs that ended more than OUTPUT_RETENTION ago, are removed;
-- the MLflow run of a Dagster run that failed or was cancelled is ended FAILED instead of staying RUNNING.
+- the MLflow run of a Dagster run that failed or was cancelled is ended FAILED instead of staying RUNNING;
+- a release whose process died between its switch and the MLflow registry gets its `deployed` aliases.
 """
 
 import os
@@ -122,6 +123,40 @@ def _abandoned(run_dir: Path) -> bool:
     return time.time() - newest > UNKNOWN_STAGING_RETENTION_S
 
 
+def reconcile_deployed(root: Path) -> list[str]:
+    """A release whose process died after its switch but before the MLflow registry followed: point each new
+    model's `deployed` alias at the version of this release (core/release.py DEPLOY_PENDING)."""
+    from pdm_pipeline.core.release import DEPLOY_PENDING, read_deploy_pending
+
+    done = []
+    base = Path(root) / "releases"
+    for machine in sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+        pending = read_deploy_pending(root, machine)
+        if pending is None:
+            continue
+        if pending.get("host") == socket.gethostname() and _process_alive(int(pending.get("pid", 0))):
+            continue  # its release is still promoting
+        marker = paths.releases_dir(root, machine) / DEPLOY_PENDING
+        current = paths.current_release(root, machine)
+        if current.is_symlink() and os.readlink(current) == pending["release_id"]:
+            from pdm_pipeline.core.tracking import mark_deployed
+
+            for model_type, run_id in pending["mlflow_runs"].items():
+                try:
+                    version = mark_deployed(tracking_uri=pending["tracking_uri"], run_id=run_id, machine_id=machine,
+                                            model_type=model_type, release_id=pending["release_id"])
+                except Exception as exc:  # the store is down: try again at the next sweep
+                    done.append(f"{machine}: could not set {model_type}'s deployed alias: {exc}")
+                    break
+                done.append(f"{machine}: {model_type} 'deployed' alias set to version {version} "
+                            f"(release {pending['release_id']})")
+            else:
+                marker.unlink(missing_ok=True)
+        else:
+            marker.unlink(missing_ok=True)  # never switched to, or superseded by a later release
+    return done
+
+
 def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[str]) -> list[str]:
     done = []
     base = Path(root) / "staging"
@@ -159,6 +194,7 @@ def sweep(instance: dg.DagsterInstance, root: Path) -> list[str]:
     done = fail_dead_in_process_runs(instance)
     active = _active_run_ids(instance)
     done += recover_releases(root)
+    done += reconcile_deployed(root)
     done += remove_stale_staging(instance, root, active)
     done += remove_old_outputs(instance, active)
     return done
