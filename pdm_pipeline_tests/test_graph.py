@@ -52,6 +52,7 @@ def test_run_releases_every_model_in_one_switch(trained):
     assert release.name == summary["release_id"] and (release / "bundle" / "manifest.sig").is_file()
     assert not (root / "staging" / MACHINE / result.run_id).exists()
     assert not (paths.releases_dir(root, MACHINE) / ".deploy-pending.json").exists()  # the registry followed
+    assert read_release(release)["sequence"] == 1  # the first of its machine
 
 
 def test_checks_are_recorded_per_partition_with_value_and_limit(trained):
@@ -164,6 +165,7 @@ def test_a_model_left_out_keeps_its_version_and_is_not_shown_materialized(traine
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "failure_classifier" not in materialized and "anomaly_detector" in materialized
     after = read_release(current_release_dir(root, MACHINE))
+    assert after["sequence"] == before["sequence"] + 1
     assert after["models"]["classification"]["action"] == "kept previous"
     assert after["models"]["classification"]["source_release"] == before["models"]["classification"]["source_release"]
     assert after["models"]["anomaly"]["action"] == "released"

@@ -398,3 +398,22 @@ def test_the_sweep_keeps_another_instances_staging_while_its_process_lives(tmp_p
     done = remove_stale_staging(dagster_instance, root, active=set())
     assert {n for n, d in dirs.items() if not d.exists()} == {"dead", "no_owner_old", "finished"}, done
     assert len(done) == 3
+
+
+def test_releases_are_ordered_as_they_were_made_not_by_a_clock_that_was_ahead(tmp_path):
+    """A release made while the host's clock was years ahead has the latest-looking id: ordered by its recorded
+    sequence it is the oldest, so garbage collection removes it in its turn and a dangling `current` is
+    re-pointed to the release made last (by id, the 2030 one stayed 'newest' for good)."""
+    from pdm_pipeline.core.release import _collect_garbage, complete_releases
+
+    directory = paths.releases_dir(tmp_path, MACHINE)
+    made = ["20300101T000000000000-aaaaaaaa", "20261128T000000000000-bbbbbbbb", "20261128T010000000000-cccccccc",
+            "20261128T020000000000-dddddddd"]
+    for sequence, name in enumerate(made, start=1):
+        (directory / name).mkdir(parents=True)
+        (directory / name / "release.json").write_text(json.dumps({"release_id": name, "sequence": sequence}))
+    assert [p.name for p in complete_releases(tmp_path, MACHINE)] == made
+    os.symlink("gone", directory / "current")
+    assert recover_machine(tmp_path, MACHINE) == [f"current re-pointed to {made[-1]}"]
+    _collect_garbage(tmp_path, MACHINE)
+    assert [p.name for p in complete_releases(tmp_path, MACHINE)] == made[1:]

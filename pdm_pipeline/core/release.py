@@ -217,12 +217,24 @@ def machine_lock(root: Path, machine_id: str, timeout_s: float = 600.0) -> Itera
 
 
 def complete_releases(root: Path, machine_id: str) -> list[Path]:
-    """Release directories with a release.json, oldest first (release ids sort by time)."""
+    """Release directories with a release.json, oldest first: in the order they were made (each records its
+    `sequence`, one more than the highest before it), then by id (a date). Not by id alone: an id dated by a
+    clock that was ahead would stay the "newest" for good."""
     directory = paths.releases_dir(root, machine_id)
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".") and
-                  not p.is_symlink() and (p / RELEASE_FILE).is_file())
+    found = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".") and
+             not p.is_symlink() and (p / RELEASE_FILE).is_file()]
+    return sorted(found, key=lambda p: (release_sequence(p), p.name))
+
+
+def release_sequence(release: Path) -> int:
+    """The release's place in its machine's order (0 for releases made before the order was recorded)."""
+    try:
+        sequence = json.loads((release / RELEASE_FILE).read_text()).get("sequence", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else 0
 
 
 def recover_machine(root: Path, machine_id: str) -> list[str]:
@@ -397,6 +409,7 @@ def release_machine(
                 "run_id": run_id,
                 "data_version": data_version,
                 "previous_release": previous_id,
+                "sequence": max((release_sequence(p) for p in complete_releases(root, machine_id)), default=0) + 1,
                 "models": {t: {**d.as_dict(), "source_release": release_id if d.action == RELEASED else d.source_release,
                                "metrics_sha256": _metrics_sha(building / t)}
                            for t, d in decisions.items()},
