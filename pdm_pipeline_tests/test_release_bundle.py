@@ -177,6 +177,21 @@ def test_predict_flags_rows_it_cannot_see_instead_of_calling_them_healthy(releas
         predictor.predict(repeated)
 
 
+def test_predict_refuses_an_input_its_host_has_no_memory_for(released, monkeypatch):
+    """The features of 200 rows need ~40 bytes per value: on a host with less than that available (here made
+    small), the input is refused by name before anything is computed, instead of an out-of-memory kill."""
+    from pdm_pipeline.core import contract
+
+    root, _ = released
+    predictor = EdgePredictor.load(current_release_dir(root, MACHINE) / "bundle", trust=keys.local_trust(root))
+    raw = load_machine(root, MACHINE).splits["val"].iloc[-200:]
+    values = 200 * sum(len(g.spec.feature_names) for g in predictor._groups)
+    monkeypatch.setattr(contract, "available_memory_bytes", lambda: int(values * 40 / 0.8) - 1)
+    with pytest.raises(PredictionInputError, match=r"200 input rows would need about .* GB of memory to predict"):
+        predictor.predict(raw)
+    assert len(predictor.predict(raw.iloc[-150:])) == 150  # fewer rows fit
+
+
 def test_a_blocked_model_keeps_its_previous_version_and_the_others_move_on(released):
     """A strict quality gate blocks the classifier only: the new release carries the old classifier (hard
     link, same bytes) beside the new regressor, anomaly and forecast models."""
