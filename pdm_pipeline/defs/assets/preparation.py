@@ -56,7 +56,10 @@ def split_summary(data: MachineData) -> str:
 def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResource, gates: GatesResource):
     machine_id = context.partition_key
     try:
-        before = machine_fingerprint(data_root.root, machine_id)
+        try:
+            before: str | None = machine_fingerprint(data_root.root, machine_id)
+        except ContractError:  # missing or unreadable files: the loader names each problem
+            before = None
         data = load_machine(data_root.root, machine_id, max_nan_share=HARD_MAX_NAN_SHARE,
                             max_rows=gates.settings().max_split_rows)
         fingerprint = machine_fingerprint(data_root.root, machine_id)
@@ -69,7 +72,7 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
     if fingerprint != before:  # files replaced while being read: what was read may be a mix of two versions
         raise dg.Failure(
             description=f"machine {machine_id}: its data files changed while they were read (version "
-            f"{before[:12]} before, {fingerprint[:12]} after): nothing is trained on them; the next run reads the "
+            f"{(before or 'unreadable')[:12]} before, {fingerprint[:12]} after): nothing is trained on them; the next run reads the "
             "new files whole (new_machine_data_sensor requests one)", allow_retries=False)
     data = replace(data, fingerprint=fingerprint)
     yield dg.Output(
