@@ -44,6 +44,13 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
+def owner_gone(host: str | None, pid: object) -> bool | None:
+    """Whether the process `pid` recorded on `host` is gone: True / False on this host, None elsewhere (unknown)."""
+    if host != socket.gethostname() or not str(pid).isdigit():
+        return None
+    return not _process_alive(int(str(pid)))
+
+
 def fail_dead_in_process_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark FAILED the in-process runs of this host whose process no longer exists; free their slots."""
     from dagster._core.storage.dagster_run import RunsFilter
@@ -54,7 +61,7 @@ def fail_dead_in_process_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in records:
         run = record.dagster_run
         pid = run.tags.get("pdm/pid")
-        if not pid or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+        if not pid or pid == str(os.getpid()) or not owner_gone(host, pid):
             continue
         fresh = instance.get_run_by_id(run.run_id)  # it may have ended since it was listed
         if fresh is None or fresh.status not in IN_PROGRESS:
@@ -94,7 +101,8 @@ def recover_releases(root: Path) -> list[str]:
     for machine in sorted(p.name for p in base.iterdir() if p.is_dir() and paths.is_valid_machine_id(p.name)):
         try:
             with machine_lock(root, machine, timeout_s=0.5):
-                done += [f"{machine}: {line}" for line in recover_machine(root, machine)]
+                lines = recover_machine(root, machine) + reconcile_deployed(root, machine)
+                done += [f"{machine}: {line}" for line in lines]
         except TimeoutError:
             continue  # a release is being written right now: not a leftover
     return done
@@ -117,43 +125,38 @@ def _abandoned(run_dir: Path) -> bool:
         host, pid = (run_dir / STAGING_OWNER).read_text().split()
     except (OSError, ValueError):
         host, pid = "", ""
-    if host == socket.gethostname() and pid.isdigit():
-        return not _process_alive(int(pid))
+    gone = owner_gone(host, pid)
+    if gone is not None:
+        return gone
     newest = max((p.stat().st_mtime for p in run_dir.rglob("*")), default=run_dir.stat().st_mtime)
     return time.time() - newest > UNKNOWN_STAGING_RETENTION_S
 
 
-def reconcile_deployed(root: Path) -> list[str]:
+def reconcile_deployed(root: Path, machine: str) -> list[str]:
     """A release whose process died after its switch but before the MLflow registry followed: point each new
-    model's `deployed` alias at the version of this release (core/release.py DEPLOY_PENDING)."""
+    model's `deployed` alias at the version of this release (core/release.py DEPLOY_PENDING). Under the
+    machine's lock, so no release switches or writes the marker meanwhile."""
     from pdm_pipeline.core.release import DEPLOY_PENDING, read_deploy_pending
 
-    done = []
-    base = Path(root) / "releases"
-    for machine in sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
-        pending = read_deploy_pending(root, machine)
-        if pending is None:
-            continue
-        if pending.get("host") == socket.gethostname() and _process_alive(int(pending.get("pid", 0))):
-            continue  # its release is still promoting
-        marker = paths.releases_dir(root, machine) / DEPLOY_PENDING
-        current = paths.current_release(root, machine)
-        if current.is_symlink() and os.readlink(current) == pending["release_id"]:
-            from pdm_pipeline.core.tracking import mark_deployed
+    pending = read_deploy_pending(root, machine)
+    if pending is None or owner_gone(pending.get("host"), pending.get("pid")) is False:
+        return []  # nothing pending, or its release is still promoting
+    marker = paths.releases_dir(root, machine) / DEPLOY_PENDING
+    current = paths.current_release(root, machine)
+    if not (current.is_symlink() and os.readlink(current) == pending["release_id"]):
+        marker.unlink(missing_ok=True)  # never switched to, or superseded by a later release
+        return []
+    from pdm_pipeline.core.tracking import mark_deployed
 
-            for model_type, run_id in pending["mlflow_runs"].items():
-                try:
-                    version = mark_deployed(tracking_uri=pending["tracking_uri"], run_id=run_id, machine_id=machine,
-                                            model_type=model_type, release_id=pending["release_id"])
-                except Exception as exc:  # the store is down: try again at the next sweep
-                    done.append(f"{machine}: could not set {model_type}'s deployed alias: {exc}")
-                    break
-                done.append(f"{machine}: {model_type} 'deployed' alias set to version {version} "
-                            f"(release {pending['release_id']})")
-            else:
-                marker.unlink(missing_ok=True)
-        else:
-            marker.unlink(missing_ok=True)  # never switched to, or superseded by a later release
+    done = []
+    for model_type, run_id in pending["mlflow_runs"].items():
+        try:
+            version = mark_deployed(tracking_uri=pending["tracking_uri"], run_id=run_id, machine_id=machine,
+                                    model_type=model_type, release_id=pending["release_id"])
+        except Exception as exc:  # the store is down: try again at the next sweep
+            return [*done, f"could not set {model_type}'s deployed alias: {exc}"]
+        done.append(f"{model_type} 'deployed' alias set to version {version} (release {pending['release_id']})")
+    marker.unlink(missing_ok=True)
     return done
 
 
@@ -194,7 +197,6 @@ def sweep(instance: dg.DagsterInstance, root: Path) -> list[str]:
     done = fail_dead_in_process_runs(instance)
     active = _active_run_ids(instance)
     done += recover_releases(root)
-    done += reconcile_deployed(root)
     done += remove_stale_staging(instance, root, active)
     done += remove_old_outputs(instance, active)
     return done
