@@ -25,6 +25,7 @@ from pdm_pipeline.core.contract import (
     machine_fingerprint,
     validate_machine,
 )
+from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
 
 MID = "motor_001"
 SENSORS = ("bearing_temp_C", "vibration_mm_s", "current_A", "oil_pressure_bar")
@@ -376,6 +377,30 @@ def test_a_sensor_that_tracks_rul_is_named_by_a_data_check(root: Path) -> None:
     outcome = check_rul_proxy(leaky, (*data.sensors, "operating_hours"), GateSettings())
     assert not outcome.passed and outcome.warns and not outcome.blocks
     assert outcome.description.endswith("): operating_hours (|rho| 1.0000)"), outcome.description
+
+
+def test_a_long_outage_is_named_by_the_timestamp_check(root: Path) -> None:
+    """One 7-day gap among thousands of regular steps is too rare to make the steps irregular, but it is an outage
+    the features restart after: the check warns, naming its length, split, unit and start."""
+    from pdm_pipeline.core.config import GateSettings
+    from pdm_pipeline.core.gates import check_regular_timestamps
+
+    data = load_machine(root, MID)
+    assert check_regular_timestamps(data.splits, data.metadata.time_unit, GateSettings()).passed
+    train = data.splits["train"].copy()
+    first_unit = train[UNIT_ID] == train[UNIT_ID].iloc[0] if UNIT_ID in train.columns else train.index >= 0
+    rows = train.index[first_unit]
+    later = rows[len(rows) // 2:]
+    before = train.loc[later[0] - 1, TIMESTAMP]
+    train.loc[later, TIMESTAMP] += pd.Timedelta(days=7)
+    if UNIT_ID in train.columns:
+        train = train.sort_values([UNIT_ID, TIMESTAMP], kind="stable")
+    outcome = check_regular_timestamps({**data.splits, "train": train}, data.metadata.time_unit, GateSettings())
+    assert not outcome.passed and outcome.warns and not outcome.blocks
+    assert "1 gap(s) longer than 36 steps" in outcome.description and "in train" in outcome.description
+    assert f"after {before}" in outcome.description, outcome.description
+    assert outcome.details["long_gaps"] == 1
+    assert check_regular_timestamps({**data.splits, "train": train}, data.metadata.time_unit, GateSettings(max_gap_steps=1e9)).passed
 
 
 def test_problem_str_names_machine_file_and_column(root: Path) -> None:

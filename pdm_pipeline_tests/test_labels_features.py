@@ -179,6 +179,28 @@ def test_units_do_not_leak_into_each_other(frame: pd.DataFrame, spec: FeatureSpe
     assert first["temperature__mean_w60"] == pytest.approx(frame.loc[unit_2, "temperature"].iloc[0], rel=1e-6)
 
 
+def test_a_window_never_reaches_across_a_gap_longer_than_itself(spec: FeatureSpec) -> None:
+    """Rows after an outage longer than the longest window get the features of a unit starting there; after a gap
+    of 10 rows (100 min) only the 6-row window restarts, the 36- and 60-row windows still reach back."""
+    unit = make_frame(n_units=1)
+    after = unit.index >= 120
+    for gap_rows, restarted, reaching in ((121, ("w6", "w36", "w60"), ()), (10, ("w6",), ("w36", "w60"))):
+        gapped = unit.copy()
+        gapped.loc[after, TIMESTAMP] += pd.Timedelta(minutes=STEP_MINUTES * (gap_rows - 1))
+        features = compute_features(gapped, spec)
+        alone = compute_features(gapped[after], spec)
+        for window in restarted:
+            names = [n for n in spec.feature_names if n.endswith(f"_{window}")]
+            np.testing.assert_allclose(features.loc[after, names].to_numpy(), alone[names].to_numpy(), atol=1e-5)
+        for window in reaching:
+            names = [n for n in spec.feature_names if n.endswith(f"_{window}")]
+            assert not np.allclose(features.loc[after, names].to_numpy(), alone[names].to_numpy(), atol=1e-5)
+    # without the gap, nothing restarts: the check above is not vacuous
+    regular = compute_features(unit, spec)
+    names = [n for n in spec.feature_names if n.endswith("_w6")]
+    assert not np.allclose(regular.loc[after, names].to_numpy()[:3], compute_features(unit[after], spec)[names].to_numpy()[:3])
+
+
 def test_interleaved_units_give_the_same_features_per_row(
     frame: pd.DataFrame, spec: FeatureSpec, features: pd.DataFrame
 ) -> None:

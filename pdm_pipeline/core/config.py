@@ -249,6 +249,8 @@ class GateSettings:
     strict_quality_gates: tuple[str, ...] = setting((), "quality gates that block their model's release")
     max_critical_nan_share: float = setting(0.0, "largest share of missing values in a critical sensor")
     max_irregular_step_share: float = setting(0.05, "share of time steps allowed off the median step")
+    max_gap_steps: float = setting(36.0, "longest gap between two rows of a unit, in median steps (warns past: an "
+                                   "outage; feature windows shorter than a gap restart after it)")
     max_rul: float | None = setting(None, "largest sensible RUL in the data's unit; null = metadata, else none")
     max_ks_statistic: float = setting(0.30, "train-vs-test Kolmogorov-Smirnov statistic per sensor (warns past)")
     max_rul_correlation: float = setting(0.999, "|Spearman correlation| of a sensor with rul on train (warns past: "
@@ -290,6 +292,8 @@ class GateSettings:
             value = getattr(self, name)
             if not (_is_number(value) and 0 <= value <= 1):
                 problems.append(f"{name}={value!r} must be between 0 and 1")
+        if not (_is_number(self.max_gap_steps) and self.max_gap_steps >= 1):
+            problems.append(f"max_gap_steps={self.max_gap_steps!r} must be a number >= 1")
         if self.max_rul is not None and not (_is_number(self.max_rul) and self.max_rul > 0):
             problems.append(f"max_rul={self.max_rul!r} must be > 0 (or null)")
         if not (_is_number(self.max_ks_statistic) and 0 < self.max_ks_statistic <= 1):

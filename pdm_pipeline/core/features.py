@@ -1,7 +1,8 @@
 """Causal rolling-window sensor features, computed per unit over the unit's whole history.
 
 A row's features use that row and the rows before it in the same unit, nothing else: rolling windows (in
-samples) restart at every unit, and `timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are
+samples) restart at every unit, and at every gap in the timestamps longer than the window itself (a window of 6
+hourly rows never reaches across a 7-day outage to rows from before it; shorter gaps are left alone), and `timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are
 never inputs (timestamps only order the rows and give the sampling step).
 
 Window lengths are counted in samples, not hours, so per-second, per-minute, hourly and per-cycle data all get
@@ -181,8 +182,11 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     # Units become contiguous blocks (order inside a unit kept) so windows can be bounded by the unit start.
     order = np.argsort(codes, kind="stable")
     codes, values = codes[order], values[order]
+    gaps = None
     if TIMESTAMP in df.columns:
-        _check_time_order(time_values(df, spec.time_unit, where="feature input")[order], codes)
+        times = time_values(df, spec.time_unit, where="feature input")[order]
+        _check_time_order(times, codes)
+        gaps = np.r_[0.0, np.diff(times)]
     unit_start = _unit_start(codes)
     position = (np.arange(len(codes)) - unit_start).astype(float)
 
@@ -191,14 +195,15 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         columns[sensor] = values[:, j]
     for window in spec.windows:
         label = window_label(window)
-        stats = _window_statistics(values, position, unit_start, window)
+        stats = _window_statistics(values, position, _window_start(codes, gaps, window * spec.step), window)
         for name, matrix in stats.items():
             for j, sensor in enumerate(spec.sensors):
                 columns[f"{sensor}__{name}_{label}"] = matrix[:, j]
     if spec.vibration_sensors and spec.windows:
         label = window_label(spec.windows[-1])
         for sensor in spec.vibration_sensors:
-            energies = _band_energies(values[:, spec.sensors.index(sensor)], unit_start, spec.windows[-1])
+            energies = _band_energies(values[:, spec.sensors.index(sensor)],
+                                      _window_start(codes, gaps, spec.windows[-1] * spec.step), spec.windows[-1])
             if energies is not None:
                 for b, band in enumerate(BANDS):
                     columns[f"{sensor}__band_{band}_{label}"] = energies[:, b]
@@ -376,7 +381,15 @@ def _check_time_order(times: np.ndarray, codes: np.ndarray) -> None:
         )
 
 
-def _unit_start(codes: np.ndarray) -> np.ndarray:
-    """For rows grouped in contiguous unit blocks: the index of each row's first unit row."""
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+def _unit_start(codes: np.ndarray, breaks: np.ndarray | None = None) -> np.ndarray:
+    """For rows grouped in contiguous unit blocks: the index of each row's first unit row (or, with `breaks`, of
+    the first row after the last break before it)."""
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    starts = np.flatnonzero(first if breaks is None else first | breaks)
     return starts[np.searchsorted(starts, np.arange(len(codes)), side="right") - 1]
+
+
+def _window_start(codes: np.ndarray, gaps: np.ndarray | None, duration: float) -> np.ndarray:
+    """Where a row's window may start: its unit's first row, or the first row after a gap longer than the window's
+    duration (the time from the previous row of `gaps`; None without timestamps)."""
+    return _unit_start(codes, None if gaps is None else gaps > duration)

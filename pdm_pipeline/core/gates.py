@@ -115,11 +115,12 @@ def _units(df: pd.DataFrame):
 def check_regular_timestamps(splits: dict[str, pd.DataFrame], time_unit: str, settings: GateSettings) -> GateOutcome:
     if TIMESTAMP not in splits["train"].columns:
         return skipped("timestamps_regular", WARN, "no timestamp column: the data has no time order")
-    diffs_all = []
-    for df in splits.values():
+    diffs_all, where_all = [], []
+    for split, df in splits.items():
         for unit in _units(df):
             values = time_values(unit, time_unit)
             diffs_all.append(np.diff(values))
+            where_all.append((split, unit))
     diffs = np.concatenate(diffs_all) if diffs_all else np.array([])
     bad_order = int((diffs <= 0).sum())
     if bad_order:
@@ -133,13 +134,35 @@ def check_regular_timestamps(splits: dict[str, pd.DataFrame], time_unit: str, se
     step = float(np.median(positive))
     share = float((np.abs(positive - step) > 0.01 * step).mean())
     limit = settings.max_irregular_step_share
-    ok = share <= limit
     unit = short(time_unit)
-    desc = (
-        f"sorted, unique, regular step of {step:g} {unit}" if ok else
-        f"{share:.1%} of steps differ from the median step {step:g} {unit} (tolerance {limit:.0%})"
-    )
-    return GateOutcome("timestamps_regular", ok, WARN, desc, share, limit, {"median_step": step, "time_unit": time_unit})
+    gaps = _long_gaps(diffs_all, where_all, step * settings.max_gap_steps)
+    ok = share <= limit and not gaps
+    problems = []
+    if share > limit:
+        problems.append(f"{share:.1%} of steps differ from the median step {step:g} {unit} (tolerance {limit:.0%})")
+    if gaps:
+        longest, split, unit_name, start = max(gaps, key=lambda gap: gap[0])
+        problems.append(
+            f"{len(gaps)} gap(s) longer than {settings.max_gap_steps:g} steps ({step * settings.max_gap_steps:g} "
+            f"{unit}), the longest {longest:g} {unit} ({longest / step:.0f} steps) in {split}"
+            f"{f' unit {unit_name}' if unit_name is not None else ''} after {start}: feature windows restart after "
+            "each; an outage or missing export? (limit: setting max_gap_steps)"
+        )
+    desc = f"sorted, unique, regular step of {step:g} {unit}" if ok else "; ".join(problems)
+    details = {"median_step": step, "time_unit": time_unit, "long_gaps": len(gaps)}
+    return GateOutcome("timestamps_regular", ok, WARN, desc, share, limit, details)
+
+
+def _long_gaps(
+    diffs: list[np.ndarray], where: list[tuple[str, pd.DataFrame]], longer_than: float
+) -> list[tuple[float, str, Any, Any]]:
+    """(length, split, unit id, time before the gap) of every step longer than `longer_than`."""
+    found = []
+    for steps, (split, frame) in zip(diffs, where):
+        for i in np.flatnonzero(steps > longer_than):
+            unit_id = frame[UNIT_ID].iloc[i] if UNIT_ID in frame.columns else None
+            found.append((float(steps[i]), split, unit_id, frame[TIMESTAMP].iloc[i]))
+    return found
 
 
 def check_rul_range(
@@ -248,7 +271,7 @@ def check_rul_proxy(splits: dict[str, pd.DataFrame], sensors: tuple[str, ...], s
 DATA_CHECKS: dict[str, str] = {
     "critical_sensors_complete": "No missing values in critical sensors beyond the tolerance (ERROR)",
     "no_constant_sensor": "Sensors constant on train are named and left out of the models (WARN; ERROR when all are)",
-    "timestamps_regular": "Timestamps sorted and unique per unit with a regular step (WARN when irregular)",
+    "timestamps_regular": "Timestamps sorted and unique per unit with a regular step and no long gap (WARN otherwise)",
     "rul_in_range": "rul within the expected range (WARN outside)",
     "distribution_shift": "Per-sensor train-vs-test Kolmogorov-Smirnov statistic under the limit (WARN past it)",
     "no_rul_proxy_sensor": "No sensor tracks rul on train (|Spearman| past the limit: a counter of age or remaining "
