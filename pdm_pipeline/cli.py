@@ -460,7 +460,7 @@ def _write_table(frame, out: Path | None) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pdm_pipeline.edge.predictor import EdgePredictor, read_input
+    from pdm_pipeline.edge.predictor import EdgePredictor, read_input, status_note
 
     if args.output and not Path(args.output).parent.is_dir():
         raise PdmError(f"--output {args.output}: the directory {Path(args.output).parent} does not exist")
@@ -473,6 +473,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         result = predictor.predict(raw, latest_only=args.latest_only)
     _write_table(result, Path(args.output) if args.output else None)
+    if note := status_note(result):
+        print(note, file=sys.stderr)
     return EXIT_OK
 
 

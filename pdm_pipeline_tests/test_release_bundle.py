@@ -24,7 +24,7 @@ from pdm_pipeline.core.release import (
     verify_release,
 )
 from pdm_pipeline.edge.integrity import IntegrityError, Trust, write_manifest
-from pdm_pipeline.edge.predictor import STATUS, WARMUP, EdgePredictor, PredictionInputError
+from pdm_pipeline.edge.predictor import STATUS, WARMUP, EdgePredictor, PredictionInputError, status_note
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +170,20 @@ def test_predict_flags_rows_it_cannot_see_instead_of_calling_them_healthy(releas
     out = predictor.predict(stale)
     assert out[STATUS].iloc[-1].startswith(f"stale: no reading of {predictor.sensors[0]}")
     assert (predictor.predict(raw.iloc[:5])[WARMUP]).all()
+    # a reading far outside the sensor's training range is predicted, but not called 'ok'
+    train = load_machine(root, MACHINE).splits["train"]
+    sensor = predictor.sensors[0]
+    lo, hi = float(train[sensor].min()), float(train[sensor].max())
+    assert predictor.sensor_ranges[sensor] == pytest.approx((lo, hi))
+    far = load_machine(root, MACHINE).splits["val"].iloc[-200:].copy()
+    far.loc[far.index[-1], sensor] = hi + 10 * (hi - lo)
+    far.loc[far.index[-2], sensor] = hi + 0.2 * (hi - lo)  # within the margin
+    out = predictor.predict(far)
+    assert out[STATUS].iloc[-1].startswith(f"out of training range: {sensor} ")
+    assert f"(trained {lo:.4g} to {hi:.4g})" in out[STATUS].iloc[-1]
+    assert np.isfinite(out["failure_probability"].iloc[-1]) and out[STATUS].iloc[-2] == "ok"
+    assert status_note(out) == "1 of 200 rows not ok (out of training range 1): see the status column"
+    assert (out[STATUS].iloc[:-1] == "ok").all()
     with pytest.raises(PredictionInputError, match="missing column"):
         predictor.predict(raw.drop(columns=[predictor.sensors[0]]))
     repeated = pd.concat([raw.iloc[:-1], raw.iloc[[-2]]], ignore_index=True)  # the last time sent twice

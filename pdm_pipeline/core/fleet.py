@@ -173,7 +173,7 @@ def with_member_copies(frame: pd.DataFrame, copies: dict[str, tuple[str, str]], 
 
 def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[TrainView | None, str | None, str | None]:
     """(view, reason the classifier cannot pool, reason nothing can pool) over the members' train and val rows."""
-    from pdm_pipeline.core.pipeline import train_view
+    from pdm_pipeline.core.pipeline import sensor_ranges, train_view
 
     specs = [f.spec for _, _, f in prepared]
     if any(set(spec.sensors) != set(specs[0].sensors) for spec in specs):
@@ -220,7 +220,10 @@ def _pooled_view(fleet: str, prepared: list[tuple[Any, Any, Any]]) -> tuple[Trai
         raw={s: pd.concat(v, ignore_index=True) for s, v in raw.items()},
         frames={s: pd.concat(v, ignore_index=True) for s, v in frames.items()},
         feature_names=[*common, *copies, *columns],
-        preprocessing={**view.preprocessing, "pooled_feature_names": common, "member_copies": copies},
+        preprocessing={
+            **view.preprocessing, "pooled_feature_names": common, "member_copies": copies,
+            "sensor_ranges": sensor_ranges(raw["train"], first_features.spec.sensors),
+        },
         label_skipped_reason=label_reason,
         pooled={},
         row_members={s: np.concatenate(v) for s, v in members.items()},

@@ -21,11 +21,12 @@ import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pdm_pipeline import families
@@ -155,12 +156,28 @@ def prepare_features(data: MachineData, labels: LabelResult, config: TrainingCon
     return FeatureFrames(spec=spec, frames=frames, fill_values=fill_values)
 
 
-def preprocessing_card(features: FeatureFrames, labels: LabelResult) -> dict[str, Any]:
-    """preprocessing.json: what a predictor needs besides the model (feature spec, fill values, label)."""
+def sensor_ranges(frames: Sequence[pd.DataFrame], sensors: Sequence[str]) -> dict[str, list[float]]:
+    """Each sensor's [min, max] over the rows the models learnt from (train only): the edge predictor says when
+    a reading lies far outside it (a model answers there by extrapolation)."""
+    ranges: dict[str, list[float]] = {}
+    for sensor in sensors:
+        values = pd.concat([f[sensor] for f in frames if sensor in f.columns]).to_numpy(dtype=float, na_value=np.nan)
+        values = values[np.isfinite(values)]
+        if len(values):
+            ranges[sensor] = [float(values.min()), float(values.max())]
+    return ranges
+
+
+def preprocessing_card(
+    features: FeatureFrames, labels: LabelResult, ranges: Mapping[str, list[float]] | None = None
+) -> dict[str, Any]:
+    """preprocessing.json: what a predictor needs besides the model (feature spec, fill values, label, the
+    sensors' training ranges)."""
     return {
         "feature_spec": features.spec.to_dict(),
         "fill_values": features.fill_values,
         "label_definition": labels.definition.to_dict() if labels.definition else None,
+        "sensor_ranges": dict(ranges or {}),
     }
 
 
@@ -182,7 +199,9 @@ def train_view(
         raw={s: data.splits[s] for s in ("train", "val")},
         frames={s: features.frames[s] for s in ("train", "val")},
         feature_names=features.feature_names,
-        preprocessing=preprocessing_card(features, labels),
+        preprocessing=preprocessing_card(
+            features, labels, sensor_ranges([data.splits["train"]], features.spec.sensors)
+        ),
         label_skipped_reason=reason,
         pooled=dict(pooled or {}),
     )
@@ -343,6 +362,7 @@ __all__ = [
     "preprocessing_card",
     "read_preprocessing",
     "run_machine",
+    "sensor_ranges",
     "test_view",
     "train_model",
     "train_view",

@@ -26,7 +26,7 @@ def _write(frame, out: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pdm_pipeline.edge.predictor import EdgePredictor, default_trust, read_input
+    from pdm_pipeline.edge.predictor import EdgePredictor, default_trust, read_input, status_note
 
     trust = default_trust(args.public_key, args.allow_unsigned)
     if args.command == "verify":
@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = predictor.predict(raw, latest_only=args.latest_only)
     _write(result, args.output)
+    if note := status_note(result):
+        print(note, file=sys.stderr)
     return 0
 
 

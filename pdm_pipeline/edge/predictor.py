@@ -12,7 +12,10 @@ within each unit), with enough history before the rows that matter: features are
   but marked `warmup` (its longest windows were not full);
 - a row whose sensors are all missing, or whose unit's window holds no reading at all of some sensor, is NOT
   predicted: its outputs are empty and `status` says why ("no sensor readings", "stale: sensor X missing for
-  the whole window"), because a model fed only fill values answers "healthy" about a machine it cannot see.
+  the whole window"), because a model fed only fill values answers "healthy" about a machine it cannot see;
+- a row with a reading far outside what the models learnt from (beyond the sensor's training [min, max] by more
+  than RANGE_MARGIN of its width) IS predicted, but its `status` names the sensor, the reading and the training
+  range ("out of training range: ..."): the models answer there by extrapolation, which nobody has checked.
 
 Output columns, per row: failure_probability, failure_flag, rul_<time unit>, anomaly_score, anomaly_flag (those
 of the models in the bundle), warmup, status; plus `timestamp` and `unit_id` when the input has them.
@@ -46,6 +49,9 @@ OK = "ok"
 PREDICT_BYTES_PER_VALUE = 40
 # Input rows sampled more than this factor finer or coarser than the training rows are refused (see _check_step).
 STEP_TOLERANCE = 2.0
+# A reading beyond its sensor's training [min, max] by more than this share of the range's width is out of range.
+RANGE_MARGIN = 0.25
+OUT_OF_RANGE = "out of training range"
 PUBLIC_KEY_ENV = "PDM_PUBLIC_KEY"
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -86,6 +92,18 @@ def read_input(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def status_note(result: pd.DataFrame) -> str | None:
+    """One line for the operator when rows are not plainly 'ok': how many, by kind (the reason before ':')."""
+    if STATUS not in result.columns:
+        return None
+    kinds = result[STATUS].astype(str).str.split(":").str[0]
+    counts = kinds[kinds != OK].value_counts()
+    if counts.empty:
+        return None
+    listed = ", ".join(f"{kind} {n}" for kind, n in counts.items())
+    return f"{int(counts.sum())} of {len(result)} rows not ok ({listed}): see the status column"
+
+
 def default_trust(public_key: str | os.PathLike[str] | None, allow_unsigned: bool) -> Trust:
     """The public key given, else $PDM_PUBLIC_KEY; unsigned bundles only when explicitly allowed."""
     key = public_key or os.environ.get(PUBLIC_KEY_ENV)
@@ -105,6 +123,7 @@ class _FeatureGroup:
 
     spec: FeatureSpec
     fill_values: dict[str, float]
+    ranges: dict[str, list[float]]
     runtimes: list[Any]
     columns: list[np.ndarray]
 
@@ -121,6 +140,12 @@ class EdgePredictor:
         self._forecaster = forecaster
         self.sensors: list[str] = list(dict.fromkeys(s for g in groups for s in g.spec.sensors))
         self.min_history_rows: int = max((min_history_rows(g.spec) for g in groups), default=1)
+        # The widest training range of each sensor over the models (a reading outside it is new to all of them).
+        self.sensor_ranges: dict[str, tuple[float, float]] = {}
+        for group in groups:
+            for sensor, (lo, hi) in group.ranges.items():
+                old = self.sensor_ranges.get(sensor, (lo, hi))
+                self.sensor_ranges[sensor] = (min(old[0], lo), max(old[1], hi))
 
     @classmethod
     def load(
@@ -156,7 +181,10 @@ class EdgePredictor:
             prep = json.loads((model_dir / PREPROCESSING_FILE).read_text())
             key = json.dumps([prep["feature_spec"], prep["fill_values"]], sort_keys=True)
             if key not in groups:
-                groups[key] = _FeatureGroup(FeatureSpec.from_dict(prep["feature_spec"]), prep["fill_values"], [], [])
+                groups[key] = _FeatureGroup(
+                    FeatureSpec.from_dict(prep["feature_spec"]), prep["fill_values"], prep.get("sensor_ranges") or {},
+                    [], [],
+                )
             group = groups[key]
             position = {name: i for i, name in enumerate(group.spec.feature_names)}
             missing = [c for c in runtime.inputs if c not in position]
@@ -226,7 +254,8 @@ class EdgePredictor:
             )
 
     def _row_status(self, raw: pd.DataFrame) -> np.ndarray:
-        """'ok', or why a row cannot be predicted: no readings at all, or a sensor silent for its whole window."""
+        """'ok', or why a row cannot be predicted (no readings at all, a sensor silent for its whole window) or is
+        predicted by extrapolation (a reading far outside its training range)."""
         values = raw[self.sensors].to_numpy(dtype=float, na_value=np.nan)
         present = np.isfinite(values)
         status = np.full(len(raw), OK, dtype=object)
@@ -240,6 +269,20 @@ class EdgePredictor:
             if status[i] == OK:
                 names = [self.sensors[j] for j in np.flatnonzero(stale[i])]
                 status[i] = f"stale: no reading of {', '.join(names)} in the last {window} rows"
+        outside = np.zeros(values.shape, dtype=bool)
+        bounds = []
+        for j, sensor in enumerate(self.sensors):
+            lo, hi = self.sensor_ranges.get(sensor, (np.nan, np.nan))
+            margin = RANGE_MARGIN * (hi - lo)
+            bounds.append((lo, hi))
+            if margin > 0:  # no range recorded (older bundles) or a constant sensor: nothing to compare with
+                with np.errstate(invalid="ignore"):
+                    outside[:, j] = (values[:, j] < lo - margin) | (values[:, j] > hi + margin)
+        for i in np.flatnonzero(outside.any(axis=1)):
+            if status[i] == OK:
+                named = [f"{self.sensors[j]} {values[i, j]:.4g} (trained {bounds[j][0]:.4g} to {bounds[j][1]:.4g})"
+                         for j in np.flatnonzero(outside[i])]
+                status[i] = f"{OUT_OF_RANGE}: {', '.join(named)}"
         return status
 
     def predict(self, raw: pd.DataFrame, *, latest_only: bool = False) -> pd.DataFrame:
@@ -261,7 +304,7 @@ class EdgePredictor:
         rows = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()) if latest_only else np.arange(len(raw))
         status = self._row_status(raw)
         out = raw.iloc[rows][[c for c in (TIMESTAMP, UNIT_ID) if c in raw.columns]].copy()
-        usable = status[rows] == OK
+        usable = np.array([s == OK or s.startswith(OUT_OF_RANGE) for s in status[rows]], dtype=bool)
         for group in self._groups:
             try:
                 features = compute_features(raw, group.spec).fillna(group.fill_values).to_numpy(dtype=float)
@@ -293,4 +336,4 @@ class EdgePredictor:
             raise PredictionInputError(f"machine {self.machine_id}: forecast: {exc}") from exc
 
 
-__all__ = ["STATUS", "WARMUP", "EdgePredictor", "PredictionInputError", "default_trust", "read_input"]
+__all__ = ["OUT_OF_RANGE", "STATUS", "WARMUP", "EdgePredictor", "PredictionInputError", "default_trust", "read_input", "status_note"]
