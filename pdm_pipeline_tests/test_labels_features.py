@@ -13,6 +13,7 @@ from pdm_pipeline.core.features import (
     build_feature_frame,
     compute_features,
     fit_feature_spec,
+    in_warmup,
     min_history_rows,
 )
 from pdm_pipeline.core.labels import LabelDefinition, LabelUnavailable, apply_labels, fit_label_definition
@@ -195,6 +196,10 @@ def test_a_window_never_reaches_across_a_gap_longer_than_itself(spec: FeatureSpe
         for window in reaching:
             names = [n for n in spec.feature_names if n.endswith(f"_{window}")]
             assert not np.allclose(features.loc[after, names].to_numpy(), alone[names].to_numpy(), atol=1e-5)
+        # the rows whose restarted windows are not full yet are in warm-up, as at a unit's start
+        warm = np.flatnonzero(in_warmup(gapped, spec))
+        longest = max(spec.windows) if len(restarted) == 3 else 6
+        assert list(warm) == [*range(max(spec.windows) - 1), *range(120, 120 + longest - 1)]
     # without the gap, nothing restarts: the check above is not vacuous
     regular = compute_features(unit, spec)
     names = [n for n in spec.feature_names if n.endswith("_w6")]

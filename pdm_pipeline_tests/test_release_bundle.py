@@ -191,6 +191,37 @@ def test_predict_flags_rows_it_cannot_see_instead_of_calling_them_healthy(releas
         predictor.predict(repeated)
 
 
+def test_latest_only_computes_a_tail_and_answers_as_the_whole_input(released, monkeypatch):
+    """The latest row of each unit from a long input: the same numbers (anomaly alarm included, whose state comes
+    from earlier rows) as predicting every row, from a tail of the input; with rows of two units interleaved."""
+    from pdm_pipeline.edge import predictor as edge
+
+    root, _ = released
+    predictor = EdgePredictor.load(current_release_dir(root, MACHINE) / "bundle", trust=keys.local_trust(root))
+    data = load_machine(root, MACHINE)
+    history = pd.concat([data.splits["train"], data.splits["val"], data.splits["test"]], ignore_index=True)
+    history = history[[c for c in history.columns if c in (*predictor.sensors, "timestamp", "unit_id")]]
+    computed: list[int] = []
+    monkeypatch.setattr(predictor, "_check_memory", computed.append)
+    for latest_rows in (256, 3):  # 3: the alarm's state is rarely settled within so few rows: the tail grows
+        monkeypatch.setattr(edge, "LATEST_ROWS", latest_rows)
+        computed.clear()
+        latest = predictor.predict(history, latest_only=True)
+        assert len(computed) >= 1 and max(computed) < len(history), computed
+        every = predictor.predict(history).groupby(history.get("unit_id", pd.Series(0, index=history.index))).tail(1)
+        pd.testing.assert_frame_equal(latest, every.loc[latest.index], check_exact=False, atol=1e-9)
+    assert predictor._groups and any(hasattr(r, "needs_earlier_rows") for g in predictor._groups for r in g.runtimes)
+    # two units' rows interleaved (a second unit: the same rows a day later): each unit's answer is its own
+    other = history.assign(unit_id="b", timestamp=history["timestamp"] + pd.Timedelta(days=1)).iloc[-3000:]
+    mixed = pd.concat([history.assign(unit_id="a").iloc[-3000:], other]).sort_values("timestamp", kind="stable")
+    both = predictor.predict(mixed, latest_only=True)
+    alone = predictor.predict(other, latest_only=True)
+    assert list(both["unit_id"]) == ["a", "b"]
+    pd.testing.assert_frame_equal(both.iloc[[1]].reset_index(drop=True), alone.reset_index(drop=True), atol=1e-9)
+    flags = predictor.predict(mixed)["anomaly_flag"].to_numpy()
+    assert np.array_equal(flags[mixed["unit_id"].to_numpy() == "b"], predictor.predict(other)["anomaly_flag"].to_numpy())
+
+
 def test_predict_refuses_an_input_its_host_has_no_memory_for(released, monkeypatch):
     """The features of 200 rows need ~40 bytes per value: on a host with less than that available (here made
     small), the input is refused by name before anything is computed, instead of an out-of-memory kill."""

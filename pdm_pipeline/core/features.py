@@ -178,15 +178,8 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         matrix = np.hstack(columns).astype(np.float32)
         return pd.DataFrame(matrix, index=df.index, columns=list(spec.feature_names))
 
-    codes = unit_codes(df)
-    # Units become contiguous blocks (order inside a unit kept) so windows can be bounded by the unit start.
-    order = np.argsort(codes, kind="stable")
-    codes, values = codes[order], values[order]
-    gaps = None
-    if TIMESTAMP in df.columns:
-        times = time_values(df, spec.time_unit, where="feature input")[order]
-        _check_time_order(times, codes)
-        gaps = np.r_[0.0, np.diff(times)]
+    order, codes, gaps = _unit_blocks(df, spec)
+    values = values[order]
     unit_start = _unit_start(codes)
     position = (np.arange(len(codes)) - unit_start).astype(float)
 
@@ -211,6 +204,36 @@ def compute_features(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     matrix = np.empty((len(order), len(spec.feature_names)), dtype=np.float32)
     matrix[order] = np.column_stack([columns[name] for name in spec.feature_names])
     return pd.DataFrame(matrix, index=df.index, columns=list(spec.feature_names))
+
+
+def in_warmup(df: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """Per row of `df` (its order): True when some window of the row is not full yet, after its unit's start or
+    after a gap longer than the window (its values then rest on fewer rows than the model learnt from)."""
+    if spec.step is None or not spec.windows:
+        return np.zeros(len(df), dtype=bool)
+    order, codes, gaps = _unit_blocks(df, spec)
+    rows = np.arange(len(codes))
+    short = np.zeros(len(codes), dtype=bool)
+    for window in spec.windows:
+        short |= rows - _window_start(codes, gaps, window * spec.step) + 1 < window
+    out = np.empty(len(codes), dtype=bool)
+    out[order] = short
+    return out
+
+
+def _unit_blocks(df: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(order, unit codes, gaps): the row order that makes units contiguous blocks (order inside a unit kept), so
+    windows can be bounded by the unit start; each row's unit code and time since the previous row in that order
+    (None without timestamps; checked in order within each unit)."""
+    codes = unit_codes(df)
+    order = np.argsort(codes, kind="stable")
+    codes = codes[order]
+    gaps = None
+    if TIMESTAMP in df.columns:
+        times = time_values(df, spec.time_unit, where="feature input")[order]
+        _check_time_order(times, codes)
+        gaps = np.r_[0.0, np.diff(times)]
+    return order, codes, gaps
 
 
 def build_feature_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

@@ -8,8 +8,9 @@ Input: raw sensor rows (the machine's sensor columns; `timestamp` and `unit_id` 
 within each unit), with enough history before the rows that matter: features are computed by
 `core.features.compute_features`, the same code as training, over the rows given. Rows are checked first:
 
-- a row with fewer than `min_history_rows` rows of its unit before it (itself included) is still predicted
-  but marked `warmup` (its longest windows were not full);
+- a row with fewer than `min_history_rows` rows of its unit before it (itself included), or that soon after a
+  gap in the timestamps longer than a window (the window restarts there), is still predicted but marked
+  `warmup` (some window was not full);
 - a row whose sensors are all missing, or whose unit's window holds no reading at all of some sensor, is NOT
   predicted: its outputs are empty and `status` says why ("no sensor readings", "stale: sensor X missing for
   the whole window"), because a model fed only fill values answers "healthy" about a machine it cannot see;
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pdm_pipeline.core.features import FeatureSpec, compute_features, min_history_rows
+from pdm_pipeline.core.features import FeatureSpec, compute_features, in_warmup, min_history_rows
 from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
 from pdm_pipeline.core.timeaxis import median_step, short, unit_codes
 from pdm_pipeline.edge.integrity import Trust, verify_dir
@@ -49,6 +50,9 @@ OK = "ok"
 PREDICT_BYTES_PER_VALUE = 40
 # Input rows sampled more than this factor finer or coarser than the training rows are refused (see _check_step).
 STEP_TOLERANCE = 2.0
+# Rows per unit that `predict(latest_only=True)` computes beyond the windows' history at first (x4 while the
+# anomaly alarm cannot tell its state from them).
+LATEST_ROWS = 256
 # A reading beyond its sensor's training [min, max] by more than this share of the range's width is out of range.
 RANGE_MARGIN = 0.25
 OUT_OF_RANGE = "out of training range"
@@ -288,6 +292,10 @@ class EdgePredictor:
     def predict(self, raw: pd.DataFrame, *, latest_only: bool = False) -> pd.DataFrame:
         """Predictions per input row (same index as `raw`); with `latest_only`, only each unit's last row.
 
+        With `latest_only` only each unit's last rows are computed: the windows' history and LATEST_ROWS more, as
+        many more as the anomaly alarm needs to know its state (a run of rows that sets it): the answer is the
+        one the whole input gives, at a cost that does not grow with the input.
+
         Raises PredictionInputError naming missing or non-numeric sensor columns (and the expected ones), an
         empty input, rows out of time order or repeating a time.
         """
@@ -298,25 +306,63 @@ class EdgePredictor:
             )
         self._check_columns(raw, self.sensors, "predict")
         self._check_step(raw)
+        warm = np.zeros(len(raw), dtype=bool)
+        for group in self._groups:  # checks the time order of every row, too
+            try:
+                warm |= in_warmup(raw, group.spec)
+            except ValueError as exc:
+                raise PredictionInputError(f"machine {self.machine_id}: {exc}") from exc
+        if latest_only:
+            codes = unit_codes(raw)
+            from_end = pd.Series(codes).groupby(codes).cumcount(ascending=False).to_numpy()
+            whole = from_end + pd.Series(codes).groupby(codes).cumcount().to_numpy() + 1  # the unit's rows
+            history, extra = self.min_history_rows - 1, LATEST_ROWS
+            while (whole > history + extra).any():
+                tail = from_end < history + extra
+                # a row is computed exactly when its windows are full inside the tail or its unit is whole there
+                exact = (from_end < extra) | (whole <= history + extra)
+                cut = (whole > history + extra)[tail][exact[tail]]
+                out = self._predict(raw[tail], warm[tail], latest_only=True, exact=exact[tail], cut=cut)
+                if out is not None:
+                    return out
+                extra *= 4
+        out = self._predict(raw, warm, latest_only=latest_only)
+        assert out is not None
+        return out
+
+    def _predict(
+        self, raw: pd.DataFrame, warm: np.ndarray, *, latest_only: bool,
+        exact: np.ndarray | None = None, cut: np.ndarray | None = None,
+    ) -> pd.DataFrame | None:
+        """The predictions of `raw`'s rows (each unit's last with `latest_only`). The models see only the `exact`
+        rows (default all: the others only give them their windows' history); of those, the `cut` ones belong to
+        units whose earlier rows were left out: None when a model with a state (the anomaly alarm) cannot tell
+        its last state on them without those rows."""
         self._check_memory(len(raw))
         codes = unit_codes(raw)
-        position = pd.Series(codes).groupby(codes).cumcount().to_numpy()
         rows = np.flatnonzero(~pd.Series(codes).duplicated(keep="last").to_numpy()) if latest_only else np.arange(len(raw))
+        exact = np.ones(len(raw), dtype=bool) if exact is None else exact
         status = self._row_status(raw)
         out = raw.iloc[rows][[c for c in (TIMESTAMP, UNIT_ID) if c in raw.columns]].copy()
         usable = np.array([s == OK or s.startswith(OUT_OF_RANGE) for s in status[rows]], dtype=bool)
+        where = np.cumsum(exact) - 1  # a row's place among the exact rows (the last rows are exact)
         for group in self._groups:
             try:
                 features = compute_features(raw, group.spec).fillna(group.fill_values).to_numpy(dtype=float)
             except ValueError as exc:
                 raise PredictionInputError(f"machine {self.machine_id}: {exc}") from exc
             for runtime, columns in zip(group.runtimes, group.columns):
-                outputs = runtime.predict(features[:, columns], codes)
+                outputs = runtime.predict(features[exact][:, columns], codes[exact])
+                needs = getattr(runtime, "needs_earlier_rows", None)
+                if cut is not None and cut.any() and needs is not None and needs(
+                    {name: np.asarray(values)[cut] for name, values in outputs.items()}, codes[exact][cut]
+                ):
+                    return None
                 for name, values in outputs.items():
-                    chosen = np.asarray(values)[rows].astype(float)
+                    chosen = np.asarray(values)[where[rows]].astype(float)
                     chosen[~usable] = np.nan
                     out[name] = chosen
-        out[WARMUP] = position[rows] + 1 < self.min_history_rows
+        out[WARMUP] = warm[rows]
         out[STATUS] = status[rows]
         return out
 

@@ -209,6 +209,21 @@ class AnomalyRuntime:
         return {ANOMALY_SCORE: ensemble, ANOMALY_FLAG: self.alarm(ensemble >= self.threshold, units)}
 
 
+    def needs_earlier_rows(self, outputs: dict[str, np.ndarray], units: np.ndarray) -> bool:
+        """Whether some unit's alarm at its last row could differ with the rows before these (the alarm has a
+        state): not when every unit has, among these rows, `on_samples` consecutive rows above the threshold or
+        `off_samples` below, since such a run sets the state whatever came before it."""
+        above = np.asarray(outputs[ANOMALY_SCORE]) >= self.threshold
+        units = np.asarray(units)
+        for unit in np.unique(units):
+            flags = above[units == unit]
+            change = np.flatnonzero(np.r_[True, flags[1:] != flags[:-1], True])
+            runs, values = np.diff(change), flags[change[:-1]]
+            if not ((runs[values] >= self.on_samples).any() or (runs[~values] >= self.off_samples).any()):
+                return True
+        return False
+
+
 def debounce(above: np.ndarray, units: np.ndarray | None, on_samples: int, off_samples: int) -> np.ndarray:
     """0/1 alarm: switches on at the `on_samples`-th consecutive True, off at the `off_samples`-th consecutive
     False, restarting (off) at every new unit; causal (row t depends on rows <= t of its unit only)."""
@@ -217,8 +232,11 @@ def debounce(above: np.ndarray, units: np.ndarray | None, on_samples: int, off_s
     out = np.zeros(len(above), dtype=np.int8)
     if on_samples <= 1 and off_samples <= 1:
         return above.astype(np.int8)
+    # each unit's rows in their order, one unit after the other (rows of several units may come interleaved)
+    units = pd.factorize(units, use_na_sentinel=False)[0]
+    order = np.argsort(units, kind="stable")
     state, run_on, run_off, previous = False, 0, 0, None
-    for i, (flag, unit) in enumerate(zip(above, units)):
+    for i, flag, unit in zip(order, above[order], units[order]):
         if unit != previous:
             state, run_on, run_off, previous = False, 0, 0, unit
         if flag:
