@@ -19,13 +19,13 @@ import pytest
 from pdm_pipeline import families
 from pdm_pipeline.core.config import GateSettings, TrainingConfig
 from pdm_pipeline.core.gates import WARN, quality_gates
-from pdm_pipeline.core.schema import TIMESTAMP, UNIT_ID
+from pdm_pipeline.core.schema import LABEL, RUL, TIMESTAMP, UNIT_ID
 from pdm_pipeline.errors import SettingsError
 from pdm_pipeline.families.base import ModelSkipped, read_card
 from pdm_pipeline.families.forecast.runtime import ForecastRuntime
 from pdm_pipeline.families.forecast.series import FORECAST_COLUMNS
-from pdm_pipeline.families.forecast.settings import ForecastSettings
-from pdm_pipeline.families.forecast.train import forecast_sensors
+from pdm_pipeline.families.forecast.settings import MAX_DEFAULT_FORECAST_SENSORS, ForecastSettings
+from pdm_pipeline.families.forecast.train import choose_sensors, forecast_sensors, sensor_scores
 from pdm_pipeline_tests.helpers import assert_picture, views
 
 pytestmark = pytest.mark.slow
@@ -68,9 +68,10 @@ def chronological(frame: pd.DataFrame, val_days: float, test_days: float) -> dic
     }
 
 
-def train_on(splits: dict[str, pd.DataFrame], tmp_path, config: TrainingConfig | None = None, unit: str = "hours"):
-    train, test = views(splits, [], time_unit=unit, raw=splits)
-    out = tmp_path / "model"
+def train_on(splits: dict[str, pd.DataFrame], tmp_path, config: TrainingConfig | None = None, unit: str = "hours",
+             critical: tuple[str, ...] = (), name: str = "model"):
+    train, test = views(splits, [], time_unit=unit, raw=splits, critical=critical)
+    out = tmp_path / name
     FORECAST.train(train, out, config or TrainingConfig())
     return out, test
 
@@ -244,8 +245,101 @@ def test_forecast_sensors_prefers_critical_sensors():
         forecast_sensors(["z"], ["a"])
 
 
+LIFE = 96
+TIED = ["s07", "s10"]  # the two sensors that follow rul on train in `degrading` (not first by name on purpose)
+
+
+def degrading(days: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Hourly lifecycles of LIFE hours (rul counts down to 0, then a repair), 12 noisy sensors of different
+    scales of which s07 rises and s10 falls with wear, and a constant sensor."""
+    rng = np.random.default_rng(seed)
+    n = days * 24
+    rul = (LIFE - 1 - np.arange(n) % LIFE).astype(float)
+    wear = 1 - rul / LIFE
+    frame = pd.DataFrame({TIMESTAMP: pd.date_range(START, periods=n, freq="h"), RUL: rul})
+    for j in range(12):
+        frame[f"s{j:02d}"] = 20 + rng.normal(0, 1 + j / 4, n)
+    frame["s07"] += 8 * wear
+    frame["s10"] -= 10 * wear
+    frame["a_flat"] = 5.0
+    return frame
+
+
+def capped(**extra) -> TrainingConfig:
+    return TrainingConfig(extra={"forecast_max_sensors": 2, **extra})
+
+
+def test_without_critical_sensors_the_cap_keeps_the_sensors_tied_to_rul_on_train(tmp_path):
+    """12 varying sensors, none declared critical, cap 2: exactly the two that follow rul are fitted (real
+    Prophet, one validation window), and the card and summary say which, why, and what was left out."""
+    splits = chronological(degrading(), val_days=3, test_days=2)
+    train, _ = views(splits, [], raw=splits)
+    out = tmp_path / "model"
+    summary = FORECAST.train(train, out, capped(forecast_validation_windows=1))
+    card = read_card(out)
+    assert sorted(card["sensors"]) == TIED and summary["sensors"] == card["sensors"]
+    chosen = card["sensor_selection"]
+    assert chosen == summary["sensor_selection"]
+    assert "Spearman" in chosen["rule"] and "rul" in chosen["rule"] and "max_sensors 2" in chosen["rule"]
+    assert sorted(chosen["scores"]) == TIED and min(chosen["scores"].values()) > max(chosen["next_best"].values())
+    assert chosen["left_out"] == 10 and chosen["constant_on_train"] == ["a_flat"]
+    assert "critical_sensors" in chosen["change"] and "forecast_max_sensors" in chosen["change"]
+    assert "max_sensors" not in card["spec"]["settings"], "a training-only setting: not stored for refits"
+    prophets = [c for c in card["selection"]["candidates"] if c["method"] == "prophet"]
+    assert prophets and all(set(c["val_mae"]) == set(TIED) for c in prophets), "Prophet fitted on the chosen only"
+    if card["method"] == "prophet":
+        assert sorted(card["files"]) == TIED
+
+
+def test_the_sensor_choice_is_fitted_on_train_only(tmp_path):
+    """Val and test rewritten so that two other sensors follow rul there and the chosen ones run against it:
+    the choice and its scores do not move (the forecast history is train + val; the choice must not be)."""
+    splits = chronological(degrading(), val_days=3, test_days=2)
+    changed = {k: v.copy() for k, v in splits.items()}
+    for split in ("val", "test"):
+        frame = changed[split]
+        wear = 1 - frame[RUL] / LIFE
+        frame["s00"], frame["s01"] = 20 + 50 * wear, 20 - 50 * wear
+        frame["s07"], frame["s10"] = 20 - 8 * wear, 20 + 10 * wear
+    config = capped(forecast_validation_windows=0)  # no Prophet needed: the choice comes first
+    first, _ = train_on(splits, tmp_path, config, name="a")
+    second, _ = train_on(changed, tmp_path, config, name="b")
+    a, b = read_card(first)["sensor_selection"], read_card(second)["sensor_selection"]
+    assert sorted(read_card(first)["sensors"]) == sorted(read_card(second)["sensors"]) == TIED
+    assert a == b
+    view, _ = views(splits, [], raw={**splits, "val": splits["train"].iloc[:0]})
+    assert sensor_scores(view, ["s07"])[1]["s07"] == pytest.approx(a["scores"]["s07"], abs=0)
+
+
+def test_declared_critical_sensors_are_all_forecast_past_the_cap(tmp_path):
+    splits = chronological(degrading(), val_days=3, test_days=2)
+    out, _ = train_on(splits, tmp_path, capped(forecast_validation_windows=0), critical=("s00", "s01", "s02"))
+    card = read_card(out)
+    assert card["sensors"] == ["s00", "s01", "s02"]
+    assert "critical" in card["sensor_selection"]["rule"] and "left_out" not in card["sensor_selection"]
+
+
+def test_without_rul_the_choice_follows_the_failure_label_then_the_drift_and_never_a_constant_sensor():
+    frame = degrading(days=8)
+    label = (frame[RUL] < 24).astype(int)
+    with_label = frame.drop(columns=[RUL]).assign(**{LABEL: label})
+    view, _ = views({"train": with_label, "val": with_label.iloc[:0], "test": with_label.iloc[:0]}, [])
+    chosen, record = choose_sensors(view, 2)
+    assert sorted(chosen) == TIED and LABEL in record["rule"]
+    # No rul, no label: the level drift over each lifecycle relative to the noise; the constant sensor scores 0
+    # and is never a candidate, even with room for every sensor.
+    bare = frame.drop(columns=[RUL]).assign(**{UNIT_ID: (np.arange(len(frame)) // LIFE).astype(str)})
+    view, _ = views({"train": bare, "val": bare.iloc[:0], "test": bare.iloc[:0]}, [])
+    chosen, record = choose_sensors(view, 2)
+    assert sorted(chosen) == TIED and "drift" in record["rule"]
+    everything, record = choose_sensors(view, 0)
+    assert len(everything) == 12 and "a_flat" not in everything and record["constant_on_train"] == ["a_flat"]
+    assert MAX_DEFAULT_FORECAST_SENSORS == ForecastSettings().max_sensors == 8
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ({"forecast_growth": "cubic"}, "growth='cubic'"),
+    ({"forecast_max_sensors": -1}, "max_sensors=-1"),
     ({"forecast_bogus": 1}, "unknown forecast setting"),
     ({"window": 3}, "unknown expert setting"),
 ])

@@ -160,7 +160,7 @@ class TrainingConfig:
         choices=POOLING_CHOICES,
     )
     seed: int = setting(0, "random seed for every model")
-    extra: dict[str, Any] = setting({}, "expert settings, e.g. forecast_history_days")
+    extra: dict[str, Any] = setting({}, "expert settings, e.g. forecast_history_points, forecast_max_sensors")
 
     @property
     def tabular(self) -> TabularPreset:

@@ -1,7 +1,8 @@
 """Forecast settings (Prophet hyperparameters and window rules) and the candidates compared on validation.
 
 Every field can be fixed with the expert setting `extra["forecast_<field>"]` (e.g. `--set
-extra.forecast_history_points=168`); a fixed field is not varied by the selection.
+extra.forecast_history_points=168`); a fixed field is not varied by the selection. `max_sensors` only chooses
+the sensors at training (see train.py) and is not part of what a refit needs (`as_dict`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ CANDIDATE_GRID: tuple[dict[str, Any], ...] = (
     {"history_points": 168, "growth": "flat"},
 )
 
+# Sensors forecast when the metadata declares no critical sensors (a 150-sensor machine fitted 150 Prophet
+# models in 373 s); overridden by `extra["forecast_max_sensors"]`, 0 = every sensor.
+MAX_DEFAULT_FORECAST_SENSORS = 8
+# Chosen at training only: left out of the settings stored for refits (an edge runtime of an older release
+# builds ForecastSettings from them and would refuse a field it does not know).
+TRAINING_ONLY = ("max_sensors",)
+
 
 @dataclass(frozen=True)
 class ForecastSettings:
@@ -46,6 +54,8 @@ class ForecastSettings:
     # Forecast windows in the validation period that choose among the candidates and calibrate the intervals
     # (0 = no selection: these settings as they are, with Prophet's own bands).
     validation_windows: int = 4
+    # Without declared critical sensors, at most this many sensors are forecast (0 = every sensor): see train.py.
+    max_sensors: int = MAX_DEFAULT_FORECAST_SENSORS
     seed: int = 0
 
     @staticmethod
@@ -106,9 +116,12 @@ class ForecastSettings:
             problems.append(f"uncertainty_samples={self.uncertainty_samples!r} must be >= 100 (95 % bands need draws)")
         if not (isinstance(self.validation_windows, int) and self.validation_windows >= 0):
             problems.append(f"validation_windows={self.validation_windows!r} must be a whole number >= 0")
+        if not (isinstance(self.max_sensors, int) and not isinstance(self.max_sensors, bool) and self.max_sensors >= 0):
+            problems.append(f"max_sensors={self.max_sensors!r} must be a whole number >= 0 (0 = every sensor)")
         if problems:
             raise SettingsError("invalid forecast settings: " + "; ".join(problems))
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What a refit needs (stored in the spec card): every field but TRAINING_ONLY."""
+        return {k: v for k, v in asdict(self).items() if k not in TRAINING_ONLY}

@@ -1,6 +1,10 @@
 """Choose the forecaster on validation windows, then fit it per sensor (or store the naive forecast's bands).
 
-Sensors: the metadata's critical sensors, or every sensor when none is declared. History = raw train + val.
+Sensors (see `choose_sensors`): the metadata's critical sensors, all of them. None declared: every sensor that
+varies on train, or, beyond `max_sensors` (8; `extra.forecast_max_sensors`, 0 = no cap), the `max_sensors` most
+tied to degradation on TRAIN rows only: largest |Spearman| with `rul`, else with the failure label, else the
+largest level drift over each unit's train rows relative to its noise (ties by name). The card's
+`sensor_selection` names the rule, each sensor's score and how many were left out. History = raw train + val.
 
 Selection (VALIDATION windows, per machine)
     Candidates: Prophet with each CANDIDATE_GRID setting (settings fixed in `config.extra` are not varied) and
@@ -36,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pdm_pipeline.core.config import TrainingConfig
-from pdm_pipeline.core.schema import UNIT_ID
+from pdm_pipeline.core.schema import LABEL, RUL, UNIT_ID
 from pdm_pipeline.core.timeaxis import short
 from pdm_pipeline.families.base import CARD_FILE, ModelSkipped, TrainView
 from pdm_pipeline.families.forecast import FAMILY
@@ -51,6 +55,10 @@ MIN_CALIBRATION_POINTS = 24
 MIN_HORIZONS_OF_HISTORY = 2
 # Points of each sensor's history tail kept in the card (the naive forecast without new rows).
 TAIL_SEASONS = 2
+# A selection target (rul, label) needs this many train rows with a value, a drift score this many per unit.
+MIN_SCORE_ROWS = 8
+# Sensors left out by the cap whose scores the card shows (the nearest misses).
+NEXT_BEST_SHOWN = 5
 
 
 def forecast_sensors(critical: Sequence[str], all_sensors: Sequence[str]) -> list[str]:
@@ -60,6 +68,98 @@ def forecast_sensors(critical: Sequence[str], all_sensors: Sequence[str]) -> lis
     if unknown:
         raise ValueError(f"critical sensor(s) {unknown} from the metadata are not among the sensors {list(all_sensors)}")
     return chosen or list(all_sensors)
+
+
+def choose_sensors(view: TrainView, max_sensors: int) -> tuple[list[str], dict[str, Any]]:
+    """The sensors to forecast (constant ones on train dropped) and the card's record of why.
+
+    Declared critical sensors: all of them, no cap (explicit beats implicit). None declared: every varying sensor,
+    or, beyond `max_sensors` (0 = no cap), the `max_sensors` best by `sensor_scores` on train, ties by name."""
+    declared = bool(view.metadata.critical_sensors)
+    sensors = forecast_sensors(view.metadata.critical_sensors, view.sensors)
+    train = view.raw["train"]
+    constant = [s for s in sensors if train[s].nunique(dropna=True) <= 1]
+    varying = [s for s in sensors if s not in constant]
+    record: dict[str, Any] = {"max_sensors": max_sensors, "constant_on_train": constant}
+    if declared:
+        record["rule"] = "the critical sensors declared in the metadata (rul_parameters.critical_sensors), no cap"
+        return varying, record
+    if not max_sensors or len(varying) <= max_sensors:
+        record["rule"] = ("no critical sensors declared: every sensor varying on train"
+                          + (" (max_sensors 0: no cap)" if not max_sensors else f" ({len(varying)} <= max_sensors)"))
+        return varying, record
+    rule, scores = sensor_scores(view, varying)
+    ranked = sorted(varying, key=lambda s: (-round(scores[s], 12), s))
+    chosen, rest = ranked[:max_sensors], ranked[max_sensors:]
+    record.update({
+        "rule": f"no critical sensors declared and {len(varying)} varying sensors > max_sensors {max_sensors}: the "
+                f"{max_sensors} with the largest {rule} (ties by name)",
+        "scores": {s: scores[s] for s in chosen},
+        "left_out": len(rest),
+        "next_best": {s: scores[s] for s in rest[:NEXT_BEST_SHOWN]},
+        "change": "declare rul_parameters.critical_sensors in the machine's metadata (all forecast, no cap), or "
+                  "set the cap: --set extra.forecast_max_sensors=<n> (0 = every sensor)",
+    })
+    return chosen, record
+
+
+def sensor_scores(view: TrainView, sensors: Sequence[str]) -> tuple[str, dict[str, float]]:
+    """How tied to degradation each sensor is, on TRAIN rows only (never val/test), and the rule's name:
+    |Spearman| with `rul`, else with the failure label (the data's, else the one fitted on train), else drift:
+    |mean of the last - first quarter| of each unit's train rows / the noise of its step-to-step changes
+    (std / sqrt 2), averaged over units by rows. Missing values are left out; a sensor without a score gets 0."""
+    train = view.raw["train"]
+    values = {s: np.asarray(pd.to_numeric(train[s], errors="coerce"), dtype=float) for s in sensors}
+    for name, target in _targets(view):
+        y = np.asarray(pd.to_numeric(pd.Series(np.asarray(target)), errors="coerce"), dtype=float)
+        known = np.isfinite(y)
+        if known.sum() >= MIN_SCORE_ROWS and np.unique(y[known]).size > 1:
+            return f"|Spearman correlation| with {name} on train", {
+                s: _spearman(values[s], y) for s in sensors
+            }
+    time = np.asarray(fs.axis_datetimes(train, view.time_unit, f"machine {view.machine_id}, train split"))
+    units = train[UNIT_ID].astype(str).to_numpy() if UNIT_ID in train.columns else np.zeros(len(train))
+    groups = [np.flatnonzero(units == u) for u in pd.unique(units)]
+    groups = [rows[np.argsort(time[rows], kind="stable")] for rows in groups]
+    return "level drift over each unit's train rows / noise (no rul or failure label on train)", {
+        s: _drift(values[s], groups) for s in sensors
+    }
+
+
+def _targets(view: TrainView) -> list[tuple[str, Any]]:
+    """Candidate selection targets aligned with the raw train rows, best first: rul, then the failure label."""
+    train, frame = view.raw["train"], view.frames.get("train")
+    out: list[tuple[str, Any]] = [(RUL, train[RUL])] if RUL in train.columns else []
+    if LABEL in train.columns:
+        out.append((LABEL, train[LABEL]))
+    elif frame is not None and LABEL in frame.columns and len(frame) == len(train):
+        out.append((f"{LABEL} (fitted on train)", frame[LABEL]))
+    return out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < MIN_SCORE_ROWS:
+        return 0.0
+    rx, ry = (pd.Series(v[keep]).rank().to_numpy() for v in (x, y))
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(abs(np.corrcoef(rx, ry)[0, 1]))
+
+
+def _drift(x: np.ndarray, groups: Sequence[np.ndarray]) -> float:
+    total, weight = 0.0, 0
+    for rows in groups:
+        v = x[rows]
+        v = v[np.isfinite(v)]
+        if len(v) < MIN_SCORE_ROWS:
+            continue
+        noise = float(np.diff(v).std()) / math.sqrt(2)
+        q = len(v) // 4
+        shift = abs(float(v[-q:].mean()) - float(v[:q].mean()))
+        total += (shift / noise if noise > 0 else 0.0) * len(v)
+        weight += len(v)
+    return total / weight if weight else 0.0
 
 
 @dataclass
@@ -148,11 +248,14 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     started = time.perf_counter()
     if not view.metadata.time_order:
         raise ModelSkipped(f"machine {view.machine_id} has no timestamp column: nothing to forecast")
-    sensors = forecast_sensors(view.metadata.critical_sensors, view.sensors)
-    varying = [s for s in sensors if view.raw["train"][s].nunique(dropna=True) > 1]
-    if not varying:
-        raise ModelSkipped(f"every sensor to forecast is constant on train ({', '.join(sensors)}): nothing to forecast")
-    sensors = varying
+    settings = ForecastSettings.from_config(config)
+    sensors, sensor_record = choose_sensors(view, settings.max_sensors)
+    if not sensors:
+        raise ModelSkipped(f"every sensor to forecast is constant on train "
+                           f"({', '.join(sensor_record['constant_on_train'])}): nothing to forecast")
+    if "left_out" in sensor_record:
+        log.info(f"forecast: machine {view.machine_id}: {sensor_record['rule']}: {', '.join(sensors)}; "
+                 f"{sensor_record['left_out']} sensor(s) left out ({sensor_record['change']})")
     unit = view.time_unit
     history = pd.concat([view.raw["train"], view.raw["val"]], ignore_index=True)
     where = f"machine {view.machine_id}, forecast history"
@@ -177,7 +280,6 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
                f" (in {unit})")
         )
     parallel = len(segs) > 1
-    settings = ForecastSettings.from_config(config)
     fixed = ForecastSettings.overrides(config.extra)
     span = max(s.values.index[-1] - s.values.index[0] for s in segs)
     season = fs.season_for(step, unit, span)
@@ -256,6 +358,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     card: dict[str, Any] = {
         "model_type": FAMILY.model_type,
         "sensors": sensors,
+        "sensor_selection": sensor_record,
         "spec": spec.to_card(),
         "method": spec.method,
         "label": "seasonal naive" if spec.method == NAIVE else "prophet",
@@ -292,6 +395,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=1))
     return {
         "sensors": sensors,
+        "sensor_selection": sensor_record,
         "method": spec.method,
         "grid_step": _step_text(step, unit),
         "horizon": card["horizon"],
@@ -342,4 +446,4 @@ def _span_text(span: pd.Timedelta, unit: str) -> str:
     return f"{span.total_seconds():g} {short(unit)}"
 
 
-__all__ = ["forecast_sensors", "train"]
+__all__ = ["choose_sensors", "forecast_sensors", "sensor_scores", "train"]
