@@ -1192,3 +1192,34 @@ def test_a_header_naming_a_column_twice_is_refused_not_renamed(tmp_path: Path) -
     source.write_text("Time,temp,temp,flow\n2024-03-01 00:00:00,1,2,3\n2024-03-01 00:10:00,4,5,6\n")
     message = _error(source, tmp_path / "data", machine_id="m", time_column="Time")
     assert str(source) in message and "['temp'] appear more than once" in message
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "options"),
+    [
+        ("Time", lambda f: f["Time"], {"time_column": "Time"}),
+        ("Epoch (s)", lambda f: pd.to_datetime(f["Time"]).astype("int64") // 10**9,
+         {"time_column": "Epoch (s)", "time_format": "unix_s"}),
+        ("Cycle no.", lambda f: np.arange(1, len(f) + 1), {"cycle_column": "Cycle no.", "cycle_unit": "min"}),
+        ("Cycle no.", lambda f: np.arange(1, len(f) + 1), {"cycle_column": "Cycle no."}),
+    ],
+)
+def test_the_edge_reads_the_source_time_column_as_the_import_did(tmp_path: Path, column, values, options) -> None:
+    """The bundle's column map (`import_columns` of the metadata's source notes) lets the edge predictor rename
+    source-format rows and read their time column to the very timestamps the import wrote."""
+    from pdm_pipeline.core.bundle import import_columns
+    from pdm_pipeline.edge.predictor import EdgePredictor
+
+    frame = _series(20)
+    frame = frame.drop(columns="Time").assign(**{column: values(frame)})
+    source = _csv(tmp_path / "in.csv", frame)
+    splits = _imported(source, tmp_path / "data", machine_id="m", **options)
+    columns = import_columns(_metadata(tmp_path / "data", "m")["source"])
+    assert columns is not None and columns["timestamp"] == column
+    predictor = EdgePredictor(tmp_path, {"machine_id": "m", "models": {}, "source_columns": columns}, [], None)
+    rows = predictor.to_contract(pd.read_csv(source))
+    written = pd.concat(splits.values(), ignore_index=True)
+    assert list(rows.columns) == ["temp_degC", "pressure_bar", "value", "timestamp"]
+    assert rows["timestamp"].tolist() == written["timestamp"].tolist()
+    assert str(rows["timestamp"].dtype) == str(written["timestamp"].dtype)
+    assert import_columns(None) is None and import_columns({"file": "x"}) is None  # not imported: no map

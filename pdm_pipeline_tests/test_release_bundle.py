@@ -477,3 +477,85 @@ def test_releases_are_ordered_as_they_were_made_not_by_a_clock_that_was_ahead(tm
     assert recover_machine(tmp_path, MACHINE) == [f"current re-pointed to {made[-1]}"]
     _collect_garbage(tmp_path, MACHINE)
     assert [p.name for p in complete_releases(tmp_path, MACHINE)] == made[1:]
+
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """A machine imported from a file with awkward names (spaces, brackets, a day-first 'Time stamp', a 'Line #'
+    unit column) and released with its anomaly model alone (seconds): root, bundle, source frame, and the last
+    120 rows of each unit in the source file's format (a CSV) and in the contract's."""
+    from pdm_pipeline.core.importer import ImportOptions, import_data
+    from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
+    from pdm_pipeline.core.release import release_machine
+
+    tmp_path = tmp_path_factory.mktemp("imported")
+    n, rng = 400, np.random.default_rng(5)
+    times = pd.date_range("2024-03-01", periods=n, freq="10min").strftime("%d/%m/%Y %H:%M")
+    source = pd.concat([pd.DataFrame({
+        "Line #": line,
+        "Time stamp": times,
+        "Air temperature [K]": 300 + rng.normal(0, 1, n),
+        "Rotational speed (rpm)": 1500 + rng.normal(0, 20, n),
+    }) for line in ("A", "B")], ignore_index=True)
+    csv = tmp_path / "press.csv"
+    source.to_csv(csv, index=False)
+    root = tmp_path / "data"
+    import_data(csv, root, ImportOptions(machine_id="press", time_column="Time stamp", time_format="%d/%m/%Y %H:%M",
+                                         unit_column="Line #", time_unit="minutes"))
+    data = load_machine(root, "press")
+    config = TrainingConfig(time_limit_s=5)
+    labels = prepare_labels(data, config)
+    features = prepare_features(data, labels, config)
+    run_id = new_run_id()
+    trained = train_model("anomaly", data, labels, features, paths.staging_dir(root, "press", run_id) / "anomaly",
+                          config, keys.signing_key(root))
+    evaluation = evaluate_model(trained, data, features, keys.local_trust(root))
+    result = release_machine(root, "press", {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
+                             run_id=run_id, data=data)
+    assert result.published, result.reason
+    original = tmp_path / "original.csv"
+    source.groupby("Line #").tail(120).to_csv(original, index=False)
+    every = pd.concat(data.splits.values()).sort_values(["unit_id", "timestamp"])
+    contract = every.groupby("unit_id").tail(120).reset_index(drop=True)
+    return root, current_release_dir(root, "press") / "bundle", original, contract
+
+
+def test_an_imported_machine_predicts_on_rows_in_its_source_files_format(imported, tmp_path):
+    """The bundle records the import's column map: rows as the machine emits them (the source file's header and
+    day-first times) predict the same as the same rows in the contract's names (they were refused: 'missing
+    column(s) ['air_temperature_K', ...]'), through the API and the CLI."""
+    from pdm_pipeline.cli import main
+    from pdm_pipeline.edge.predictor import read_input
+
+    root, bundle, original, contract = imported
+    assert json.loads((bundle / "bundle.json").read_text())["source_columns"] == {
+        "sensors": {"air_temperature_K": "Air temperature [K]", "rotational_speed_rpm": "Rotational speed (rpm)"},
+        "timestamp": "Time stamp", "time": {"kind": "datetime", "format": "%d/%m/%Y %H:%M"}, "unit_id": "Line #"}
+    predictor = EdgePredictor.load(bundle, trust=keys.local_trust(root))
+    expected = predictor.predict(contract)
+    got = predictor.predict(read_input(original))
+    assert list(got.columns) == list(expected.columns) and got["anomaly_score"].notna().sum() > 200
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected)
+    out = tmp_path / "out.csv"
+    assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), "--input", str(original),
+                 "--output", str(out)]) == 0
+    assert pd.read_csv(out)["anomaly_score"].tolist() == pytest.approx(expected["anomaly_score"].tolist(), nan_ok=True)
+
+
+def test_imported_names_mixed_with_contract_names_are_refused_naming_both(imported):
+    """Both names of one sensor is ambiguous, a mix of forms is refused, and a missing column is named in both."""
+    from pdm_pipeline.edge.predictor import read_input
+
+    root, bundle, original, contract = imported
+    predictor = EdgePredictor.load(bundle, trust=keys.local_trust(root))
+    rows = read_input(original)
+    with pytest.raises(PredictionInputError, match=r"both the contract and the imported name of "
+                                                   r"'air_temperature_K' / 'Air temperature \[K\]'"):
+        predictor.predict(rows.assign(air_temperature_K=1.0))
+    with pytest.raises(PredictionInputError, match=r"mixes contract names \['rotational_speed_rpm'\]"):
+        predictor.predict(rows.rename(columns={"Rotational speed (rpm)": "rotational_speed_rpm"}))
+    for frame in (rows.drop(columns="Air temperature [K]"), contract.drop(columns="air_temperature_K")):
+        with pytest.raises(PredictionInputError, match=r"missing column\(s\) 'air_temperature_K' \(imported from "
+                                                       r"'Air temperature \[K\]'\)"):
+            predictor.predict(frame)

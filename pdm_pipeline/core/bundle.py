@@ -4,7 +4,8 @@ Layout (built by the release into `<release>/bundle/`; a model type the release 
 
     manifest.json, manifest.sig   sha256 + size of every other file, Ed25519 signature (edge/integrity.py)
     bundle.json                   machine_id, release_id, created_at, time unit, library versions, per model:
-                                  format, inputs, thresholds, output columns
+                                  format, inputs, thresholds, output columns; for an imported machine
+                                  `source_columns` (`import_columns`): the source file's names of its columns
     <model_type>/                 the released model directory as trained: native booster file (model.txt,
                                   model.json, model.cbm) or AutoGluon predictor, anomaly_model.npz, Prophet JSON;
                                   model_card.json, preprocessing.json, metrics.json and its own signed manifest
@@ -21,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -107,8 +109,35 @@ def _entry(model_type: str, model_dir: Path) -> dict[str, Any]:
     return entry
 
 
-def build_bundle(release_dir: Path, machine_id: str, release_id: str, signing_key: bytes | None) -> BundleInfo:
-    """Write `<release_dir>/bundle/` from the model directories of the release (hard links) and sign it."""
+def import_columns(source: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """How the source rows of an imported machine map onto the contract, from its metadata's `source` notes
+    (importer/build.py): {"sensors": {sensor: source column}, "timestamp": source time or cycle column,
+    "time": how that column is read, "unit_id": source unit column}. None for a machine that was not imported."""
+    from pdm_pipeline.core.importer.options import CYCLE_UNITS
+    from pdm_pipeline.core.importer.timeline import CYCLE_ORIGIN, UNIX_TIME_FORMATS
+
+    if not isinstance(source, Mapping) or not isinstance(source.get("sensor_columns"), Mapping):
+        return None
+    options = source.get("options") or {}
+    out: dict[str, Any] = {"sensors": {str(k): str(v) for k, v in source["sensor_columns"].items()}}
+    time_format, cycle_unit = options.get("time_format"), options.get("cycle_unit")
+    if options.get("time_column"):
+        out["timestamp"] = options["time_column"]
+        out["time"] = ({"kind": "unix", "unit": UNIX_TIME_FORMATS[time_format]} if time_format in UNIX_TIME_FORMATS
+                       else {"kind": "datetime", "format": time_format})
+    elif options.get("cycle_column"):
+        out["timestamp"] = options["cycle_column"]
+        out["time"] = ({"kind": "cycles", "origin": str(CYCLE_ORIGIN), "seconds": CYCLE_UNITS[cycle_unit]}
+                       if cycle_unit in CYCLE_UNITS else {"kind": "counter"})
+    if options.get("unit_column"):
+        out["unit_id"] = options["unit_column"]
+    return out
+
+
+def build_bundle(release_dir: Path, machine_id: str, release_id: str, signing_key: bytes | None,
+                 source: Mapping[str, Any] | None = None) -> BundleInfo:
+    """Write `<release_dir>/bundle/` from the model directories of the release (hard links) and sign it.
+    `source`: the machine metadata's import notes, recorded as `source_columns` (edge input may use its names)."""
     start = time.perf_counter()
     out = Path(release_dir) / "bundle"
     if out.exists():
@@ -145,6 +174,9 @@ def build_bundle(release_dir: Path, machine_id: str, release_id: str, signing_ke
         "models": entries,
         "absent": absent,
     }
+    columns = import_columns(source)
+    if columns is not None:
+        description["source_columns"] = columns
     (out / BUNDLE_FILE).write_text(json.dumps(description, indent=1))
     manifest = write_manifest(out, signing_key, {"machine_id": machine_id, "release_id": release_id,
                                                  "created_at": created_at, "kind": "edge bundle"})

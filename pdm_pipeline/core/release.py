@@ -346,6 +346,18 @@ def new_release_id(run_id: str) -> str:
     return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{run_id[:8]}"
 
 
+def _import_source(root: Path, machine_id: str, data: Any) -> dict[str, Any] | None:
+    """The import notes of the machine's metadata (`source`, importer/build.py): from the data trained on, else its
+    metadata file; None for a machine that was not imported."""
+    metadata = getattr(data, "metadata", None)
+    if metadata is not None:
+        return metadata.extra.get("source")
+    try:
+        return json.loads(paths.metadata_path(root, machine_id).read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def release_machine(
     root: Path,
     machine_id: str,
@@ -392,7 +404,7 @@ def release_machine(
                 return _finish(root, machine_id, run_id, ReleaseResult(
                     machine_id, False, None, None, previous_id, decisions, release_gates,
                     f"not released: {total.description}; the previous release stays"))
-            bundle = build_bundle(building, machine_id, release_id, signing_key)
+            bundle = build_bundle(building, machine_id, release_id, signing_key, _import_source(root, machine_id, data))
             bundle_gate = check_bundle_size(bundle.size_mb, settings.bundle_budget_mb)
             release_gates.append(bundle_gate)
             if bundle_gate.blocks:

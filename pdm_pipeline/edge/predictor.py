@@ -18,6 +18,11 @@ within each unit), with enough history before the rows that matter: features are
   than RANGE_MARGIN of its width) IS predicted, but its `status` names the sensor, the reading and the training
   range ("out of training range: ..."): the models answer there by extrapolation, which nobody has checked.
 
+A machine imported from its own file (`pdm-pipeline import`) may be given rows in that file's format: when the
+bundle records the import's column names (bundle.json `source_columns`) and the input uses them instead of the
+contract names, its columns are renamed (all of them, or the input is refused) and the source time column is read
+as the importer read it.
+
 Output columns, per row: failure_probability, failure_flag, rul_<time unit>, anomaly_score, anomaly_flag (those
 of the models in the bundle), warmup, status; plus `timestamp` and `unit_id` when the input has them.
 """
@@ -206,20 +211,87 @@ class EdgePredictor:
     def time_unit(self) -> str | None:
         return self.description.get("time_unit")
 
-    def _check_columns(self, raw: pd.DataFrame, needed: list[str], what: str) -> None:
+    @property
+    def source_columns(self) -> dict[str, str]:
+        """{contract column: the imported file's column} for a machine imported from its own file, else {}."""
+        source = self.description.get("source_columns") or {}
+        out = dict(source.get("sensors") or {})
+        out.update({c: source[c] for c in (TIMESTAMP, UNIT_ID) if source.get(c)})
+        return out
+
+    def _named(self, column: str) -> str:
+        source = self.source_columns.get(column)
+        return f"{column!r} (imported from {source!r})" if source and source != column else repr(column)
+
+    def to_contract(self, raw: pd.DataFrame, what: str = "input") -> pd.DataFrame:
+        """`raw` with the imported file's column names (bundle.json `source_columns`) renamed to the contract's
+        and the source time column read as the importer read it; unchanged when it uses the contract names.
+        A mix of both forms is refused, naming the columns."""
+        mapping = {c: s for c, s in self.source_columns.items() if c != s}
+        if not mapping:
+            return raw
+        by_name = {str(c).strip(): c for c in raw.columns}  # the importer strips blanks around names
+        contract = [c for c in mapping if c in raw.columns]
+        source = [c for c, s in mapping.items() if s in by_name]
+        both = [c for c in contract if c in source]
+        if both:
+            raise PredictionInputError(
+                f"machine {self.machine_id}: {what} input has both the contract and the imported name of "
+                + ", ".join(f"{c!r} / {mapping[c]!r}" for c in both) + ": give each column once, in one form"
+            )
+        if not source:
+            return raw
+        if contract:
+            raise PredictionInputError(
+                f"machine {self.machine_id}: {what} input mixes contract names {contract} with imported names "
+                f"{[mapping[c] for c in source]}: give every column in one form (the bundle maps "
+                + ", ".join(f"{s!r} -> {c!r}" for c, s in mapping.items()) + ")"
+            )
+        out = raw.rename(columns={by_name[mapping[c]]: c for c in source})
+        if TIMESTAMP in source:
+            out[TIMESTAMP] = self._source_times(pd.Series(out[TIMESTAMP]), mapping[TIMESTAMP], what)
+        return out
+
+    def _source_times(self, values: pd.Series, column: str, what: str) -> pd.Series:
+        """The source time column read as the importer read it (importer/timeline.py `timestamps`)."""
+        spec = (self.description.get("source_columns") or {}).get("time") or {"kind": "datetime"}
+        kind = spec.get("kind")
+        try:
+            if kind == "counter" or pd.api.types.is_datetime64_any_dtype(values.dtype):
+                return values
+            if kind in ("unix", "cycles"):
+                numbers = np.asarray(values, dtype=float)
+                times = (pd.to_datetime(numbers, unit=spec["unit"]) if kind == "unix" else
+                         pd.Timestamp(spec["origin"]) + pd.to_timedelta(numbers * float(spec["seconds"]), unit="s"))
+                return pd.Series(times, index=values.index).astype("datetime64[ns]")
+            if pd.api.types.is_numeric_dtype(values):
+                raise ValueError("it holds numbers, the import read dates")
+            parsed = pd.to_datetime(values, format=spec.get("format"), utc=True).dt.tz_localize(None)
+            return parsed.astype("datetime64[ns]")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PredictionInputError(
+                f"machine {self.machine_id}: {what}: column {column!r} (imported as {TIMESTAMP!r}) cannot be read as "
+                f"its import read it ({kind}{', format ' + repr(spec['format']) if spec.get('format') else ''}): {exc}"
+            ) from None
+
+    def _check_columns(self, raw: pd.DataFrame, needed: list[str], what: str) -> pd.DataFrame:
+        """`raw` in the contract's names (`to_contract`), checked to hold every needed column, sensors numeric."""
         if not isinstance(raw, pd.DataFrame):
             raise TypeError(f"machine {self.machine_id}: {what} needs a pandas DataFrame, got {type(raw).__name__}")
         if raw.empty:
             raise PredictionInputError(f"machine {self.machine_id}: {what} got no rows")
+        raw = self.to_contract(raw, what)
         missing = [c for c in needed if c not in raw.columns]
         if missing:
             raise PredictionInputError(
-                f"machine {self.machine_id}: {what} input is missing column(s) {missing}; "
+                f"machine {self.machine_id}: {what} input is missing column(s) {', '.join(map(self._named, missing))}; "
                 f"the bundle expects {needed} (present: {list(raw.columns)})"
             )
         non_numeric = [c for c in needed if c != TIMESTAMP and not pd.api.types.is_numeric_dtype(raw[c])]
         if non_numeric:
-            raise PredictionInputError(f"machine {self.machine_id}: {what}: sensor column(s) {non_numeric} are not numeric")
+            raise PredictionInputError(f"machine {self.machine_id}: {what}: sensor column(s) "
+                                       f"{', '.join(map(self._named, non_numeric))} are not numeric")
+        return raw
 
     def _check_memory(self, rows: int) -> None:
         """Refuse an input whose features would not fit in this host's available memory (a Pi has a few GB; an
@@ -292,6 +364,8 @@ class EdgePredictor:
     def predict(self, raw: pd.DataFrame, *, latest_only: bool = False) -> pd.DataFrame:
         """Predictions per input row (same index as `raw`); with `latest_only`, only each unit's last row.
 
+        `raw` in the contract's column names or, for an imported machine, the source file's (`to_contract`).
+
         With `latest_only` only each unit's last rows are computed: the windows' history and LATEST_ROWS more, as
         many more as the anomaly alarm needs to know its state (a run of rows that sets it): the answer is the
         one the whole input gives, at a cost that does not grow with the input.
@@ -304,7 +378,7 @@ class EdgePredictor:
                 f"bundle {self.bundle_dir} of machine {self.machine_id} has no model that predicts per row "
                 f"(it holds: {', '.join(self.model_types)})"
             )
-        self._check_columns(raw, self.sensors, "predict")
+        raw = self._check_columns(raw, self.sensors, "predict")
         self._check_step(raw)
         warm = np.zeros(len(raw), dtype=bool)
         for group in self._groups:  # checks the time order of every row, too
@@ -373,7 +447,7 @@ class EdgePredictor:
             absent = self.description.get("absent", {}).get("timeseries", "not trained")
             raise PredictionInputError(f"bundle {self.bundle_dir} of machine {self.machine_id} has no forecasts: {absent}")
         if raw is not None:
-            self._check_columns(raw, [TIMESTAMP, *self._forecaster.sensors], "forecast")
+            raw = self._check_columns(raw, [TIMESTAMP, *self._forecaster.sensors], "forecast")
         from pdm_pipeline.families.forecast.series import ForecastSkipped
 
         try:
