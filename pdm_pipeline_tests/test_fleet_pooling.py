@@ -30,6 +30,19 @@ def test_pooled_or_own_classifier_is_chosen_on_the_machines_val_rows(tmp_path):
     fleet = train_fleet(root, "motor", CONFIG)
     assert fleet.members == ["motor_001", "motor_006"] and "classification" in fleet.models, fleet.skipped
     assert "member copies" not in fleet.inputs and fleet.inputs.endswith("2 machine columns"), "time order: no copies"
+    # the pooled models' training ranges (the edge's out-of-range status) span both members' train rows
+    import json
+
+    from pdm_pipeline.core import paths
+    from pdm_pipeline.core.contract import load_machine
+
+    ranges = json.loads((paths.fleet_dir(root, "motor") / "current" / "classification" / "preprocessing.json")
+                        .read_text())["sensor_ranges"]
+    trains = [load_machine(root, m).splits["train"] for m in fleet.members]
+    for sensor, span in ranges.items():
+        assert span == pytest.approx([min(t[sensor].min() for t in trains), max(t[sensor].max() for t in trains)])
+    assert any(span != pytest.approx([trains[0][s].min(), trains[0][s].max()]) for s, span in ranges.items()), \
+        "the union, not the first member's ranges"
 
     run = run_machine(root, "motor_001", CONFIG)
     model_dir = run.release.path / "classification"
