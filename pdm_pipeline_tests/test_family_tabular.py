@@ -146,6 +146,44 @@ def test_classifier_beats_majority_baseline_on_test_with_pictures(classifier, fr
     assert matrix["tp"] + matrix["fn"] == int(frames["test"][LABEL].sum())
     assert_picture(evaluation.pictures["confusion_matrix"])
     assert_picture(evaluation.pictures["precision_recall_curve"])
+    assert_picture(evaluation.pictures["reliability"])
+    # calibrated probabilities: better than saying the train failure rate of every row
+    assert evaluation.metrics["brier"] < evaluation.baseline["brier"]
+    assert evaluation.metrics["calibration_error"] < evaluation.baseline["calibration_error"]
+
+
+def test_the_shipped_probability_is_calibrated_and_flags_the_rows_the_threshold_was_chosen_for(classifier, frames):
+    """The card's Platt scaling was fitted on val; the flag is the raw probability against the raw threshold, and
+    the same rows are those whose calibrated probability reaches the card's threshold."""
+    card = read_card(classifier)
+    calibration = card["calibration"]
+    assert calibration["method"] == "platt" and calibration["fitted_on"] == "val rows" and calibration["slope"] > 0
+    runtime = ClassifierRuntime(classifier, card)
+    features = frames["test"][runtime.inputs].to_numpy(dtype=float)
+    raw, calibrated = runtime.raw_probability(features), runtime.probability(features)
+    assert not np.allclose(raw, calibrated)
+    assert np.all(np.diff(calibrated[np.argsort(raw)]) >= 0), "the map is increasing"
+    out = runtime.predict(features)
+    assert np.array_equal(out["failure_flag"], (raw >= calibration["raw_threshold"]).astype(np.int8))
+    assert np.array_equal(out["failure_flag"], (calibrated >= card["threshold"]).astype(np.int8))
+    np.testing.assert_allclose(out["failure_probability"], calibrated)
+
+
+def test_platt_scaling_undoes_an_over_confident_score_and_needs_failures_to_fit_on():
+    from pdm_pipeline.families.classifier.runtime import log_odds, platt
+    from pdm_pipeline.families.classifier.train import brier, fit_calibration
+
+    rng = np.random.default_rng(0)
+    true_p = 1 / (1 + np.exp(-rng.normal(-3, 1.5, 20_000)))
+    truth = (rng.random(true_p.size) < true_p).astype(int)
+    raw = 1 / (1 + np.exp(-3 * log_odds(true_p)))  # three times too sure, either way
+    calibration = fit_calibration(truth, raw, 0.5, "val rows")
+    assert calibration["slope"] == pytest.approx(1 / 3, rel=0.1) and calibration["raw_threshold"] == 0.5
+    assert brier(truth, platt(raw, calibration)) < brier(truth, raw) - 0.005
+    assert brier(truth, platt(raw, calibration)) == pytest.approx(brier(truth, true_p), abs=0.002)
+    few = fit_calibration(np.r_[np.ones(4), np.zeros(500)], np.linspace(0, 1, 504), 0.5, "val rows")
+    assert few["method"] == "none" and "4 failures" in few["reason"]
+    assert np.array_equal(platt(raw, few), raw)
 
 
 def test_the_classifier_baseline_is_the_better_constant_prediction_per_metric():

@@ -17,7 +17,7 @@ from pdm_pipeline.core.config import TrainingConfig
 from pdm_pipeline.core.importer import import_ai4i2020
 from pdm_pipeline.families.base import CARD_FILE, read_card
 from pdm_pipeline.families.boosters import BaggedNativeModel, NativeModel
-from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+from pdm_pipeline.families.classifier.runtime import ClassifierRuntime, platt
 from pdm_pipeline.families.classifier.train import OUT_OF_FOLD_FILE, OUT_OF_FOLD_ROWS, f1_optimal_threshold
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,10 @@ def test_the_pooled_model_is_cross_fitted_and_its_out_of_fold_rows_name_their_ma
         assert not np.isnan(oof["probability"]).any(), "every train + val row got an out-of-fold probability"
         assert sorted(set(oof["member"].tolist())) == [0, 1, 2]
         threshold, f1 = f1_optimal_threshold(oof["truth"], oof["probability"])
-    assert card["threshold"] == pytest.approx(threshold) and card["val_metrics"]["f1"] == pytest.approx(f1)
+    calibration = card["calibration"]  # fitted on those out-of-fold rows; the threshold moved with it
+    assert calibration["method"] == "platt" and calibration["fitted_on"] == OUT_OF_FOLD_ROWS
+    assert calibration["raw_threshold"] == pytest.approx(threshold) and card["val_metrics"]["f1"] == pytest.approx(f1)
+    assert card["threshold"] == pytest.approx(float(platt(np.array([threshold]), calibration)[0]))
     assert "out-of-fold" in card["threshold_source"]
 
 

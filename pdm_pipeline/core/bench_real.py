@@ -273,6 +273,7 @@ def _ai4i_split(realdata: Path, root: Path, seed: int) -> tuple[dict[str, float]
             "f1": evaluation.metrics["f1"], "precision": evaluation.metrics["precision"],
             "recall": evaluation.metrics["recall"], "test_failures": c["tp"] + c["fn"], "test_rows": c["tp"] + c["fp"] + c["fn"] + c["tn"],
             "model": run.trained["classification"].summary.get("source"),
+            "brier": evaluation.metrics["brier"], "raw_brier": evaluation.details["raw_brier"],
         }
     pooled = _pooled(confusions)
     pooled["plain_lightgbm_f1"] = plain_booster_f1(root, ids)
@@ -577,13 +578,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# bench-real: public data, each with its own protocol", ""]
     a = result["ai4i"]
     lines += ["## AI4I 2020 (failure classification)", "", a["protocol"], "",
-              "| | F1 | label ceiling F1 | precision | recall | test failures / rows | model |",
-              "|---|---|---|---|---|---|---|",
+              "| | F1 | label ceiling F1 | precision | recall | test failures / rows | model | Brier (raw) |",
+              "|---|---|---|---|---|---|---|---|",
               f"| pooled (3 types) | {_fmt(a['pooled']['f1'])} | {_fmt(a['pooled'].get('label_ceiling_f1', math.nan))} | "
-              f"{_fmt(a['pooled']['precision'])} | {_fmt(a['pooled']['recall'])} | - | - |"]
+              f"{_fmt(a['pooled']['precision'])} | {_fmt(a['pooled']['recall'])} | - | - | - |"]
     for t, row in a["per_type"].items():
+        brier = f"{row['brier']:.4f} ({row['raw_brier']:.4f})" if "brier" in row else "-"
         lines.append(f"| Type {t} | {_fmt(row['f1'])} | {_fmt(row.get('label_ceiling_f1', math.nan))} | {_fmt(row['precision'])} | "
-                     f"{_fmt(row['recall'])} | {row['test_failures']} / {row['test_rows']} | {row['model']} |")
+                     f"{_fmt(row['recall'])} | {row['test_failures']} / {row['test_rows']} | {row['model']} | {brier} |")
     lines += ["", "Label ceiling: the test F1 of a model that knows the three deterministic failure rules (HDF, PWF, "
               "OSF) exactly; tool-wear (TWF) and random (RNF) failures and those with no mode are beyond any model "
               "(mode flags read for this column only, never by a model)."]

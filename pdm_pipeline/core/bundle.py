@@ -100,7 +100,7 @@ def _entry(model_type: str, model_dir: Path) -> dict[str, Any]:
     card = json.loads((model_dir / CARD_FILE).read_text())
     entry: dict[str, Any] = {"format": card.get("format") or card.get("method") or "npz"}
     for key in ("threshold", "input_columns", "inputs", "time_unit", "rul_cap", "sensors", "method", "label",
-                "fallback_reason", "source"):
+                "fallback_reason", "source", "calibration"):
         if key in card:
             entry[key] = card[key]
     if "alarm" in card:

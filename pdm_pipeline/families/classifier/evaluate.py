@@ -1,7 +1,9 @@
 """Test metrics of the failure classifier, through the runtime that ships (TEST only, once).
 
 F1, precision, recall, accuracy at the val threshold, ROC-AUC, PR-AUC; baseline = per metric the better
-constant prediction (always the train majority class, always failure). `single_row_latency_ms` = median one-row prediction of the shipped model. Pictures: confusion matrix and
+constant prediction (always the train majority class, always failure). Calibration of `failure_probability`:
+Brier score and expected calibration error (ECE: the row-weighted gap between the mean predicted probability and
+the failure rate over CALIBRATION_BINS bins of equal row counts), beside the constant train failure rate's. `single_row_latency_ms` = median one-row prediction of the shipped model. Pictures: confusion matrix and
 precision-recall curve.
 """
 
@@ -28,7 +30,38 @@ from pdm_pipeline.families import tabular
 from pdm_pipeline.families.base import TestView, read_card
 from pdm_pipeline.families.classifier import FAMILY
 from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
-from pdm_pipeline.families.classifier.train import binary_labels
+from pdm_pipeline.families.classifier.train import binary_labels, brier
+
+CALIBRATION_BINS = 10
+
+
+def calibration_error(truth: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """ECE over `bins` bins of equal row counts (sorted by probability): sum of |mean p - failure rate| x share."""
+    order = np.argsort(proba, kind="stable")
+    error = 0.0
+    for rows in np.array_split(order, min(bins, len(order))):
+        if len(rows):
+            error += abs(float(proba[rows].mean()) - float(truth[rows].mean())) * len(rows) / len(order)
+    return error
+
+
+def _reliability_plot(truth: np.ndarray, proba: np.ndarray, raw: np.ndarray, machine_id: str) -> str:
+    from pdm_pipeline.core.plots import figure_markdown, new_figure
+
+    fig, ax = new_figure(5.5, 4.0)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for values, name, color in ((raw, "raw booster", "tab:grey"), (proba, "shipped (calibrated)", "tab:blue")):
+        order = np.argsort(values, kind="stable")
+        groups = [g for g in np.array_split(order, min(CALIBRATION_BINS, len(order))) if len(g)]
+        ax.plot([values[g].mean() for g in groups], [truth[g].mean() for g in groups], "o-", color=color,
+                label=f"{name} (Brier {brier(truth, values):.4f})", alpha=0.6 if name.startswith("raw") else 1.0)
+    ax.set_xlabel("mean predicted failure probability (bins of equal rows)")
+    ax.set_ylabel("observed failure rate")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_title(machine_id)
+    ax.legend(loc="upper left", fontsize=8)
+    return figure_markdown(fig, f"{machine_id}: failure probability reliability (test)")
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -94,9 +127,10 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     tabular.check_frame(test, "test", runtime.inputs, LABEL)
     truth = binary_labels(test, "test")
     features = test[runtime.inputs].to_numpy(dtype=float)
+    raw = runtime.raw_probability(features) if len(truth) else np.zeros(0)
     proba = runtime.probability(features) if len(truth) else np.zeros(0)
     threshold = runtime.threshold
-    predicted = (proba >= threshold).astype(int)
+    predicted = runtime.flag(raw).astype(int)
     if len(np.unique(truth)) < 2:
         cls = int(truth[0]) if len(truth) else None
         flagged = f"; the classifier flags {int(predicted.sum())} of its {len(truth)} rows as failing" if len(truth) else ""
@@ -106,9 +140,13 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
             f" recall, precision and F1 are undefined there, so the test split cannot say how the classifier does"
             f"{flagged}" + (" (every one a false alarm)" if cls == 0 and predicted.any() else ""),
         )
-    metrics = classification_metrics(truth, predicted, proba)
+    metrics = classification_metrics(truth, predicted, raw)  # rankings of the raw probability (the map is increasing)
+    metrics["brier"] = brier(truth, proba)
+    metrics["calibration_error"] = calibration_error(truth, proba)
     metrics["single_row_latency_ms"] = tabular.single_row_latency_ms(runtime.probability, features[:1])
     baseline = constant_baseline(truth, int(card["train_majority_class"]))
+    rate = np.full(len(truth), float(card["train_positive_rate"]))  # the train failure rate, said of every row
+    baseline["brier"], baseline["calibration_error"] = brier(truth, rate), calibration_error(truth, rate)
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     tn, fp, fn, tp = (int(v) for v in matrix.ravel())
     details = {
@@ -124,12 +162,15 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         "pooling": card.get("pooling"),
         "preset": card["preset"],
         "val_metrics": card["val_metrics"],
+        "calibration": card.get("calibration"),
+        "raw_brier": brier(truth, raw),
     }
     pictures = {"confusion_matrix": _confusion_plot(matrix, threshold, view.machine_id)}
     if 0 < truth.sum() < len(truth):
         pictures["precision_recall_curve"] = _pr_curve_plot(
-            truth, proba, (metrics["recall"], metrics["precision"]), view.machine_id
+            truth, raw, (metrics["recall"], metrics["precision"]), view.machine_id
         )
+        pictures["reliability"] = _reliability_plot(truth, proba, raw, view.machine_id)
     return Evaluation(
         model_type=FAMILY.model_type,
         metrics=metrics,

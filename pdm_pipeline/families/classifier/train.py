@@ -22,6 +22,14 @@ Fleet pooling (see `core/fleet.py`): when a pooled model of the machine's fleet 
 it, the pooled and the machine's own model are compared on the machine's held-out predictions (PR-AUC: val
 rows, or every train + val row when both are cross-fitted) and the better one ships, with its threshold
 calibrated on those rows of this machine.
+
+Probability calibration: the booster's probabilities (early-stopped boosting on a rare class) are not
+probabilities a reliability engineer can read as such. On the rows the threshold was chosen on (val, the
+out-of-fold rows, or the machine's rows a pooled model was chosen on) a Platt scaling is fitted (a logistic
+regression on the raw probability's log-odds; two parameters, so it holds on a few failures; isotonic regression
+would follow their noise): `failure_probability` is the calibrated value, the threshold is moved with it (the map
+is increasing: the same rows are flagged, rankings and F1 unchanged). With fewer than MIN_CALIBRATION_FAILURES
+failures on those rows, or a fit that would not increase, the raw probability is kept and the card says why.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from pdm_pipeline.families import tabular
 from pdm_pipeline.families.base import CARD_FILE, ModelSkipped, TrainView
 from pdm_pipeline.families.boosters import NativeModel
 from pdm_pipeline.families.classifier import FAMILY
-from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
+from pdm_pipeline.families.classifier.runtime import ClassifierRuntime, log_odds, platt
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,54 @@ BAG_DIR = "bag"
 # Out-of-fold probabilities and truth of the train + val rows (train first, then val), beside a bagged model.
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
 OUT_OF_FOLD_ROWS = "every train + val row (out-of-fold)"
+# Platt scaling needs this many failures (and non-failures) among the rows it is fitted on.
+MIN_CALIBRATION_FAILURES = 5
+# Where the rows the threshold was chosen on travel inside a card until the calibration is fitted (never written).
+_THRESHOLD_ROWS = "_threshold_rows"
+
+
+def brier(truth: np.ndarray, proba: np.ndarray) -> float:
+    return float(np.mean((np.asarray(proba, dtype=float) - np.asarray(truth, dtype=float)) ** 2))
+
+
+def fit_calibration(truth: np.ndarray, raw: np.ndarray, threshold: float, rows: str) -> dict[str, Any]:
+    """Platt scaling of raw probabilities on held-out rows, or why not ({"method": "none", "reason": ...})."""
+    from sklearn.linear_model import LogisticRegression
+
+    truth = np.asarray(truth).astype(int)
+    failures, normal = int(truth.sum()), int(len(truth) - truth.sum())
+    if min(failures, normal) < MIN_CALIBRATION_FAILURES:
+        return {"method": "none", "fitted_on": rows, "reason": f"{rows} hold {failures} failures and {normal} other "
+                f"rows: fewer than {MIN_CALIBRATION_FAILURES} of one class to calibrate on"}
+    x = log_odds(raw)[:, None]
+    fit = LogisticRegression(C=1.0).fit(x, truth)
+    slope, intercept = float(fit.coef_[0][0]), float(fit.intercept_[0])
+    if not slope > 0:
+        return {"method": "none", "fitted_on": rows,
+                "reason": f"the fit on {rows} does not increase with the raw probability (slope {slope:.3g})"}
+    calibration = {"method": "platt", "slope": slope, "intercept": intercept, "fitted_on": rows,
+                   "rows": len(truth), "failures": failures, "raw_threshold": float(threshold)}
+    calibrated = platt(raw, calibration)
+    calibration["brier_on_fit_rows"] = {"raw": brier(truth, raw), "calibrated": brier(truth, calibrated)}
+    return calibration
+
+
+def _with_calibration(card: dict[str, Any]) -> dict[str, Any]:
+    """The card with the calibration fitted on its threshold rows (a kept calibration stays: the fleet's, when this
+    machine's rows were too few to choose on) and its threshold moved onto the calibrated probability."""
+    rows = card.pop(_THRESHOLD_ROWS, None)
+    if rows is None:
+        return card
+    truth, raw, where = rows
+    calibration = fit_calibration(truth, raw, card["threshold"], where)
+    threshold = float(platt(np.array([card["threshold"]]), calibration)[0])
+    if calibration["method"] == "platt":
+        log.info(f"classifier: probabilities calibrated on {where} (Platt: Brier {calibration['brier_on_fit_rows']['raw']:.4f}"
+                 f" -> {calibration['brier_on_fit_rows']['calibrated']:.4f}); threshold {card['threshold']:.4f} -> "
+                 f"{threshold:.4f} on the calibrated probability")
+    else:
+        log.info(f"classifier: probabilities not calibrated: {calibration['reason']}")
+    return {**card, "threshold": threshold, "calibration": calibration}
 
 
 def binary_labels(frame: Any, split: str) -> np.ndarray:
@@ -145,6 +201,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         card = _choose_pooled(out_dir, card, view, labels, pooled, force=config.pooling == "fleet")
         if card["source"] == "machine":
             _enough_failures(failures, f" and the fleet model was not chosen ({card.get('pooling')})")
+    card = _with_calibration(card)
     card["train_positive_rate"] = float(labels["train"].mean())
     card["train_majority_class"] = int(card["train_positive_rate"] > 0.5)
     card["train_seconds"] = time.perf_counter() - start
@@ -153,6 +210,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
         "best_model": card["best_model"],
         "format": card["format"],
         "threshold": card["threshold"],
+        "calibration": (card.get("calibration") or {}).get("method", "none"),
         "val_metrics": card["val_metrics"],
         "preset": card["preset"],
         "source": card["source"],
@@ -280,6 +338,7 @@ def _cross_fit(
                             "cross-fitting: rows without time order)",
         "val_metrics": metrics,
         "val_metrics_rows": OUT_OF_FOLD_ROWS,
+        _THRESHOLD_ROWS: (truth, out_of_fold, OUT_OF_FOLD_ROWS),
     })
     return card
 
@@ -287,14 +346,15 @@ def _cross_fit(
 def _calibrate(model_dir: Path, card: dict[str, Any], view: TrainView, labels: dict[str, np.ndarray]) -> dict:
     """Threshold chosen on val probabilities of the runtime that ships (native booster or AutoGluon)."""
     runtime = ClassifierRuntime(model_dir, card)
-    proba = runtime.probability(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
+    proba = runtime.raw_probability(view.frames["val"][runtime.inputs].to_numpy(dtype=float))
     threshold, _ = f1_optimal_threshold(labels["val"], proba)
     metrics = val_metrics(labels["val"], proba, threshold)
     log.info(
         f"classifier: threshold {threshold:.4f} chosen on val (F1 {metrics['f1']:.3f}, "
         f"PR-AUC {metrics['average_precision']:.3f})"
     )
-    return {**card, "threshold": threshold, "threshold_source": "maximum F1 on the val split", "val_metrics": metrics}
+    return {**card, "threshold": threshold, "threshold_source": "maximum F1 on the val split", "val_metrics": metrics,
+            _THRESHOLD_ROWS: (labels["val"], proba, "val rows")}
 
 
 def _held_out(model_dir: Path, card: dict[str, Any], view: TrainView, labels: dict[str, np.ndarray],
@@ -312,9 +372,9 @@ def _held_out(model_dir: Path, card: dict[str, Any], view: TrainView, labels: di
             truth, proba, is_val = data["truth"][rows], data["probability"][rows], data["val"][rows]
         return {"all": (truth, proba), "val": (truth[is_val], proba[is_val])}
     runtime = ClassifierRuntime(model_dir, card)
-    val = (labels["val"], runtime.probability(view.frames["val"][runtime.inputs].to_numpy(dtype=float)))
+    val = (labels["val"], runtime.raw_probability(view.frames["val"][runtime.inputs].to_numpy(dtype=float)))
     if not member:  # a pooled model that never saw this machine: every train + val row is held out
-        train = runtime.probability(view.frames["train"][runtime.inputs].to_numpy(dtype=float))
+        train = runtime.raw_probability(view.frames["train"][runtime.inputs].to_numpy(dtype=float))
         return {"all": (np.concatenate([labels["train"], val[0]]), np.concatenate([train, val[1]])), "val": val}
     return {"val": val}
 
@@ -338,15 +398,20 @@ def _choose_pooled(
     rows = OUT_OF_FOLD_ROWS if scope == "all" else "val rows"
     positives = int(truth.sum())
     few = positives < MIN_VAL_POSITIVES_TO_CHOOSE
-    if few:
-        threshold = float(candidate["threshold"])
+    fleet_calibration = candidate.get("calibration") or {}
+    if few:  # the fleet's threshold and calibration (the threshold on the raw probability for the metrics here)
+        threshold = float(fleet_calibration.get("raw_threshold", candidate["threshold"]))
         source = (f"the fleet model's threshold (this machine's {rows} hold {positives} failures: too few to "
                   "calibrate alone)")
     else:
         threshold, _ = f1_optimal_threshold(truth, proba)
         source = f"maximum F1 on this machine's {rows}"
     card = {**candidate, "threshold": threshold, "threshold_source": source,
-            "val_metrics": val_metrics(truth, proba, threshold), "val_metrics_rows": rows}
+            "val_metrics": val_metrics(truth, proba, threshold), "val_metrics_rows": rows,
+            _THRESHOLD_ROWS: (truth, proba, f"this machine's {rows}")}
+    if few:
+        card.pop(_THRESHOLD_ROWS)
+        card["threshold"] = float(candidate["threshold"])  # on the fleet's calibrated probability
     own_score = float(average_precision_score(own_truth, own_proba))
     pooled_score = float(average_precision_score(truth, proba))
     rule = ("forced by pooling=fleet" if force else
