@@ -460,14 +460,14 @@ def _write_table(frame, out: Path | None) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pdm_pipeline.edge.predictor import EdgePredictor, read_input, status_note
+    from pdm_pipeline.edge.predictor import EdgePredictor, status_note
 
     if args.output and not Path(args.output).parent.is_dir():
         raise PdmError(f"--output {args.output}: the directory {Path(args.output).parent} does not exist")
     if args.output and Path(args.output).suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise PdmError(f"--output {args.output}: write .csv or .parquet (the table is written in that format)")
     predictor = EdgePredictor.load(args.bundle, trust=_trust(args))
-    raw = read_input(args.input)
+    raw = predictor.read_input(args.input)
     if args.forecast:
         result = predictor.forecast(None if args.from_training_end else raw, horizon=args.horizon)
     else:

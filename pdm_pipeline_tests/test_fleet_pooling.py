@@ -60,6 +60,13 @@ def test_pooled_or_own_classifier_is_chosen_on_the_machines_val_rows(tmp_path):
     recorded = decision["pooled_val_pr_auc" if card["source"] == "fleet" else "own_val_pr_auc"]
     assert shipped == pytest.approx(recorded, abs=1e-9)
     assert run.evaluations["classification"].evaluated
+    # a machine that ships the pooled model records its training ranges: every member's, not its own alone
+    from dataclasses import replace
+
+    forced = run_machine(root, "motor_006", replace(CONFIG, pooling="fleet"))
+    assert read_card(forced.release.path / "classification")["source"] == "fleet"
+    shipped_ranges = json.loads((forced.release.path / "classification" / "preprocessing.json").read_text())
+    assert shipped_ranges["sensor_ranges"] == ranges
 
 
 def test_a_fleet_pools_by_default_on_the_windows_every_member_has(tmp_path):

@@ -485,24 +485,29 @@ def imported(tmp_path_factory):
     """A machine imported from a file with awkward names (spaces, brackets, a day-first 'Time stamp', a 'Line #'
     unit column) and released with its anomaly model alone (seconds): root, bundle, source frame, and the last
     120 rows of each unit in the source file's format (a CSV) and in the contract's."""
+    return _import_and_release(tmp_path_factory.mktemp("imported"), "Time stamp", {})
+
+
+def _import_and_release(tmp_path, time_column: str, written: dict):
+    """Import a two-line press file (time column `time_column`, day-first; `written`: the text file's separator
+    and decimal mark) and release its anomaly model: root, bundle, the last rows as written and in contract form."""
     from pdm_pipeline.core.importer import ImportOptions, import_data
     from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
     from pdm_pipeline.core.release import release_machine
 
-    tmp_path = tmp_path_factory.mktemp("imported")
     n, rng = 400, np.random.default_rng(5)
     times = pd.date_range("2024-03-01", periods=n, freq="10min").strftime("%d/%m/%Y %H:%M")
     source = pd.concat([pd.DataFrame({
         "Line #": line,
-        "Time stamp": times,
+        time_column: times,
         "Air temperature [K]": 300 + rng.normal(0, 1, n),
         "Rotational speed (rpm)": 1500 + rng.normal(0, 20, n),
     }) for line in ("A", "B")], ignore_index=True)
     csv = tmp_path / "press.csv"
-    source.to_csv(csv, index=False)
+    source.to_csv(csv, index=False, sep=written.get("separator", ","), decimal=written.get("decimal", "."))
     root = tmp_path / "data"
-    import_data(csv, root, ImportOptions(machine_id="press", time_column="Time stamp", time_format="%d/%m/%Y %H:%M",
-                                         unit_column="Line #", time_unit="minutes"))
+    import_data(csv, root, ImportOptions(machine_id="press", time_column=time_column, time_format="%d/%m/%Y %H:%M",
+                                         unit_column="Line #", time_unit="minutes", **written))
     data = load_machine(root, "press")
     config = TrainingConfig(time_limit_s=5)
     labels = prepare_labels(data, config)
@@ -515,10 +520,36 @@ def imported(tmp_path_factory):
                              run_id=run_id, data=data)
     assert result.published, result.reason
     original = tmp_path / "original.csv"
-    source.groupby("Line #").tail(120).to_csv(original, index=False)
+    source.groupby("Line #").tail(120).to_csv(original, index=False, sep=written.get("separator", ","),
+                                              decimal=written.get("decimal", "."))
     every = pd.concat(data.splits.values()).sort_values(["unit_id", "timestamp"])
     contract = every.groupby("unit_id").tail(120).reset_index(drop=True)
     return root, current_release_dir(root, "press") / "bundle", original, contract
+
+
+def test_rows_written_as_the_machine_writes_them_with_its_own_timestamp_column(tmp_path, capsys):
+    """A source whose time column is itself called 'timestamp' (day-first) in a ';'-separated, decimal-comma file:
+    the rows as written predict as the contract's rows do (the dates were read month-first, silently, and the
+    file was refused as 'one column')."""
+    from pdm_pipeline.cli import main
+
+    root, bundle, original, contract = _import_and_release(tmp_path, "timestamp", {"separator": ";", "decimal": ","})
+    predictor = EdgePredictor.load(bundle, trust=keys.local_trust(root))
+    rows = predictor.read_input(original)
+    assert rows["Air temperature [K]"].dtype == float
+    got = predictor.predict(rows)
+    expected = predictor.predict(contract)
+    assert got["timestamp"].tolist() == expected["timestamp"].tolist() and not got["warmup"].iloc[-1]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected)
+    out = tmp_path / "out.csv"
+    assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), "--input", str(original), "--latest-only",
+                 "--output", str(out)]) == 0
+    assert pd.read_csv(out)["anomaly_score"].tolist() == pytest.approx(expected.groupby("unit_id").tail(1)[
+        "anomaly_score"].tolist())
+    contract_csv = tmp_path / "contract.csv"  # rows in the contract's form still read as such
+    contract.to_csv(contract_csv, index=False)
+    pd.testing.assert_frame_equal(predictor.predict(predictor.read_input(contract_csv)).reset_index(drop=True),
+                                  expected)
 
 
 def test_an_imported_machine_predicts_on_rows_in_its_source_files_format(imported, tmp_path):

@@ -131,6 +131,10 @@ def import_columns(source: Mapping[str, Any] | None) -> dict[str, Any] | None:
                        if cycle_unit in CYCLE_UNITS else {"kind": "counter"})
     if options.get("unit_column"):
         out["unit_id"] = options["unit_column"]
+    reading = {"separator": options.get("separator", ","), "decimal": options.get("decimal", "."),
+               "header": options.get("header", True), "columns": options.get("columns")}
+    if reading != {"separator": ",", "decimal": ".", "header": True, "columns": None}:
+        out["reading"] = reading  # a text file written as the machine writes it reads this way
     return out
 
 

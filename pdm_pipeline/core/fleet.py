@@ -393,8 +393,11 @@ def machine_copy(pooled: PooledModel, view: TrainView, dest: Path) -> dict[str, 
     }
     card["copied_inputs"] = {c: copies[c][0] for c in inputs if c in copies and copies[c][1] == own}
     card["source"] = "fleet"
+    prep = pooled.path / PREPROCESSING_FILE
     card["fleet"] = {"fleet": pooled.fleet, "release": pooled.release_id, "members": pooled.members,
-                     "machine_in_fleet": own in columns}
+                     "machine_in_fleet": own in columns,
+                     # what the pooled model learnt from: every member's train rows (the edge's out-of-range status)
+                     "sensor_ranges": (json.loads(prep.read_text()).get("sensor_ranges") or {}) if prep.is_file() else {}}
     return card
 
 

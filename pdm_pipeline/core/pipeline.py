@@ -45,6 +45,7 @@ from pdm_pipeline.core.labels import (
 from pdm_pipeline.core.schema import LABEL
 from pdm_pipeline.edge.integrity import Trust, verify_dir, write_manifest
 from pdm_pipeline.families.base import (
+    CARD_FILE,
     EXCLUDED,
     FAILED,
     PREPROCESSING_FILE,
@@ -181,6 +182,21 @@ def preprocessing_card(
     }
 
 
+def _trained_ranges(preprocessing: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """The machine's preprocessing, its sensor ranges widened to the fleet's when it ships a pooled model (which
+    learnt from every member's train rows)."""
+    card_file = model_dir / CARD_FILE
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    fleet_ranges = (card.get("fleet") or {}).get("sensor_ranges") if card.get("source") == "fleet" else None
+    if not fleet_ranges:
+        return preprocessing
+    ranges = dict(preprocessing.get("sensor_ranges") or {})
+    for sensor, (lo, hi) in fleet_ranges.items():
+        own = ranges.get(sensor, [lo, hi])
+        ranges[sensor] = [min(own[0], lo), max(own[1], hi)]
+    return {**preprocessing, "sensor_ranges": ranges}
+
+
 def read_preprocessing(model_path: Path) -> dict[str, Any]:
     return json.loads((Path(model_path) / PREPROCESSING_FILE).read_text())
 
@@ -262,7 +278,7 @@ def train_model(
         reason = f"training failed: {type(exc).__name__}: {exc}"
         log.error(f"{mid}: {family.title} {reason}\n{traceback.format_exc()}")
         return TrainedModel(family.model_type, mid, None, FAILED, reason=reason)
-    (out_dir / PREPROCESSING_FILE).write_text(json.dumps(view.preprocessing, indent=1))
+    (out_dir / PREPROCESSING_FILE).write_text(json.dumps(_trained_ranges(view.preprocessing, out_dir), indent=1))
     write_manifest(out_dir, signing_key, {"machine_id": mid, "model_type": family.model_type})
     size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 1e6
     seconds = time.perf_counter() - start

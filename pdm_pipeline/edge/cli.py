@@ -26,7 +26,7 @@ def _write(frame, out: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pdm_pipeline.edge.predictor import EdgePredictor, default_trust, read_input, status_note
+    from pdm_pipeline.edge.predictor import EdgePredictor, default_trust, status_note
 
     trust = default_trust(args.public_key, args.allow_unsigned)
     if args.command == "verify":
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
               f"{manifest.get('release_id', '?')} of {manifest.get('machine_id', '?')}")
         return 0
     predictor = EdgePredictor.load(args.bundle, trust=trust)
-    raw = read_input(args.input)
+    raw = predictor.read_input(args.input)
     if args.command == "forecast":
         result = predictor.forecast(raw, horizon=args.horizon)
     else:

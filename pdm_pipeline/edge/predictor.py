@@ -70,8 +70,10 @@ class PredictionInputError(PdmError, ValueError):
     """Input rows the bundle cannot predict on; the message names the machine, the file or the columns."""
 
 
-def read_input(path: str | Path) -> pd.DataFrame:
-    """Raw sensor rows from a parquet or CSV file, with a datetime-like `timestamp` parsed."""
+def read_input(path: str | Path, *, parse_times: bool = True, reading: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Raw sensor rows from a parquet or CSV file, with a datetime-like `timestamp` parsed (unless `parse_times`
+    is False: the predictor then reads it, as its machine's import did). `reading`: a text file's separator,
+    decimal mark and header as an import recorded them (bundle.json `source_columns.reading`); default CSV."""
     path = Path(path)
     if not path.is_file():
         raise PredictionInputError(f"input file {path} does not exist")
@@ -81,7 +83,7 @@ def read_input(path: str | Path) -> pd.DataFrame:
             f"input file {path}: unknown format; expected {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)}"
         )
     try:
-        frame = pd.read_parquet(path) if name.endswith(PARQUET_SUFFIXES) else pd.read_csv(path)
+        frame = pd.read_parquet(path) if name.endswith(PARQUET_SUFFIXES) else pd.read_csv(path, **_csv_options(reading))
     except pd.errors.EmptyDataError:
         raise PredictionInputError(f"input file {path} is empty (no header, no rows)") from None
     except UnicodeDecodeError as exc:
@@ -90,14 +92,11 @@ def read_input(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise PredictionInputError(f"input file {path}: cannot read it: {detail}") from None
-    if len(frame.columns) == 1 and any(sep in str(frame.columns[0]) for sep in (";", "\t", "|")):
+    if reading is None and len(frame.columns) == 1 and any(sep in str(frame.columns[0]) for sep in (";", "\t", "|")):
         raise PredictionInputError(f"input file {path}: one column {str(frame.columns[0])[:80]!r}: the rows must be "
                                    "comma-separated CSV with a header (convert ';', tab or '|' separated files)")
-    if TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
-        try:  # times with a zone (offsets, even several) become UTC without it, as the importer keeps them
-            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).dt.tz_localize(None)
-        except (ValueError, TypeError) as exc:
-            raise PredictionInputError(f"input file {path}: column {TIMESTAMP!r} is not a date/time: {exc}") from exc
+    if parse_times and TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
+        frame[TIMESTAMP] = _parse_times(frame[TIMESTAMP], f"input file {path}")
     return frame
 
 
@@ -111,6 +110,27 @@ def status_note(result: pd.DataFrame) -> str | None:
         return None
     listed = ", ".join(f"{kind} {n}" for kind, n in counts.items())
     return f"{int(counts.sum())} of {len(result)} rows not ok ({listed}): see the status column"
+
+
+def _csv_options(reading: dict[str, Any] | None) -> dict[str, Any]:
+    """pandas.read_csv arguments for a text file read as an import read it (None: plain CSV with a header)."""
+    if not reading:
+        return {}
+    separator = reading.get("separator", ",")
+    options: dict[str, Any] = {"sep": r"\s+" if separator == "whitespace" else separator,
+                               "decimal": reading.get("decimal", ".")}
+    if reading.get("header") is False:
+        options.update(header=None, names=list(reading.get("columns") or []))
+    return options
+
+
+def _parse_times(values: pd.Series, where: str) -> pd.Series:
+    """Date/time strings in UTC without the zone (offsets, even several across a daylight-saving switch, as the
+    importer keeps them)."""
+    try:
+        return pd.to_datetime(values, utc=True).dt.tz_localize(None)
+    except (ValueError, TypeError) as exc:
+        raise PredictionInputError(f"{where}: column {TIMESTAMP!r} is not a date/time: {exc}") from exc
 
 
 def default_trust(public_key: str | os.PathLike[str] | None, allow_unsigned: bool) -> Trust:
@@ -219,6 +239,35 @@ class EdgePredictor:
         out.update({c: source[c] for c in (TIMESTAMP, UNIT_ID) if source.get(c)})
         return out
 
+    def read_input(self, path: str | Path) -> pd.DataFrame:
+        """`read_input` for this bundle: a file of an imported machine may be written as the machine writes it (its
+        separator, decimal mark, header as the import read them) and its time column is read as the import did."""
+        reading = (self.description.get("source_columns") or {}).get("reading")
+        names = {*self.sensors, *self.source_columns.values()}
+
+        def known(frame: pd.DataFrame) -> bool:
+            return bool(names & {str(c).strip() for c in frame.columns})
+
+        frame, error = None, None
+        try:  # a plain CSV first (rows in the contract's names, or a source written as CSV)
+            frame = read_input(path, parse_times=False)
+            if not reading or known(frame):
+                return frame
+        except PredictionInputError as exc:
+            if not reading:
+                raise
+            error = exc
+        try:
+            written = read_input(path, parse_times=False, reading=reading)
+            if known(written):
+                return written
+        except PredictionInputError:
+            pass
+        if frame is None:
+            assert error is not None
+            raise error
+        return frame
+
     def _named(self, column: str) -> str:
         source = self.source_columns.get(column)
         return f"{column!r} (imported from {source!r})" if source and source != column else repr(column)
@@ -229,7 +278,7 @@ class EdgePredictor:
         A mix of both forms is refused, naming the columns."""
         mapping = {c: s for c, s in self.source_columns.items() if c != s}
         if not mapping:
-            return raw
+            return self._contract_times(raw, what)
         by_name = {str(c).strip(): c for c in raw.columns}  # the importer strips blanks around names
         contract = [c for c in mapping if c in raw.columns]
         source = [c for c, s in mapping.items() if s in by_name]
@@ -240,7 +289,7 @@ class EdgePredictor:
                 + ", ".join(f"{c!r} / {mapping[c]!r}" for c in both) + ": give each column once, in one form"
             )
         if not source:
-            return raw
+            return self._contract_times(raw, what)
         if contract:
             raise PredictionInputError(
                 f"machine {self.machine_id}: {what} input mixes contract names {contract} with imported names "
@@ -250,7 +299,24 @@ class EdgePredictor:
         out = raw.rename(columns={by_name[mapping[c]]: c for c in source})
         if TIMESTAMP in source:
             out[TIMESTAMP] = self._source_times(pd.Series(out[TIMESTAMP]), mapping[TIMESTAMP], what)
-        return out
+        return self._contract_times(out, what)
+
+    def _contract_times(self, raw: pd.DataFrame, what: str) -> pd.DataFrame:
+        """Input in the contract's names with its `timestamp` not parsed yet: read as the import read the source
+        file's own `timestamp` column (a day-first date, Unix seconds), else, or when that fails, as any date."""
+        if TIMESTAMP not in raw.columns or pd.api.types.is_datetime64_any_dtype(raw[TIMESTAMP].dtype):
+            return raw
+        raw = raw.copy()
+        if self.source_columns.get(TIMESTAMP) == TIMESTAMP:
+            try:
+                raw[TIMESTAMP] = self._source_times(pd.Series(raw[TIMESTAMP]), TIMESTAMP, what)
+                return raw
+            except PredictionInputError:
+                if pd.api.types.is_numeric_dtype(raw[TIMESTAMP]):
+                    raise
+        if not pd.api.types.is_numeric_dtype(raw[TIMESTAMP]):
+            raw[TIMESTAMP] = _parse_times(pd.Series(raw[TIMESTAMP]), f"machine {self.machine_id}: {what}")
+        return raw
 
     def _source_times(self, values: pd.Series, column: str, what: str) -> pd.Series:
         """The source time column read as the importer read it (importer/timeline.py `timestamps`)."""
