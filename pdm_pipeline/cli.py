@@ -450,7 +450,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _write_table(frame, out: Path | None) -> None:
     if out is None:
-        frame.to_csv(sys.stdout, index=False)
+        try:
+            frame.to_csv(sys.stdout, index=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped early (`| head`): not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     if out.suffix.lower() in (".parquet", ".pq"):
         frame.to_parquet(out, index=False)

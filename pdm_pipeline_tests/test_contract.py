@@ -401,6 +401,15 @@ def test_a_long_outage_is_named_by_the_timestamp_check(root: Path) -> None:
     assert f"after {before}" in outcome.description, outcome.description
     assert outcome.details["long_gaps"] == 1
     assert check_regular_timestamps({**data.splits, "train": train}, data.metadata.time_unit, GateSettings(max_gap_steps=1e9)).passed
+    # an outage between two splits of one unit (its windows run on across them) is named too
+    unit = data.splits["train"].loc[rows]
+    cut = len(unit) * 2 // 3
+    split = {"train": unit.iloc[:cut], "val": unit.iloc[cut:].assign(**{TIMESTAMP: unit[TIMESTAMP].iloc[cut:] +
+                                                                        pd.Timedelta(days=10)})}
+    assert check_regular_timestamps({"train": unit.iloc[:cut], "val": unit.iloc[cut:]}, data.metadata.time_unit,
+                                    GateSettings()).passed
+    outcome = check_regular_timestamps(split, data.metadata.time_unit, GateSettings())
+    assert not outcome.passed and "between train and val" in outcome.description, outcome.description
 
 
 def test_problem_str_names_machine_file_and_column(root: Path) -> None:

@@ -185,6 +185,9 @@ def test_units_sharing_an_origin_are_forecast_unit_by_unit_in_cycles(tmp_path):
     recent = splits["test"][splits["test"][UNIT_ID] == "e3_1"].iloc[:100]
     fc = runtime.forecast(recent)
     assert fc["ds"].tolist()[:3] == [101.0, 102.0, 103.0], "continues the unit's own cycle counter"
+    assert set(fc[UNIT_ID]) == {"e3_1"}
+    both = pd.concat([splits["test"][splits["test"][UNIT_ID] == "e3_0"].iloc[:80], recent])  # e3_1's row last
+    assert set(runtime.forecast(both)[UNIT_ID]) == {"e3_1"}, "the unit continued is named"
     evaluation = FORECAST.evaluate(out, test)
     assert evaluation.metrics["n_windows"] >= 2
     assert evaluation.details["step_seconds"] == 1

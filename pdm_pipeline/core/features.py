@@ -231,7 +231,7 @@ def _unit_blocks(df: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.nd
     gaps = None
     if TIMESTAMP in df.columns:
         times = time_values(df, spec.time_unit, where="feature input")[order]
-        _check_time_order(times, codes)
+        _check_time_order(times, codes, df[TIMESTAMP].to_numpy()[order])
         gaps = np.r_[0.0, np.diff(times)]
     return order, codes, gaps
 
@@ -386,7 +386,7 @@ def _sensor_matrix(df: pd.DataFrame, sensors: Sequence[str], where: str) -> np.n
     return matrix
 
 
-def _check_time_order(times: np.ndarray, codes: np.ndarray) -> None:
+def _check_time_order(times: np.ndarray, codes: np.ndarray, stamps: np.ndarray | None = None) -> None:
     """Raise ValueError when timestamps go backwards or repeat inside a unit (rows must be sorted by unit,
     timestamp, one row per time: the windows count rows)."""
     same_unit = codes[1:] == codes[:-1]
@@ -398,9 +398,11 @@ def _check_time_order(times: np.ndarray, codes: np.ndarray) -> None:
         )
     repeated = (np.diff(times) == 0) & same_unit
     if repeated.any():
+        first = (times if stamps is None else stamps)[1:][repeated][0]
+        first = pd.Timestamp(first) if isinstance(first, np.datetime64) else first
         raise ValueError(
             f"feature input: {int(repeated.sum())} row(s) repeat the {TIMESTAMP} of an earlier row of the same unit "
-            f"(first at {times[1:][repeated][0]}); keep one row per time"
+            f"(first at {first}); keep one row per time"
         )
 
 

@@ -136,6 +136,7 @@ def check_regular_timestamps(splits: dict[str, pd.DataFrame], time_unit: str, se
     limit = settings.max_irregular_step_share
     unit = short(time_unit)
     gaps = _long_gaps(diffs_all, where_all, step * settings.max_gap_steps)
+    gaps += _long_gaps_between_splits(splits, time_unit, step * settings.max_gap_steps)
     ok = share <= limit and not gaps
     problems = []
     if share > limit:
@@ -144,13 +145,35 @@ def check_regular_timestamps(splits: dict[str, pd.DataFrame], time_unit: str, se
         longest, split, unit_name, start = max(gaps, key=lambda gap: gap[0])
         problems.append(
             f"{len(gaps)} gap(s) longer than {settings.max_gap_steps:g} steps ({step * settings.max_gap_steps:g} "
-            f"{unit}), the longest {longest:g} {unit} ({longest / step:.0f} steps) in {split}"
+            f"{unit}), the longest {longest:g} {unit} ({longest / step:.0f} steps) {'' if split.startswith('between') else 'in '}{split}"
             f"{f' unit {unit_name}' if unit_name is not None else ''} after {start}: feature windows restart after "
             "each; an outage or missing export? (limit: setting max_gap_steps)"
         )
     desc = f"sorted, unique, regular step of {step:g} {unit}" if ok else "; ".join(problems)
     details = {"median_step": step, "time_unit": time_unit, "long_gaps": len(gaps)}
     return GateOutcome("timestamps_regular", ok, WARN, desc, share, limit, details)
+
+
+def _long_gaps_between_splits(
+    splits: dict[str, pd.DataFrame], time_unit: str, longer_than: float
+) -> list[tuple[float, str, Any, Any]]:
+    """Gaps longer than `longer_than` from a unit's last row in one split to its first in the next (a unit's
+    windows run on across the splits): (length, "between a and b", unit id, time before the gap)."""
+    found = []
+    names = [n for n in splits if len(splits[n])]
+    for first, second in zip(names, names[1:]):
+        before, after = splits[first], splits[second]
+        units = [None] if UNIT_ID not in before.columns or UNIT_ID not in after.columns else \
+            list(dict.fromkeys(after[UNIT_ID]))
+        for unit in units:
+            a = before if unit is None else before[before[UNIT_ID] == unit]
+            b = after if unit is None else after[after[UNIT_ID] == unit]
+            if not len(a) or not len(b):
+                continue
+            gap = float(time_values(b.iloc[:1], time_unit)[0] - time_values(a.iloc[-1:], time_unit)[0])
+            if gap > longer_than:
+                found.append((gap, f"between {first} and {second}", unit, a[TIMESTAMP].iloc[-1]))
+    return found
 
 
 def _long_gaps(

@@ -10,6 +10,7 @@ Exit codes: 0 ok, 2 bad input or a bundle that fails its signature or hashes (th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from pdm_pipeline.errors import PdmError
 
 def _write(frame, out: str | None) -> None:
     if out is None:
-        frame.to_csv(sys.stdout, index=False)
+        try:
+            frame.to_csv(sys.stdout, index=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader stopped early (`| head`): not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     elif out.lower().endswith((".parquet", ".pq")):
         frame.to_parquet(out, index=False)
     else:

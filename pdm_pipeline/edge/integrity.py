@@ -157,6 +157,8 @@ def verify_dir(directory: Path, trust: Trust, what: str = "") -> dict[str, Any]:
     directory = Path(directory)
     where = f"{what} {directory}".strip()
     manifest_file = directory / MANIFEST_FILE
+    if not directory.is_dir():
+        raise IntegrityError(f"{where}: no such directory" if not directory.exists() else f"{where}: not a directory")
     if not manifest_file.is_file():
         raise IntegrityError(f"{where}: {MANIFEST_FILE} is missing (not a signed model directory, or it was altered)")
     data = manifest_file.read_bytes()

@@ -66,7 +66,9 @@ class ForecastRuntime:
         return max(1, math.ceil(pd.Timedelta(seconds=seconds) / self.spec.step))
 
     def forecast(self, recent: pd.DataFrame | None = None, horizon: float | None = None) -> pd.DataFrame:
-        """Forecast every sensor for `horizon` (the data's time unit; default: the trained horizon)."""
+        """Forecast every sensor for `horizon` (the data's time unit; default: the trained horizon). With rows of
+        several units, the unit of the last row is continued; the output names it (`unit_id`) when the rows have
+        units."""
         if horizon is not None and not horizon > 0:
             raise ValueError(f"forecast horizon must be > 0, got {horizon!r}")
         spec = self._spec(self.horizon_points(horizon))
@@ -110,6 +112,10 @@ class ForecastRuntime:
                 parts.append(fc.assign(sensor=sensor))
         out = pd.concat(parts, ignore_index=True)[fs.FORECAST_COLUMNS]
         out["ds"] = fs.to_axis(pd.DatetimeIndex(out["ds"]), self.time_unit)
+        from pdm_pipeline.core.schema import UNIT_ID
+
+        if recent is not None and UNIT_ID in recent.columns:
+            out.insert(0, UNIT_ID, segment.key or str(recent[UNIT_ID].iloc[-1]))  # lifecycles in sequence: the latest
         return out
 
     def _widths(self, sensor: str, spec: fs.Spec) -> dict[str, list[float]]:

@@ -117,7 +117,8 @@ class ForecastSettings:
         if not (isinstance(self.validation_windows, int) and self.validation_windows >= 0):
             problems.append(f"validation_windows={self.validation_windows!r} must be a whole number >= 0")
         if not (isinstance(self.max_sensors, int) and not isinstance(self.max_sensors, bool) and self.max_sensors >= 0):
-            problems.append(f"max_sensors={self.max_sensors!r} must be a whole number >= 0 (0 = every sensor)")
+            problems.append(f"max_sensors={self.max_sensors!r} (extra.forecast_max_sensors) must be a whole number >= 0 "
+                            "(0 = every sensor)")
         if problems:
             raise SettingsError("invalid forecast settings: " + "; ".join(problems))
         return self
