@@ -434,7 +434,8 @@ class EdgePredictor:
 
         With `latest_only` only each unit's last rows are computed: the windows' history and LATEST_ROWS more, as
         many more as the anomaly alarm needs to know its state (a run of rows that sets it): the answer is the
-        one the whole input gives, at a cost that does not grow with the input.
+        one the whole input gives (up to floating-point rounding, which depends on the batch), at a cost that
+        does not grow with the input.
 
         Raises PredictionInputError naming missing or non-numeric sensor columns (and the expected ones), an
         empty input, rows out of time order or repeating a time.
