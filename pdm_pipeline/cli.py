@@ -172,6 +172,11 @@ def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | N
         release = latest_metadata(instance, "machine_release", machine_id)
         if not run.success or release.get("result") is None:
             failures.append(machine_id)
+            if not run.success and _interrupted(run):
+                rest = machine_ids[machine_ids.index(machine_id) + 1:]
+                print(f"\ninterrupted (signal) during {machine_id}'s run"
+                      + (f": not started: {', '.join(rest)}" if rest else ""), file=sys.stderr)
+                return 130
             continue
         results.append(release["result"])
         outcomes.append(release["result"]["outcome"])
@@ -185,6 +190,12 @@ def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | N
     else:
         print("open the UI with: make dev  (fleet_overview: machines x models)")
     return _summary_exit(outcomes, failures)
+
+
+def _interrupted(run) -> bool:
+    """Whether an in-process run ended because this process got SIGTERM/SIGINT (Dagster turns them into
+    DagsterExecutionInterruptedError inside the run and returns a failed result)."""
+    return any(e.is_failure and "interrupted" in (e.message or "").lower() for e in run.all_events)
 
 
 def _materialize_overview(instance) -> None:

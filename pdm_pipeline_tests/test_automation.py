@@ -201,3 +201,21 @@ def test_the_fleet_overview_is_refreshed_once_per_new_release(dagster_instance):
     assert isinstance(tick(first.cursor), dg.SkipReason), "the same release is not overviewed twice"
     dagster_instance.report_runless_asset_event(dg.AssetMaterialization("machine_release", partition="motor_001"))
     assert len(tick(first.cursor).run_requests) == 1
+
+
+def test_files_dated_in_the_future_settle_by_two_scans_not_by_their_age(tiny_fleet_root, tmp_path):
+    """Clock skew (an NFS server ahead, a tar with future dates): files a year ahead waited for the clock to catch
+    up, silently. They now wait for one more scan that sees them unchanged, and the reason says why."""
+    from pdm_pipeline.core.discovery import machine_files, scan_machines
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    machine = "motor_001"
+    ahead = time.time() + 365 * 86400
+    for part in machine_files(root, machine).values():
+        for f in part:
+            os.utime(f, (ahead, ahead))
+    first = {s.machine_id: s for s in scan_machines(root)}[machine]
+    assert not first.ready and "in the future (clock skew?)" in first.reason, first.reason
+    second = {s.machine_id: s for s in scan_machines(root, previous={machine: first.signature})}[machine]
+    assert second.ready, second.reason

@@ -224,3 +224,26 @@ def test_a_release_killed_at_random_instants_is_never_seen_half_written(tiny_fle
     assert not errors, errors[:3]
     assert published >= 3 and len(seen) >= 2, (published, seen)
     assert not list((root / "releases" / machine).glob(".building-*"))
+
+
+def test_one_machines_broken_state_does_not_stop_the_recovery_of_the_others(tmp_path):
+    """A `.lock` that is a directory (or a read-only root) made the sweep raise at that machine: every CLI command
+    and the recovery sensor crashed, and the machines after it were never repaired. A deploy marker of the wrong
+    shape is moved aside with a message instead of a KeyError."""
+    import json
+
+    from pdm_pipeline.core.release import DEPLOY_PENDING
+    from pdm_pipeline.defs.recovery import recover_releases
+
+    root = tmp_path / "data"
+    for machine in ("a_broken", "b_marker", "c_leftover"):
+        paths.releases_dir(root, machine).mkdir(parents=True)
+    (paths.releases_dir(root, "a_broken") / ".lock").mkdir()
+    (paths.releases_dir(root, "b_marker") / DEPLOY_PENDING).write_text(json.dumps({"release_id": 3}))
+    leftover = paths.releases_dir(root, "c_leftover") / ".building-20990101T000000-deadbeef"
+    leftover.mkdir()
+    done = recover_releases(root)
+    assert any(line.startswith("a_broken: recovery failed, needs a look: IsADirectoryError") for line in done), done
+    assert any(line.startswith("b_marker: ") and "is not a deploy marker" in line for line in done), done
+    assert (paths.releases_dir(root, "b_marker") / f"{DEPLOY_PENDING}.malformed").is_file()
+    assert not leftover.exists(), "the machine after the broken one is still repaired"

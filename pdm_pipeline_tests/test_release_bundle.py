@@ -277,13 +277,50 @@ def test_recovery_removes_interrupted_writes_and_repairs_a_dangling_pointer(rele
     good = os.readlink(directory / "current")
     os.replace(directory / "current", directory / "current.bak")
     os.symlink("does-not-exist", directory / "current")
+    (incomplete / "model.txt").write_text("the only copy")
     done = recover_machine(root, MACHINE)
     assert not building.exists() and not incomplete.exists()
+    # a directory without release.json was never written by a release: moved aside, never deleted
+    (aside,) = directory.glob(f".broken-{incomplete.name}-*")
+    assert (aside / "model.txt").read_text() == "the only copy"
+    assert any("moved aside" in line for line in done)
     assert any("re-pointed" in line for line in done)
     newest = sorted(p.name for p in directory.iterdir() if p.name[0].isdigit())[-1]
     assert os.readlink(directory / "current") == newest
     (directory / "current.bak").unlink()
     assert good in [p.name for p in directory.iterdir()]
+    # the live release that lost its release.json is not deleted either (it was, with its signed models)
+    live = directory / os.readlink(directory / "current")
+    (live / "release.json").rename(tmp := directory.parent / "release.json.bak")
+    recover_machine(root, MACHINE)
+    assert list(directory.glob(f".broken-{live.name}-*")) and not live.exists()
+    broken = next(directory.glob(f".broken-{live.name}-*"))
+    tmp.rename(broken / "release.json")  # the operator puts it back (the module's later tests use it)
+    broken.rename(live)
+    (directory / "current").unlink(missing_ok=True)
+    os.symlink(live.name, directory / "current")
+    assert recover_machine(root, MACHINE) == [] and current_release_dir(root, MACHINE) == live
+
+
+def test_the_signing_key_is_never_replaced_while_its_public_key_is_trusted(tmp_path):
+    """A lost private key beside its public key (which the Pis trust) is refused by name: making a new pair
+    silently broke every release and every Pi. An unreadable key file is named."""
+    from pdm_pipeline.edge.integrity import IntegrityError
+
+    root = tmp_path / "data"
+    first = keys.signing_key(root)
+    public = keys.public_key_path(root).read_bytes()
+    private = next(p for p in (root / "keys").iterdir() if p.name != keys.public_key_path(root).name)
+    private.unlink()
+    with pytest.raises(IntegrityError, match="is missing but its public key .* exists"):
+        keys.signing_key(root)
+    assert keys.public_key_path(root).read_bytes() == public
+    private.write_text("-----BEGIN PRIVATE KEY-----\ntruncated")
+    with pytest.raises(IntegrityError, match="is not a readable PEM private key"):
+        keys.signing_key(root)
+    private.unlink()
+    keys.public_key_path(root).unlink()  # a new pair only on purpose: both gone
+    assert keys.signing_key(root) != first
 
 
 def test_a_model_without_test_metrics_ships_only_while_its_gates_are_not_strict_and_says_so(tmp_path):
@@ -590,3 +627,35 @@ def test_imported_names_mixed_with_contract_names_are_refused_naming_both(import
         with pytest.raises(PredictionInputError, match=r"missing column\(s\) 'air_temperature_K' \(imported from "
                                                        r"'Air temperature \[K\]'\)"):
             predictor.predict(frame)
+
+
+def test_a_registry_that_fails_after_the_switch_warns_and_leaves_the_deploy_marker(tmp_path, monkeypatch):
+    """The release is live once `current` switched: an MLflow registry that then fails (disk full, server down)
+    makes it 'published with warnings', not a failed run, and the deploy marker stays for the recovery sweep."""
+    from pdm_pipeline.core import champion
+    from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
+    from pdm_pipeline.core.release import DEPLOY_PENDING, release_machine
+
+    root, _, _, _ = _import_and_release(tmp_path, "Time stamp", {})
+    before = current_release_dir(root, "press")
+
+    def registry_down(*args, **kwargs):
+        raise OSError("database or disk is full")
+
+    monkeypatch.setattr(champion, "promote_champions", registry_down)
+    data = load_machine(root, "press")
+    config = TrainingConfig(time_limit_s=5)
+    labels = prepare_labels(data, config)
+    features = prepare_features(data, labels, config)
+    run_id = new_run_id()
+    trained = train_model("anomaly", data, labels, features, paths.staging_dir(root, "press", run_id) / "anomaly",
+                          config, keys.signing_key(root))
+    evaluation = evaluate_model(trained, data, features, keys.local_trust(root))
+    result = release_machine(root, "press", {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
+                             run_id=run_id, data=data, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.published and result.outcome == "published with warnings"
+    assert current_release_dir(root, "press") == result.path != before
+    (gate,) = [g for g in result.release_gates if g.name == "registry_follows_release"]
+    assert "database or disk is full" in gate.description and gate.warns
+    marker = json.loads((paths.releases_dir(root, "press") / DEPLOY_PENDING).read_text())
+    assert marker["release_id"] == result.release_id

@@ -268,6 +268,13 @@ def test_default_tracking_uri_and_ui_url(tmp_path, monkeypatch):
 def test_dagster_mlflow_resource_nests_each_model_under_the_dagster_run(store, tmp_path, monkeypatch):
     uri, _ = store
     experiment = "dagster-assets"
+    # An MLflow run left active in this worker by an earlier test (another store) would be taken as this run's
+    # parent by dagster-mlflow's own resource (ours ends such runs first): end it, as ours does.
+    import logging
+
+    from pdm_pipeline.defs.tracking import _end_stale_runs
+
+    _end_stale_runs(logging.getLogger(__name__))
     # The resource sets MLflow's global tracking URI and experiment and leaves its run active: undo after.
     monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)

@@ -47,6 +47,10 @@ def signing_key(root: Path) -> bytes:
         pem = path.read_bytes()
     elif os.environ.get(SIGNING_KEY_ENV):
         raise IntegrityError(f"{SIGNING_KEY_ENV}={path} does not exist: cannot sign releases")
+    elif public_key_path(Path(root)).is_file():
+        raise IntegrityError(
+            f"the signing key {path} is missing but its public key {public_key_path(Path(root))} exists (the releases "
+            "and the Pis trust it): restore the key, or move public_key.pem aside to start a new key on purpose")
     else:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -66,7 +70,10 @@ def signing_key(root: Path) -> bytes:
         finally:
             tmp.unlink(missing_ok=True)
     public = public_key_path(Path(root))
-    expected = _public_pem(pem)
+    try:
+        expected = _public_pem(pem)
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"the signing key {path} is not a readable PEM private key ({exc})") from None
     if not public.is_file() or public.read_bytes() != expected:
         public.parent.mkdir(parents=True, exist_ok=True)
         tmp = public.with_name(f".{public.name}.{os.getpid()}")

@@ -49,6 +49,7 @@ from pdm_pipeline.core.config import GateSettings
 from pdm_pipeline.core.evaluation import Evaluation
 from pdm_pipeline.core.gates import (
     ERROR,
+    WARN,
     GateOutcome,
     check_bundle_size,
     check_model_size,
@@ -254,8 +255,12 @@ def recover_machine(root: Path, machine_id: str) -> list[str]:
                 shutil.rmtree(leftover, ignore_errors=True)
             done.append(f"removed interrupted {name}")
         elif leftover.is_dir() and not name.startswith(".") and not (leftover / RELEASE_FILE).is_file():
-            shutil.rmtree(leftover, ignore_errors=True)
-            done.append(f"removed incomplete release {name}")
+            # Never written by a release (those are renamed into place with their release.json): a release that
+            # lost its release.json, or someone else's directory. Moved aside, not deleted: it may hold the only
+            # copy of a machine's models.
+            aside = directory / f".broken-{name}-{int(time.time())}"
+            os.replace(leftover, aside)
+            done.append(f"{name} has no {RELEASE_FILE}: moved aside to {aside.name} (not a release any more)")
     link = directory / CURRENT
     if link.is_symlink() and not (link.resolve() / RELEASE_FILE).is_file():
         complete = complete_releases(root, machine_id)
@@ -451,14 +456,32 @@ def release_machine(
             bundle,
         )
         _collect_garbage(root, machine_id)
-    log.info(f"{machine_id}: {result.reason}")
-    if tracking_uri:
-        from pdm_pipeline.core.champion import promote_champions
+        log.info(f"{machine_id}: {result.reason}")
+        if tracking_uri:  # under the lock: the registry follows the switches in their order
+            _promote(tracking_uri, directory, result, trained, evaluations, data, features, data_version, trust)
+    return _finish(root, machine_id, run_id, result)
 
+
+def _promote(tracking_uri: str, directory: Path, result: ReleaseResult, trained: Mapping[str, TrainedModel],
+             evaluations: Mapping[str, Evaluation], data: Any, features: Any, data_version: str | None,
+             trust: Trust) -> None:
+    """Register the new models and point MLflow's `deployed` at this release. The release is live already: a
+    registry that fails (disk full, server down) is a warning, not a failed run, and the deploy marker stays for
+    the recovery sweep to set the aliases."""
+    from pdm_pipeline.core.champion import promote_champions
+
+    try:
         result.champion = promote_champions(tracking_uri, result, trained, evaluations, data, features,
                                             data_version or "", trust)
-        (directory / DEPLOY_PENDING).unlink(missing_ok=True)
-    return _finish(root, machine_id, run_id, result)
+    except Exception as exc:
+        log.error(f"{result.machine_id}: release {result.release_id} is live, but the MLflow registry did not "
+                  f"follow: {type(exc).__name__}: {exc}", exc_info=True)
+        result.release_gates.append(GateOutcome(
+            "registry_follows_release", False, WARN,
+            f"release {result.release_id} is live, the MLflow registry did not follow ({type(exc).__name__}: "
+            f"{str(exc)[:200]}): the recovery sweep sets 'deployed' once it can"))
+        return
+    (directory / DEPLOY_PENDING).unlink(missing_ok=True)
 
 
 # Written beside `current` before a switch, removed once the MLflow registry's `deployed` aliases point at the

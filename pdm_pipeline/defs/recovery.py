@@ -105,6 +105,8 @@ def recover_releases(root: Path) -> list[str]:
                 done += [f"{machine}: {line}" for line in lines]
         except TimeoutError:
             continue  # a release is being written right now: not a leftover
+        except Exception as exc:  # one machine's broken state must not stop the recovery of the others
+            done.append(f"{machine}: recovery failed, needs a look: {type(exc).__name__}: {exc}")
     return done
 
 
@@ -139,6 +141,12 @@ def reconcile_deployed(root: Path, machine: str) -> list[str]:
     from pdm_pipeline.core.release import DEPLOY_PENDING, read_deploy_pending
 
     pending = read_deploy_pending(root, machine)
+    marker = paths.releases_dir(root, machine) / DEPLOY_PENDING
+    if pending is not None and not (isinstance(pending, dict) and isinstance(pending.get("release_id"), str)
+                                    and isinstance(pending.get("mlflow_runs"), dict)):
+        marker.rename(marker.with_name(f"{DEPLOY_PENDING}.malformed"))
+        return [f"{marker} is not a deploy marker (moved aside to {DEPLOY_PENDING}.malformed); set the MLflow "
+                "'deployed' aliases by hand if its release needs them"]
     if pending is None or owner_gone(pending.get("host"), pending.get("pid")) is False:
         return []  # nothing pending, or its release is still promoting
     marker = paths.releases_dir(root, machine) / DEPLOY_PENDING
