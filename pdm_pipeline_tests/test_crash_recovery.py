@@ -247,3 +247,23 @@ def test_one_machines_broken_state_does_not_stop_the_recovery_of_the_others(tmp_
     assert any(line.startswith("b_marker: ") and "is not a deploy marker" in line for line in done), done
     assert (paths.releases_dir(root, "b_marker") / f"{DEPLOY_PENDING}.malformed").is_file()
     assert not leftover.exists(), "the machine after the broken one is still repaired"
+
+
+def test_sigterm_stops_a_batch_instead_of_moving_on_to_the_next_machine(site):
+    """SIGTERM (a service manager stopping the host) during the first machine of `run`: the batch stops with 130
+    and names the machine it did not start; it used to interrupt that run only and train the next machine."""
+    root, home, instance = site
+    before = released_id(root, "pump_002")
+    proc = subprocess.Popen([CLI, "run", "--machine-id", "motor_001", "--machine-id", "pump_002", "--models",
+                             "anomaly", *FAST], cwd=home, env=cli_env(home, root), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    run_id, deadline = None, time.time() + 300
+    while run_id is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+        run_id = step_started(instance, proc.pid, "train_anomaly")
+    assert run_id is not None, f"train_anomaly never started (exit code {proc.poll()})"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "not started: pump_002" in err, err
+    assert released_id(root, "pump_002") == before, "the next machine was not trained"
