@@ -633,8 +633,7 @@ def test_a_registry_that_fails_after_the_switch_warns_and_leaves_the_deploy_mark
     """The release is live once `current` switched: an MLflow registry that then fails (disk full, server down)
     makes it 'published with warnings', not a failed run, and the deploy marker stays for the recovery sweep."""
     from pdm_pipeline.core import champion
-    from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
-    from pdm_pipeline.core.release import DEPLOY_PENDING, release_machine
+    from pdm_pipeline.core.release import DEPLOY_PENDING
 
     root, _, _, _ = _import_and_release(tmp_path, "Time stamp", {})
     before = current_release_dir(root, "press")
@@ -643,6 +642,20 @@ def test_a_registry_that_fails_after_the_switch_warns_and_leaves_the_deploy_mark
         raise OSError("database or disk is full")
 
     monkeypatch.setattr(champion, "promote_champions", registry_down)
+    result = _retrain_and_release(root, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result.published and result.outcome == "published with warnings"
+    assert current_release_dir(root, "press") == result.path != before
+    (gate,) = [g for g in result.release_gates if g.name == "registry_follows_release"]
+    assert "database or disk is full" in gate.description and gate.warns
+    marker = json.loads((paths.releases_dir(root, "press") / DEPLOY_PENDING).read_text())
+    assert marker["release_id"] == result.release_id
+
+
+def _retrain_and_release(root, **kwargs):
+    """Train the press's anomaly model again and release it (as the Dagster graph's last steps do)."""
+    from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
+    from pdm_pipeline.core.release import release_machine
+
     data = load_machine(root, "press")
     config = TrainingConfig(time_limit_s=5)
     labels = prepare_labels(data, config)
@@ -651,11 +664,24 @@ def test_a_registry_that_fails_after_the_switch_warns_and_leaves_the_deploy_mark
     trained = train_model("anomaly", data, labels, features, paths.staging_dir(root, "press", run_id) / "anomaly",
                           config, keys.signing_key(root))
     evaluation = evaluate_model(trained, data, features, keys.local_trust(root))
-    result = release_machine(root, "press", {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
-                             run_id=run_id, data=data, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert result.published and result.outcome == "published with warnings"
-    assert current_release_dir(root, "press") == result.path != before
-    (gate,) = [g for g in result.release_gates if g.name == "registry_follows_release"]
-    assert "database or disk is full" in gate.description and gate.warns
-    marker = json.loads((paths.releases_dir(root, "press") / DEPLOY_PENDING).read_text())
-    assert marker["release_id"] == result.release_id
+    return release_machine(root, "press", {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
+                           run_id=run_id, data=data, **kwargs)
+
+
+def test_a_damaged_current_release_is_replaced_whole_instead_of_blocking_the_machine(tmp_path, caplog):
+    """A truncated release.json in `current` failed every later release at machine_release, naming 'the
+    signature of manifest.json': it is now named as what it is, nothing is carried from it, the next release
+    replaces it."""
+    from pdm_pipeline.core.release import read_release
+    from pdm_pipeline.edge.integrity import IntegrityError
+
+    root, _, _, _ = _import_and_release(tmp_path, "Time stamp", {})
+    damaged = current_release_dir(root, "press")
+    text = (damaged / "release.json").read_text()
+    (damaged / "release.json").write_text(text[: len(text) // 2])
+    with pytest.raises(IntegrityError, match="signature of release.json does not verify"):
+        read_release(damaged, keys.local_trust(root))
+    result = _retrain_and_release(root)
+    assert result.published and result.previous_release is None
+    assert current_release_dir(root, "press") == result.path != damaged and damaged.is_dir()
+    assert "the current release cannot be trusted" in caplog.text

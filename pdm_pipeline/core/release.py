@@ -164,7 +164,7 @@ def read_release(release_dir: Path, trust: Trust | None = None) -> dict[str, Any
     if trust is not None:
         signature_file = Path(release_dir) / RELEASE_SIGNATURE
         signature = signature_file.read_bytes() if signature_file.is_file() else None
-        trust.verify(data, signature, f"release {release_dir}")
+        trust.verify(data, signature, f"release {release_dir}", (RELEASE_FILE, RELEASE_SIGNATURE))
     return json.loads(data)
 
 
@@ -386,7 +386,9 @@ def release_machine(
         for line in recover_machine(root, machine_id):
             log.warning(f"{machine_id}: recovery: {line}")
         previous_dir = current_release_dir(root, machine_id)
-        previous = read_release(previous_dir, trust) if previous_dir is not None else None
+        previous = _trusted_previous(machine_id, previous_dir, trust)
+        if previous is None:
+            previous_dir = None
         decisions = decide(trained, evaluations, settings, previous)
         previous_id = previous["release_id"] if previous else None
         new_models = [t for t, d in decisions.items() if d.action == RELEASED]
@@ -460,6 +462,21 @@ def release_machine(
         if tracking_uri:  # under the lock: the registry follows the switches in their order
             _promote(tracking_uri, directory, result, trained, evaluations, data, features, data_version, trust)
     return _finish(root, machine_id, run_id, result)
+
+
+def _trusted_previous(machine_id: str, previous_dir: Path | None, trust: Trust) -> dict[str, Any] | None:
+    """The current release's description, or None when there is none or it fails its signature (damaged or
+    edited): then nothing is carried from it (a Pi would refuse it too) and this release replaces it whole; it
+    stays on disk until garbage collection. It blocked every later release of the machine."""
+    from pdm_pipeline.edge.integrity import IntegrityError
+
+    if previous_dir is None:
+        return None
+    try:
+        return read_release(previous_dir, trust)
+    except (IntegrityError, OSError, ValueError) as exc:
+        log.error(f"{machine_id}: the current release cannot be trusted, nothing is carried from it: {exc}")
+        return None
 
 
 def _promote(tracking_uri: str, directory: Path, result: ReleaseResult, trained: Mapping[str, TrainedModel],

@@ -66,12 +66,15 @@ class Trust:
             raise IntegrityError(f"public key {file} does not exist")
         return cls(file.read_bytes(), allow_unsigned)
 
-    def verify(self, message: bytes, signature: bytes | None, where: str) -> str:
-        """'signed' after a good signature, 'unsigned (allowed)' when allowed; raises otherwise."""
+    def verify(self, message: bytes, signature: bytes | None, where: str,
+               files: tuple[str, str] = (MANIFEST_FILE, SIGNATURE_FILE)) -> str:
+        """'signed' after a good signature, 'unsigned (allowed)' when allowed; raises otherwise. `files`: the
+        signed file and its signature's file, for the messages."""
+        signed, signature_file = files
         if signature is None:
             if self.allow_unsigned:
                 return "unsigned (allowed)"
-            raise IntegrityError(f"{where}: {SIGNATURE_FILE} is missing: the manifest is not signed (refused)")
+            raise IntegrityError(f"{where}: {signature_file} is missing: {signed} is not signed (refused)")
         if self.public_key is None:
             if self.allow_unsigned:
                 return "signature not checked (no public key, unsigned allowed)"
@@ -90,8 +93,8 @@ class Trust:
             key.verify(base64.b64decode(signature, validate=True), message)
         except (InvalidSignature, ValueError):
             raise IntegrityError(
-                f"{where}: the signature of {MANIFEST_FILE} does not verify with the trusted public key "
-                "(signed by another key, or the manifest was edited): refused"
+                f"{where}: the signature of {signed} does not verify with the trusted public key "
+                f"(signed by another key, or {signed} was edited or damaged): refused"
             ) from None
         return "signed"
 
