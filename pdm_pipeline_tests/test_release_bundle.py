@@ -685,3 +685,20 @@ def test_a_damaged_current_release_is_replaced_whole_instead_of_blocking_the_mac
     assert result.published and result.previous_release is None
     assert current_release_dir(root, "press") == result.path != damaged and damaged.is_dir()
     assert "the current release cannot be trusted" in caplog.text
+
+
+def test_a_release_that_fails_at_its_switch_leaves_no_orphan(tmp_path, monkeypatch):
+    """A full disk at the switch (or at the deploy marker) left a complete, signed release that never became
+    current: it took a kept slot, and recovery could later point `current` at it."""
+    from pdm_pipeline.core import release
+
+    root, _, _, _ = _import_and_release(tmp_path, "Time stamp", {})
+    before = sorted(p.name for p in paths.releases_dir(root, "press").iterdir())
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(release, "_switch", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _retrain_and_release(root)
+    assert sorted(p.name for p in paths.releases_dir(root, "press").iterdir()) == before

@@ -401,6 +401,7 @@ def release_machine(
         release_id = new_release_id(run_id)
         building = directory / f".building-{release_id}"
         building.mkdir(parents=True)
+        final = directory / release_id
         try:
             sizes = _assemble(building, decisions, trained, evaluations, previous_dir, previous, signing_key, trust,
                               data)
@@ -438,13 +439,15 @@ def release_machine(
             payload = json.dumps(description, indent=1, sort_keys=True, default=str).encode()
             (building / RELEASE_FILE).write_bytes(payload)
             (building / RELEASE_SIGNATURE).write_bytes(sign_bytes(signing_key, payload))
-            final = directory / release_id
             os.replace(building, final)
             if tracking_uri:  # until the registry says `deployed` = this release, recovery knows what to set
                 _write_deploy_pending(directory, release_id, tracking_uri, trained, decisions)
             _switch(directory, release_id)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
+            link = directory / CURRENT
+            if final.is_dir() and not (link.is_symlink() and os.readlink(link) == release_id):
+                shutil.rmtree(final, ignore_errors=True)  # in place but never switched to: not a release
             raise
         bundle.path = final / "bundle"
         for d in decisions.values():
