@@ -352,3 +352,25 @@ def test_a_failed_run_does_not_capture_the_next_runs_mlflow_run(tmp_path, monkey
         assert runs[1][0].data.tags["dagster_run_id"] == second.run_id
     finally:
         mlflow.end_run()
+
+
+def test_a_copied_data_root_keeps_its_mlflow_artifacts_under_itself(tmp_path):
+    """A data root copied (a backup restored, a move to a bigger disk) with its SQLite store: the experiment,
+    its runs and their artifacts follow the copy; they kept writing to and reading from the old root."""
+    import shutil
+
+    first = tmp_path / "old"
+    uri = default_tracking_uri(first)
+    run_id = _log(uri, tmp_path, "pump_01", "classification", 0.5, experiment="moved")
+    copy = tmp_path / "new"
+    shutil.copytree(first, copy)
+    new_uri = default_tracking_uri(copy)
+    tracking.ensure_experiment(tracking_uri=new_uri, experiment="moved")
+    client = _client(new_uri)
+    experiment = client.get_experiment_by_name("moved")
+    assert experiment.artifact_location.startswith(copy.resolve().as_uri()), experiment.artifact_location
+    moved = client.get_run(run_id).info.artifact_uri
+    assert moved.startswith(copy.resolve().as_uri()) and any(Path(moved.removeprefix("file://")).rglob("*.json"))
+    later = _log(new_uri, tmp_path, "pump_01", "classification", 0.6, experiment="moved")
+    assert client.get_run(later).info.artifact_uri.startswith(copy.resolve().as_uri())
+    assert _client(uri).get_experiment_by_name("moved").artifact_location.startswith(first.resolve().as_uri())

@@ -27,6 +27,7 @@ MLflow is imported inside the functions that need it, so importing this module i
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import numbers
 import os
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdm_pipeline.core.paths import mlflow_dir, validate_machine_id
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -165,7 +168,43 @@ def ensure_experiment(*, tracking_uri: str, experiment: str) -> str:
             f"MLflow experiment {experiment!r} in {tracking_uri} is deleted; restore it "
             f"(mlflow experiments restore) or use another experiment name"
         )
+    _follow_moved_store(tracking_uri, found.experiment_id, found.artifact_location, experiment)
     return found.experiment_id
+
+
+def _follow_moved_store(tracking_uri: str, experiment_id: str, location: str, experiment: str) -> None:
+    """A local SQLite store copied or moved with its data root keeps the absolute artifact paths of where it was
+    made: new runs would write their artifacts there (filling the old disk after a move to a bigger one) and
+    champion re-scoring would read from there. Re-point the experiment, its runs and its registered versions at
+    the store's own directory (MLflow has no API to move an experiment's artifacts: the store's tables are
+    updated, under the store's lock)."""
+    db_path = _sqlite_path(tracking_uri)
+    expected = _artifact_location(tracking_uri, experiment)
+    if db_path is None or expected is None or location == expected or not location.startswith("file://"):
+        return
+    from urllib.parse import unquote, urlparse
+
+    if not Path(unquote(urlparse(expected).path)).is_dir():
+        log.warning(f"MLflow experiment {experiment!r} of {db_path} keeps its artifacts in {location}, outside the "
+                    f"store's directory, and {expected} does not exist: left as it is")
+        return
+    old_root = location.rsplit("/", 1)[0]  # <old db dir>/mlruns
+    new_root = expected.rsplit("/", 1)[0]
+    import sqlite3
+
+    with _store_lock(tracking_uri), contextlib.closing(sqlite3.connect(db_path)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (expected, experiment_id))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?) WHERE experiment_id = ?",
+                   (old_root, new_root, experiment_id))
+        for column in ("source", "storage_location"):
+            db.execute(f"UPDATE model_versions SET {column} = replace({column}, ?, ?) WHERE {column} LIKE ?",
+                       (old_root, new_root, old_root + "%"))
+        with contextlib.suppress(sqlite3.OperationalError):  # MLflow 3's logged models (absent in older stores)
+            db.execute("UPDATE logged_models SET artifact_location = replace(artifact_location, ?, ?) "
+                       "WHERE experiment_id = ?", (old_root, new_root, experiment_id))
+    log.warning(f"MLflow store {db_path} was made at {old_root}: experiment {experiment!r}, its runs and "
+                f"registered versions now keep their artifacts under {new_root} (copy the old mlruns/ there if it "
+                "was not moved with the store)")
 
 
 @contextlib.contextmanager
