@@ -106,8 +106,12 @@ def test_each_model_gets_its_own_tagged_mlflow_run_and_the_deployed_alias(traine
         assert len(inputs) > 5 and all(c["type"] in ("float", "double") for c in inputs), inputs[:3]
         assert not any(c["name"] in ("timestamp", "rul", "failure_status") for c in inputs)
     assert current_champion(tracking_uri=uri, machine_id=MACHINE, model_type="classification") is not None
-    deployed = client.get_model_version_by_alias(registered_model_name(MACHINE, "classification"), "deployed")
-    assert deployed.tags["release_id"] == read_release(current_release_dir(root, MACHINE))["release_id"]
+    release = read_release(current_release_dir(root, MACHINE))
+    for model_type in families.model_types():  # every released model, champion metric or not (recovery does too)
+        if release["models"][model_type]["action"] == "released":
+            deployed = client.get_model_version_by_alias(registered_model_name(MACHINE, model_type), "deployed")
+            assert deployed.tags["release_id"] == release["release_id"], model_type
+    assert release["models"]["anomaly"]["action"] == "released"
 
 
 def test_export_and_predict_commands_round_trip(trained, tmp_path, capsys):

@@ -45,12 +45,18 @@ def promote_champions(
 ) -> dict[str, Any]:
     decisions: dict[str, Any] = {}
     for family in families.all_families():
-        if family.champion_metric is None:
-            continue
-        metric, higher_is_better = family.champion_metric
         t = family.model_type
         model = trained.get(t)
         run_id = model.summary.get("mlflow_run_id") if model is not None and not model.skipped else None
+        if family.champion_metric is None:  # no champion to compare with; still registered as what is deployed
+            if run_id and result.decisions.get(t) is not None and result.decisions[t].action == "released":
+                version = tracking.mark_deployed(
+                    tracking_uri=tracking_uri, run_id=run_id, machine_id=model.machine_id, model_type=t,
+                    release_id=result.release_id, why=f"{family.title}: no champion metric, deployed with its release")
+                decisions[t] = {"promoted": False, "version": version, "deployed": True,
+                                "reason": "no champion metric: registered as deployed with its release"}
+            continue
+        metric, higher_is_better = family.champion_metric
         evaluation = evaluations.get(t)
         new_score = evaluation.metrics.get(metric) if run_id and evaluation is not None else None
         if run_id is None or new_score is None:

@@ -443,10 +443,12 @@ def register_and_promote(
     )
 
 
-def mark_deployed(*, tracking_uri: str, run_id: str, machine_id: str, model_type: str, release_id: str) -> str:
+def mark_deployed(*, tracking_uri: str, run_id: str, machine_id: str, model_type: str, release_id: str,
+                  why: str = "registered by recovery after an interrupted release: no champion decision") -> str:
     """Point the alias "deployed" at the version of runs:/<run_id>/model (registered now if it is not yet, with
     no champion decision: that needs the re-scoring a release does), tagged with the release; returns the version.
-    For a release whose process died between its switch and the registry (recovery)."""
+    For a release whose process died between its switch and the registry (recovery), and for the models of a
+    family without a champion metric (`why` says which)."""
     name = registered_model_name(machine_id, model_type)
     client = _client(tracking_uri)
     _ensure_registered_model(client, name)
@@ -456,8 +458,7 @@ def mark_deployed(*, tracking_uri: str, run_id: str, machine_id: str, model_type
     else:
         version = client.create_model_version(name, source=f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}",
                                               run_id=run_id).version
-        client.set_model_version_tag(name, version, TAG_DECISION, "registered by recovery after an interrupted "
-                                     "release: no champion decision")
+        client.set_model_version_tag(name, version, TAG_DECISION, why)
     client.set_registered_model_alias(name, DEPLOYED_ALIAS, version)
     client.set_model_version_tag(name, version, TAG_RELEASE, release_id)
     return str(version)
