@@ -267,3 +267,20 @@ def test_sigterm_stops_a_batch_instead_of_moving_on_to_the_next_machine(site):
     assert proc.returncode == 130, out + err
     assert "not started: pump_002" in err, err
     assert released_id(root, "pump_002") == before, "the next machine was not trained"
+
+
+def test_two_cli_runs_of_one_machine_run_one_after_the_other(site):
+    """In-process runs skip the queue that holds one run per machine: two `train` of one machine ran side by side
+    (both STARTED). The second now waits for the first to end."""
+    root, home, instance = site
+    procs = [subprocess.Popen([CLI, "train", "--machine-id", "motor_001", "--models", "anomaly", *FAST], cwd=home,
+                              env=cli_env(home, root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    assert all(p.returncode in (0, 3) for p in procs), outputs
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    runs = [instance.get_run_records(filters=RunsFilter(tags={"pdm/pid": str(p.pid)}))[0] for p in procs]
+    spans = sorted((r.start_time, r.end_time) for r in runs)
+    assert spans[0][1] is not None and spans[1][0] >= spans[0][1], spans
+    assert any("waiting" in out for out in outputs), outputs

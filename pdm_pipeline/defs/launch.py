@@ -8,15 +8,20 @@ later process can tell that a run left STARTED belongs to a process that no long
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster import DagsterEventType
 
 from pdm_pipeline import families
+from pdm_pipeline.core import paths
 from pdm_pipeline.core.config import build_gate_settings, build_training_config
 from pdm_pipeline.core.contract import machine_fingerprint
 from pdm_pipeline.core.paths import data_root, validate_machine_id
@@ -25,6 +30,8 @@ from pdm_pipeline.defs.assets.source_data import source_observations
 from pdm_pipeline.defs.jobs import TRAIN_JOB
 from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME
 from pdm_pipeline.errors import PdmError
+
+log = logging.getLogger(__name__)
 
 TAG_MACHINE = "pdm/machine_id"
 TAG_TRIGGER = "pdm/trigger"
@@ -82,6 +89,42 @@ def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[
     return report
 
 
+# Run statuses of a run that holds its machine (a queued run waits: the queue counts in-process runs too).
+_ACTIVE = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+
+
+@contextmanager
+def machine_run_slot(instance: dg.DagsterInstance, root: Path, machine_id: str, poll_s: float = 2.0) -> Iterator[None]:
+    """One run per machine for in-process runs too (they skip the queue, which holds one per machine): wait for
+    another in-process run of the machine (a file lock, released by the OS when its holder dies), then for the
+    machine's running runs to end (the dead ones are failed meanwhile). A queued run of the machine waits for this
+    one: the queue's limit per machine counts in-process runs too."""
+    import fcntl
+
+    from pdm_pipeline.defs.recovery import fail_dead_in_process_runs
+
+    directory = paths.releases_dir(root, machine_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".run.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning(f"{machine_id}: another run of this machine in this data root is running here: waiting")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        said = False
+        while runs := instance.get_runs(dg.RunsFilter(tags={TAG_MACHINE: machine_id}, statuses=list(_ACTIVE))):
+            if not said:
+                log.warning(f"{machine_id}: waiting for run {runs[0].run_id[:8]} ({runs[0].status.value}) of this "
+                            "machine to end (one run per machine)")
+                said = True
+            time.sleep(poll_s)
+            fail_dead_in_process_runs(instance)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def materialize_machine(
     instance: dg.DagsterInstance,
     machine_id: str,
@@ -119,14 +162,15 @@ def materialize_machine(
     }
     job = (definitions or defs).resolve_job_def(TRAIN_JOB)
     selection = asset_selection(models)
-    result = job.execute_in_process(
-        instance=instance,
-        partition_key=machine_id,
-        run_config=run_config(training, gates, log_level),
-        raise_on_error=False,
-        tags=run_tags,
-        asset_selection=selection,
-    )
+    with machine_run_slot(instance, root, machine_id):
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=machine_id,
+            run_config=run_config(training, gates, log_level),
+            raise_on_error=False,
+            tags=run_tags,
+            asset_selection=selection,
+        )
     if not result.success:  # no daemon watches an in-process run: end its MLflow runs here
         from pdm_pipeline.defs.recovery import end_mlflow
 
