@@ -273,6 +273,11 @@ def test_regressor_learns_the_capped_target_and_reports_raw_and_capped_truth(reg
     assert gates["regression_beats_mean_rul"].passed
     useless = quality_gates("regression", {**m, "rmse_vs_mean": 18.8}, GateSettings())  # a single series' RUL
     assert not useless[0].passed and useless[0].warns and "rmse_vs_mean 18.8" in useless[0].line()
+    # a model that beats the train mean only because test RUL sits far below it: R² < 0 warns
+    assert gates["regression_r2_above_zero"].passed
+    shifted = {g.name: g for g in quality_gates("regression", {**m, "r2": -9.7}, GateSettings())}
+    assert shifted["regression_beats_mean_rul"].passed and not shifted["regression_r2_above_zero"].passed
+    assert shifted["regression_r2_above_zero"].warns and not shifted["regression_r2_above_zero"].blocks
 
 
 def test_auto_cap_is_chosen_on_val_for_run_to_failure_cycles(tmp_path):

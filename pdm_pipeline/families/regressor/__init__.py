@@ -17,6 +17,10 @@ FAMILY = ModelFamily(
         # Above 1 the model does worse on test than always predicting the train mean RUL: useless, whatever R²'s sign.
         QualityGate("regression_beats_mean_rul", "rmse_vs_mean", 1.0, "max",
                     "test RMSE of the shipped regressor / that of predicting the train mean RUL on the same rows"),
+        # Below 0 the model does worse than the test rows' own mean RUL (a constant nobody knows at training): it may
+        # still beat the train mean when test RUL sits far from train's, so this warns where the one above is silent.
+        QualityGate("regression_r2_above_zero", "r2", 0.0, "min",
+                    "test R² of the shipped regressor (0 = as good as predicting the test rows' own mean RUL)"),
         QualityGate("regression_single_row_latency", "single_row_latency_ms", 50.0, "max",
                     "one-row prediction time of the shipped model (ms)"),
     ),
