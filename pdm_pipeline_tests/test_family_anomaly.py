@@ -175,6 +175,13 @@ def test_debounced_alarm_needs_consecutive_rows_and_turns_off():
     # Causal: the alarm at row t never depends on later rows.
     for t in range(len(above)):
         assert debounce(above[: t + 1], None, 3, 3)[-1] == debounce(above, None, 3, 3)[t]
+    # Rows it cannot see (a sensor silent: fill values score as normal) neither clear the alarm nor break a run
+    on = np.array([1, 1, 1, 0, 0, 0, 0, 1], dtype=bool)
+    blind = np.array([1, 1, 1, 0, 0, 0, 1, 1], dtype=bool)
+    assert debounce(on, None, 3, 3).tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
+    assert debounce(on, None, 3, 3, seen=blind).tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    split = np.array([1, 0, 1, 1], dtype=bool)  # a run of 3 seen rows above, one unseen row in the middle
+    assert debounce(split, None, 3, 3, seen=np.array([1, 0, 1, 1], dtype=bool)).tolist() == [0, 0, 0, 1]
 
 
 def test_event_metrics_count_incidents_and_false_alarms():

@@ -485,7 +485,8 @@ class EdgePredictor:
         exact = np.ones(len(raw), dtype=bool) if exact is None else exact
         status = self._row_status(raw)
         out = raw.iloc[rows][[c for c in (TIMESTAMP, UNIT_ID) if c in raw.columns]].copy()
-        usable = np.array([s == OK or s.startswith(OUT_OF_RANGE) for s in status[rows]], dtype=bool)
+        seen = np.array([s == OK or s.startswith(OUT_OF_RANGE) for s in status], dtype=bool)
+        usable = seen[rows]
         where = np.cumsum(exact) - 1  # a row's place among the exact rows (the last rows are exact)
         for group in self._groups:
             try:
@@ -493,10 +494,12 @@ class EdgePredictor:
             except ValueError as exc:
                 raise PredictionInputError(f"machine {self.machine_id}: {exc}") from exc
             for runtime, columns in zip(group.runtimes, group.columns):
-                outputs = runtime.predict(features[exact][:, columns], codes[exact])
-                needs = getattr(runtime, "needs_earlier_rows", None)
-                if cut is not None and cut.any() and needs is not None and needs(
-                    {name: np.asarray(values)[cut] for name, values in outputs.items()}, codes[exact][cut]
+                stateful = getattr(runtime, "stateful", False)  # rows it cannot see must not move its state
+                outputs = runtime.predict(features[exact][:, columns], codes[exact],
+                                          **({"seen": seen[exact]} if stateful else {}))
+                if cut is not None and cut.any() and stateful and runtime.needs_earlier_rows(
+                    {name: np.asarray(values)[cut] for name, values in outputs.items()}, codes[exact][cut],
+                    seen[exact][cut],
                 ):
                     return None
                 for name, values in outputs.items():

@@ -200,23 +200,34 @@ class AnomalyRuntime:
         ensemble = normalised @ self.weights / self.weights.sum()
         return pd.DataFrame(np.column_stack([normalised, ensemble]), columns=[*self.detectors, ENSEMBLE])
 
-    def alarm(self, above: np.ndarray, units: np.ndarray | None = None) -> np.ndarray:
-        """Debounced alarm per unit, in row order: on after `on_samples` rows above, off after `off_samples` below."""
-        return debounce(above, units, self.on_samples, self.off_samples)
+    # The alarm has a state: the edge predictor passes which rows it can see (`seen`) and asks
+    # `needs_earlier_rows` before it trusts a tail of the input.
+    stateful = True
 
-    def predict(self, features: np.ndarray, units: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def alarm(self, above: np.ndarray, units: np.ndarray | None = None, seen: np.ndarray | None = None) -> np.ndarray:
+        """Debounced alarm per unit, in row order: on after `on_samples` rows above, off after `off_samples` below
+        (rows not `seen` hold the state)."""
+        return debounce(above, units, self.on_samples, self.off_samples, seen)
+
+    def predict(self, features: np.ndarray, units: np.ndarray | None = None,
+                seen: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Score and alarm per row. `seen`: False for rows whose sensors cannot be seen (no reading, a sensor
+        silent for its window): their fill values say nothing, so they neither raise nor clear the alarm."""
         ensemble = self.score(features)[ENSEMBLE].to_numpy()
-        return {ANOMALY_SCORE: ensemble, ANOMALY_FLAG: self.alarm(ensemble >= self.threshold, units)}
+        return {ANOMALY_SCORE: ensemble, ANOMALY_FLAG: self.alarm(ensemble >= self.threshold, units, seen)}
 
-
-    def needs_earlier_rows(self, outputs: dict[str, np.ndarray], units: np.ndarray) -> bool:
+    def needs_earlier_rows(self, outputs: dict[str, np.ndarray], units: np.ndarray,
+                           seen: np.ndarray | None = None) -> bool:
         """Whether some unit's alarm at its last row could differ with the rows before these (the alarm has a
-        state): not when every unit has, among these rows, `on_samples` consecutive rows above the threshold or
-        `off_samples` below, since such a run sets the state whatever came before it."""
+        state): not when every unit has, among these rows (those seen), `on_samples` consecutive rows above the
+        threshold or `off_samples` below, since such a run sets the state whatever came before it."""
         above = np.asarray(outputs[ANOMALY_SCORE]) >= self.threshold
         units = np.asarray(units)
+        seen = np.ones(len(above), dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
         for unit in np.unique(units):
-            flags = above[units == unit]
+            flags = above[(units == unit) & seen]
+            if not len(flags):
+                return True
             change = np.flatnonzero(np.r_[True, flags[1:] != flags[:-1], True])
             runs, values = np.diff(change), flags[change[:-1]]
             if not ((runs[values] >= self.on_samples).any() or (runs[~values] >= self.off_samples).any()):
@@ -224,22 +235,27 @@ class AnomalyRuntime:
         return False
 
 
-def debounce(above: np.ndarray, units: np.ndarray | None, on_samples: int, off_samples: int) -> np.ndarray:
+def debounce(above: np.ndarray, units: np.ndarray | None, on_samples: int, off_samples: int,
+             seen: np.ndarray | None = None) -> np.ndarray:
     """0/1 alarm: switches on at the `on_samples`-th consecutive True, off at the `off_samples`-th consecutive
-    False, restarting (off) at every new unit; causal (row t depends on rows <= t of its unit only)."""
+    False, restarting (off) at every new unit; causal (row t depends on rows <= t of its unit only). Rows not
+    `seen` hold the state and leave the runs as they were (they neither raise nor clear the alarm)."""
     above = np.asarray(above, dtype=bool)
     units = np.zeros(len(above), dtype=np.int64) if units is None else np.asarray(units)
+    seen = np.ones(len(above), dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
     out = np.zeros(len(above), dtype=np.int8)
-    if on_samples <= 1 and off_samples <= 1:
+    if on_samples <= 1 and off_samples <= 1 and seen.all():
         return above.astype(np.int8)
     # each unit's rows in their order, one unit after the other (rows of several units may come interleaved)
     units = pd.factorize(units, use_na_sentinel=False)[0]
     order = np.argsort(units, kind="stable")
     state, run_on, run_off, previous = False, 0, 0, None
-    for i, flag, unit in zip(order, above[order], units[order]):
+    for i, flag, unit, visible in zip(order, above[order], units[order], seen[order]):
         if unit != previous:
             state, run_on, run_off, previous = False, 0, 0, unit
-        if flag:
+        if not visible:
+            pass
+        elif flag:
             run_on, run_off = run_on + 1, 0
             if not state and run_on >= on_samples:
                 state = True
