@@ -294,6 +294,9 @@ def test_recovery_removes_interrupted_writes_and_repairs_a_dangling_pointer(rele
     (live / "release.json").rename(tmp := directory.parent / "release.json.bak")
     recover_machine(root, MACHINE)
     assert list(directory.glob(f".broken-{live.name}-*")) and not live.exists()
+    assert not list(directory.glob(".broken-current-*")), "the link is re-pointed, not moved aside"
+    link = directory / "current"
+    assert not link.is_symlink() or (directory / os.readlink(link) / "release.json").is_file()
     broken = next(directory.glob(f".broken-{live.name}-*"))
     tmp.rename(broken / "release.json")  # the operator puts it back (the module's later tests use it)
     broken.rename(live)
@@ -702,3 +705,23 @@ def test_a_release_that_fails_at_its_switch_leaves_no_orphan(tmp_path, monkeypat
     with pytest.raises(OSError, match="No space left"):
         _retrain_and_release(root)
     assert sorted(p.name for p in paths.releases_dir(root, "press").iterdir()) == before
+
+
+def test_recovery_re_points_current_when_its_release_lost_release_json(tmp_path, monkeypatch):
+    """The live release lost its release.json: it is moved aside and `current` re-pointed to the newest whole
+    release, whatever order the directory lists in (the link itself, seen first, was moved aside too)."""
+    from pathlib import Path
+
+    directory = paths.releases_dir(tmp_path, "m1")
+    (directory / "r1").mkdir(parents=True)
+    (directory / "r1" / "release.json").write_text(json.dumps({"sequence": 1}))
+    (directory / "r2").mkdir()
+    (directory / "r2" / "model.txt").write_text("the only copy")
+    os.symlink("r2", directory / "current")
+    listed = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(listed(self), key=lambda p: p.name != "current")))
+    done = recover_machine(tmp_path, "m1")
+    assert os.readlink(directory / "current") == "r1", done
+    (aside,) = directory.glob(".broken-r2-*")
+    assert (aside / "model.txt").read_text() == "the only copy"
+    assert not list(directory.glob(".broken-current-*"))

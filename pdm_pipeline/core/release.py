@@ -254,7 +254,8 @@ def recover_machine(root: Path, machine_id: str) -> list[str]:
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
             done.append(f"removed interrupted {name}")
-        elif leftover.is_dir() and not name.startswith(".") and not (leftover / RELEASE_FILE).is_file():
+        elif leftover.is_dir() and not leftover.is_symlink() and not name.startswith(".") and \
+                not (leftover / RELEASE_FILE).is_file():  # (`current` is a link: re-pointed below)
             # Never written by a release (those are renamed into place with their release.json): a release that
             # lost its release.json, or someone else's directory. Moved aside, not deleted: it may hold the only
             # copy of a machine's models.
