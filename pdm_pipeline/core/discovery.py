@@ -98,7 +98,7 @@ def scan_machines(
         newest = max(f.stat().st_mtime for f in files)
         # A file dated in the future (clock skew, an NFS server ahead, a tar with future dates) would wait until the
         # clock caught up: for it only the unchanged size/mtime between two scans (below) says it settled.
-        if 0 <= now - newest < settle_seconds or (newest > now + settle_seconds and previous is None):
+        if 0 <= now - newest < settle_seconds or (newest > now and previous is None):
             when = (f"dated {newest - now:.0f} s in the future (clock skew?): waiting for two scans to agree"
                     if newest > now else f"changed {now - newest:.0f} s ago: waiting for them to settle")
             out.append(MachineScan(name, False, reason=f"files {when}", signature=signature))
