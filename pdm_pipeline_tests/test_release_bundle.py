@@ -532,8 +532,6 @@ def _import_and_release(tmp_path, time_column: str, written: dict):
     """Import a two-line press file (time column `time_column`, day-first; `written`: the text file's separator
     and decimal mark) and release its anomaly model: root, bundle, the last rows as written and in contract form."""
     from pdm_pipeline.core.importer import ImportOptions, import_data
-    from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
-    from pdm_pipeline.core.release import release_machine
 
     n, rng = 400, np.random.default_rng(5)
     times = pd.date_range("2024-03-01", periods=n, freq="10min").strftime("%d/%m/%Y %H:%M")
@@ -548,17 +546,9 @@ def _import_and_release(tmp_path, time_column: str, written: dict):
     root = tmp_path / "data"
     import_data(csv, root, ImportOptions(machine_id="press", time_column=time_column, time_format="%d/%m/%Y %H:%M",
                                          unit_column="Line #", time_unit="minutes", **written))
-    data = load_machine(root, "press")
-    config = TrainingConfig(time_limit_s=5)
-    labels = prepare_labels(data, config)
-    features = prepare_features(data, labels, config)
-    run_id = new_run_id()
-    trained = train_model("anomaly", data, labels, features, paths.staging_dir(root, "press", run_id) / "anomaly",
-                          config, keys.signing_key(root))
-    evaluation = evaluate_model(trained, data, features, keys.local_trust(root))
-    result = release_machine(root, "press", {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
-                             run_id=run_id, data=data)
+    result = _retrain_and_release(root)
     assert result.published, result.reason
+    data = load_machine(root, "press")
     original = tmp_path / "original.csv"
     source.groupby("Line #").tail(120).to_csv(original, index=False, sep=written.get("separator", ","),
                                               decimal=written.get("decimal", "."))
@@ -655,7 +645,7 @@ def test_a_registry_that_fails_after_the_switch_warns_and_leaves_the_deploy_mark
 
 
 def _retrain_and_release(root, **kwargs):
-    """Train the press's anomaly model again and release it (as the Dagster graph's last steps do)."""
+    """Train the press's anomaly model (again) and release it (as the Dagster graph's last steps do)."""
     from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
     from pdm_pipeline.core.release import release_machine
 

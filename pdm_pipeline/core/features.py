@@ -2,8 +2,9 @@
 
 A row's features use that row and the rows before it in the same unit, nothing else: rolling windows (in
 samples) restart at every unit, and at every gap in the timestamps longer than the window itself (a window of 6
-hourly rows never reaches across a 7-day outage to rows from before it; shorter gaps are left alone), and `timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are
-never inputs (timestamps only order the rows and give the sampling step).
+hourly rows never reaches across a 7-day outage to rows from before it; shorter gaps are left alone), and
+`timestamp`, `rul`, `failure_status`, `anomaly_window` and `unit_id` are never inputs (timestamps only order the
+rows, give the sampling step and mark the gaps).
 
 Window lengths are counted in samples, not hours, so per-second, per-minute, hourly and per-cycle data all get
 real features: by default 6, 36 and 144 samples (at the generator's 10-minute step that is 1 h, 6 h, 24 h), each

@@ -145,7 +145,8 @@ def check_regular_timestamps(splits: dict[str, pd.DataFrame], time_unit: str, se
         longest, split, unit_name, start = max(gaps, key=lambda gap: gap[0])
         problems.append(
             f"{len(gaps)} gap(s) longer than {settings.max_gap_steps:g} steps ({step * settings.max_gap_steps:g} "
-            f"{unit}), the longest {longest:g} {unit} ({longest / step:.0f} steps) {'' if split.startswith('between') else 'in '}{split}"
+            f"{unit}), the longest {longest:g} {unit} ({longest / step:.0f} steps) "
+            f"{'' if split.startswith('between') else 'in '}{split}"
             f"{f' unit {unit_name}' if unit_name is not None else ''} after {start}: feature windows restart after "
             "each; an outage or missing export? (limit: setting max_gap_steps)"
         )
@@ -159,20 +160,23 @@ def _long_gaps_between_splits(
 ) -> list[tuple[float, str, Any, Any]]:
     """Gaps longer than `longer_than` from a unit's last row in one split to its first in the next (a unit's
     windows run on across the splits): (length, "between a and b", unit id, time before the gap)."""
+    def ends(frame: pd.DataFrame, units: bool) -> pd.DataFrame:  # per unit: first and last time, last timestamp
+        keys = frame[UNIT_ID].to_numpy() if units else np.zeros(len(frame))
+        times = pd.Series(time_values(frame, time_unit), index=frame.index)
+        grouped = pd.DataFrame({"t": times, "stamp": frame[TIMESTAMP]}).groupby(keys, sort=False)
+        return pd.DataFrame({"first": grouped["t"].first(), "last": grouped["t"].last(),
+                             "stamp": grouped["stamp"].last()})
+
     found = []
     names = [n for n in splits if len(splits[n])]
     for first, second in zip(names, names[1:]):
-        before, after = splits[first], splits[second]
-        units = [None] if UNIT_ID not in before.columns or UNIT_ID not in after.columns else \
-            list(dict.fromkeys(after[UNIT_ID]))
-        for unit in units:
-            a = before if unit is None else before[before[UNIT_ID] == unit]
-            b = after if unit is None else after[after[UNIT_ID] == unit]
-            if not len(a) or not len(b):
-                continue
-            gap = float(time_values(b.iloc[:1], time_unit)[0] - time_values(a.iloc[-1:], time_unit)[0])
-            if gap > longer_than:
-                found.append((gap, f"between {first} and {second}", unit, a[TIMESTAMP].iloc[-1]))
+        units = UNIT_ID in splits[first].columns and UNIT_ID in splits[second].columns
+        before, after = ends(splits[first], units), ends(splits[second], units)
+        shared = after.index.intersection(before.index)
+        gaps = after.loc[shared, "first"] - before.loc[shared, "last"]
+        for unit, gap in gaps[gaps > longer_than].items():
+            found.append((float(gap), f"between {first} and {second}", unit if units else None,
+                          before.loc[unit, "stamp"]))
     return found
 
 
@@ -263,6 +267,19 @@ def check_distribution_shift(
 RUL_CORRELATION_ROWS = 50_000
 
 
+def rank_correlations(values: pd.DataFrame, target: pd.Series, min_rows: int = 3) -> dict[str, float]:
+    """|Spearman correlation| of each column with `target` over the rows where both are known (NaN with fewer than
+    `min_rows` such rows or a constant side)."""
+    target = pd.Series(np.asarray(target, dtype=float), index=values.index)
+    out = {}
+    for column in values.columns:
+        x = values[column].astype(float)
+        keep = x.notna() & target.notna()
+        r = x[keep].rank().corr(target[keep].rank()) if keep.sum() >= min_rows else math.nan
+        out[column] = abs(float(r)) if math.isfinite(r) else math.nan
+    return out
+
+
 def check_rul_proxy(splits: dict[str, pd.DataFrame], sensors: tuple[str, ...], settings: GateSettings) -> GateOutcome:
     """WARN: a sensor whose rank correlation with rul on train is all but perfect (past 0.999 by default: a
     measurement has noise, a counter has none) is likely a counter of age or of remaining life (operating hours,
@@ -276,9 +293,7 @@ def check_rul_proxy(splits: dict[str, pd.DataFrame], sensors: tuple[str, ...], s
         rows = rows.sample(RUL_CORRELATION_ROWS, random_state=0)
     if rows[RUL].nunique() < 3:
         return skipped("no_rul_proxy_sensor", WARN, "rul takes fewer than 3 values on train")
-    ranks = rows.rank()
-    correlation = {c: abs(float(ranks[c].corr(ranks[RUL]))) for c in ranks.columns if c != RUL
-                   and rows[c].nunique() > 1}
+    correlation = rank_correlations(rows.drop(columns=[RUL]), rows[RUL])
     correlation = {c: v for c, v in correlation.items() if math.isfinite(v)}
     limit = settings.max_rul_correlation
     proxies = sorted((c for c, v in correlation.items() if v > limit), key=lambda c: -correlation[c])

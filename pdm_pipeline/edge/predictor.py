@@ -210,11 +210,11 @@ class EdgePredictor:
             prep = json.loads((model_dir / PREPROCESSING_FILE).read_text())
             key = json.dumps([prep["feature_spec"], prep["fill_values"]], sort_keys=True)
             if key not in groups:
-                groups[key] = _FeatureGroup(
-                    FeatureSpec.from_dict(prep["feature_spec"]), prep["fill_values"], prep.get("sensor_ranges") or {},
-                    [], [],
-                )
+                groups[key] = _FeatureGroup(FeatureSpec.from_dict(prep["feature_spec"]), prep["fill_values"], {}, [], [])
             group = groups[key]
+            for sensor, (lo, hi) in (prep.get("sensor_ranges") or {}).items():  # models of one spec: the widest
+                known = group.ranges.get(sensor, [lo, hi])
+                group.ranges[sensor] = [min(known[0], lo), max(known[1], hi)]
             position = {name: i for i, name in enumerate(group.spec.feature_names)}
             missing = [c for c in runtime.inputs if c not in position]
             if missing:
@@ -485,7 +485,7 @@ class EdgePredictor:
         exact = np.ones(len(raw), dtype=bool) if exact is None else exact
         status = self._row_status(raw)
         out = raw.iloc[rows][[c for c in (TIMESTAMP, UNIT_ID) if c in raw.columns]].copy()
-        seen = np.array([s == OK or s.startswith(OUT_OF_RANGE) for s in status], dtype=bool)
+        seen = pd.Series(status).str.startswith((OK, OUT_OF_RANGE)).to_numpy(dtype=bool)  # predicted rows
         usable = seen[rows]
         where = np.cumsum(exact) - 1  # a row's place among the exact rows (the last rows are exact)
         for group in self._groups:
@@ -493,9 +493,11 @@ class EdgePredictor:
                 features = compute_features(raw, group.spec).fillna(group.fill_values).to_numpy(dtype=float)
             except ValueError as exc:
                 raise PredictionInputError(f"machine {self.machine_id}: {exc}") from exc
+            if not exact.all():
+                features = features[exact]
             for runtime, columns in zip(group.runtimes, group.columns):
                 stateful = getattr(runtime, "stateful", False)  # rows it cannot see must not move its state
-                outputs = runtime.predict(features[exact][:, columns], codes[exact],
+                outputs = runtime.predict(features[:, columns], codes[exact],
                                           **({"seen": seen[exact]} if stateful else {}))
                 if cut is not None and cut.any() and stateful and runtime.needs_earlier_rows(
                     {name: np.asarray(values)[cut] for name, values in outputs.items()}, codes[exact][cut],

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    brier_score_loss,
     confusion_matrix,
     f1_score,
     precision_recall_curve,
@@ -30,7 +31,7 @@ from pdm_pipeline.families import tabular
 from pdm_pipeline.families.base import TestView, read_card
 from pdm_pipeline.families.classifier import FAMILY
 from pdm_pipeline.families.classifier.runtime import ClassifierRuntime
-from pdm_pipeline.families.classifier.train import binary_labels, brier
+from pdm_pipeline.families.classifier.train import binary_labels
 
 CALIBRATION_BINS = 10
 
@@ -54,7 +55,7 @@ def _reliability_plot(truth: np.ndarray, proba: np.ndarray, raw: np.ndarray, mac
         order = np.argsort(values, kind="stable")
         groups = [g for g in np.array_split(order, min(CALIBRATION_BINS, len(order))) if len(g)]
         ax.plot([values[g].mean() for g in groups], [truth[g].mean() for g in groups], "o-", color=color,
-                label=f"{name} (Brier {brier(truth, values):.4f})", alpha=0.6 if name.startswith("raw") else 1.0)
+                label=f"{name} (Brier {brier_score_loss(truth, values):.4f})", alpha=0.6 if name.startswith("raw") else 1.0)
     ax.set_xlabel("mean predicted failure probability (bins of equal rows)")
     ax.set_ylabel("observed failure rate")
     ax.set_xlim(-0.01, 1.01)
@@ -141,12 +142,12 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
             f"{flagged}" + (" (every one a false alarm)" if cls == 0 and predicted.any() else ""),
         )
     metrics = classification_metrics(truth, predicted, raw)  # rankings of the raw probability (the map is increasing)
-    metrics["brier"] = brier(truth, proba)
+    metrics["brier"] = float(brier_score_loss(truth, proba))
     metrics["calibration_error"] = calibration_error(truth, proba)
     metrics["single_row_latency_ms"] = tabular.single_row_latency_ms(runtime.probability, features[:1])
     baseline = constant_baseline(truth, int(card["train_majority_class"]))
     rate = np.full(len(truth), float(card["train_positive_rate"]))  # the train failure rate, said of every row
-    baseline["brier"], baseline["calibration_error"] = brier(truth, rate), calibration_error(truth, rate)
+    baseline["brier"], baseline["calibration_error"] = float(brier_score_loss(truth, rate)), calibration_error(truth, rate)
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     tn, fp, fn, tp = (int(v) for v in matrix.ravel())
     details = {
@@ -163,7 +164,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         "preset": card["preset"],
         "val_metrics": card["val_metrics"],
         "calibration": card.get("calibration"),
-        "raw_brier": brier(truth, raw),
+        "raw_brier": float(brier_score_loss(truth, raw)),
     }
     pictures = {"confusion_matrix": _confusion_plot(matrix, threshold, view.machine_id)}
     if 0 < truth.sum() < len(truth):

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (
     average_precision_score,
+    brier_score_loss,
     precision_recall_curve,
     precision_score,
     recall_score,
@@ -86,10 +87,6 @@ MIN_CALIBRATION_FAILURES = 5
 _THRESHOLD_ROWS = "_threshold_rows"
 
 
-def brier(truth: np.ndarray, proba: np.ndarray) -> float:
-    return float(np.mean((np.asarray(proba, dtype=float) - np.asarray(truth, dtype=float)) ** 2))
-
-
 def fit_calibration(truth: np.ndarray, raw: np.ndarray, threshold: float, rows: str) -> dict[str, Any]:
     """Platt scaling of raw probabilities on held-out rows, or why not ({"method": "none", "reason": ...})."""
     from sklearn.linear_model import LogisticRegression
@@ -108,7 +105,8 @@ def fit_calibration(truth: np.ndarray, raw: np.ndarray, threshold: float, rows: 
     calibration = {"method": "platt", "slope": slope, "intercept": intercept, "fitted_on": rows,
                    "rows": len(truth), "failures": failures, "raw_threshold": float(threshold)}
     calibrated = platt(raw, calibration)
-    calibration["brier_on_fit_rows"] = {"raw": brier(truth, raw), "calibrated": brier(truth, calibrated)}
+    calibration["brier_on_fit_rows"] = {"raw": float(brier_score_loss(truth, raw)),
+                                        "calibrated": float(brier_score_loss(truth, calibrated))}
     return calibration
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pdm_pipeline.core.config import TrainingConfig
+from pdm_pipeline.core.gates import rank_correlations
 from pdm_pipeline.core.schema import LABEL, RUL, UNIT_ID
 from pdm_pipeline.core.timeaxis import short
 from pdm_pipeline.families.base import CARD_FILE, ModelSkipped, TrainView
@@ -114,8 +115,9 @@ def sensor_scores(view: TrainView, sensors: Sequence[str]) -> tuple[str, dict[st
         y = np.asarray(pd.to_numeric(pd.Series(np.asarray(target)), errors="coerce"), dtype=float)
         known = np.isfinite(y)
         if known.sum() >= MIN_SCORE_ROWS and np.unique(y[known]).size > 1:
+            scores = rank_correlations(train[list(sensors)], pd.Series(y, index=train.index), MIN_SCORE_ROWS)
             return f"|Spearman correlation| with {name} on train", {
-                s: _spearman(values[s], y) for s in sensors
+                s: v if math.isfinite(v) else 0.0 for s, v in scores.items()
             }
     time = np.asarray(fs.axis_datetimes(train, view.time_unit, f"machine {view.machine_id}, train split"))
     units = train[UNIT_ID].astype(str).to_numpy() if UNIT_ID in train.columns else np.zeros(len(train))
@@ -135,16 +137,6 @@ def _targets(view: TrainView) -> list[tuple[str, Any]]:
     elif frame is not None and LABEL in frame.columns and len(frame) == len(train):
         out.append((f"{LABEL} (fitted on train)", frame[LABEL]))
     return out
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < MIN_SCORE_ROWS:
-        return 0.0
-    rx, ry = (pd.Series(v[keep]).rank().to_numpy() for v in (x, y))
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(abs(np.corrcoef(rx, ry)[0, 1]))
 
 
 def _drift(x: np.ndarray, groups: Sequence[np.ndarray]) -> float:
