@@ -226,6 +226,71 @@ def test_a_release_killed_at_random_instants_is_never_seen_half_written(tiny_fle
     assert not list((root / "releases" / machine).glob(".building-*"))
 
 
+KILLED_AT_SWITCH = r"""
+import os, signal, sys
+from pathlib import Path
+from pdm_pipeline.core import keys, paths, release
+from pdm_pipeline.core.config import GateSettings, TrainingConfig
+from pdm_pipeline.core.contract import load_machine
+from pdm_pipeline.core.pipeline import evaluate_model, new_run_id, prepare_features, prepare_labels, train_model
+
+root, machine, kill = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "kill"
+if kill:  # SIGKILL after the release is renamed into place, before `current` switches to it
+    release._switch = lambda directory, release_id: os.kill(os.getpid(), signal.SIGKILL)
+config = TrainingConfig(time_limit_s=5)
+data = load_machine(root, machine)
+labels = prepare_labels(data, config)
+features = prepare_features(data, labels, config)
+run_id = new_run_id()
+trained = train_model("anomaly", data, labels, features, paths.staging_dir(root, machine, run_id) / "anomaly",
+                      config, keys.signing_key(root))
+evaluation = evaluate_model(trained, data, features, keys.local_trust(root))
+result = release.release_machine(root, machine, {"anomaly": trained}, {"anomaly": evaluation}, GateSettings(),
+                                 run_id=run_id, data=data)
+print("released", result.release_id, flush=True)
+"""
+
+
+def test_a_release_killed_between_its_rename_and_its_switch_is_not_left_behind(tiny_fleet_root, tmp_path):
+    """SIGKILL after the release directory is renamed into place but before `current` switches to it: a whole
+    release that never became current (its run failed). Recovery removes it when a current release exists (it
+    was made after it), and moves it aside when there is none; the next release works."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    machine = "pump_002"
+    directory = root / "releases" / machine
+
+    def release(mode: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", KILLED_AT_SWITCH, str(root), machine, mode],
+                              capture_output=True, text=True, timeout=300)
+
+    def whole() -> list[str]:
+        return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".") and p.name != "current")
+
+    killed = release("kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (first,) = whole()
+    assert current_release_dir(root, machine) is None
+    done = recover_machine(root, machine)
+    assert whole() == [] and (directory / f".unswitched-{first}" / "release.json").is_file(), done
+    assert any("never switched to" in line for line in done)
+
+    ok = release("ok")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    live = released_id(root, machine)
+    assert live is not None and whole() == [live]
+
+    killed = release("kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(whole()) == 2 and released_id(root, machine) == live  # the orphan sits beside the current one
+    done = recover_machine(root, machine)
+    assert whole() == [live] and released_id(root, machine) == live, done
+    assert recover_machine(root, machine) == []
+    ok = release("ok")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert released_id(root, machine) not in (None, live)
+
+
 def test_one_machines_broken_state_does_not_stop_the_recovery_of_the_others(tmp_path):
     """A `.lock` that is a directory (or a read-only root) made the sweep raise at that machine: every CLI command
     and the recovery sensor crashed, and the machines after it were never repaired. A deploy marker of the wrong

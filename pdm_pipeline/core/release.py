@@ -24,7 +24,8 @@ Rules
     `current` sees the whole old or the whole new set, at every instant, whatever is killed when.
 Recovery
     `recover_machine` (run at the start of every release, and by the startup sweep) removes `.building-*`
-    directories and leftover temporary links, and re-points a dangling `current` at the newest complete release.
+    directories and leftover temporary links, re-points a dangling `current` at the newest complete release, and
+    removes a release killed between its rename and its switch (made after `current`, never switched to).
 """
 
 from __future__ import annotations
@@ -271,6 +272,29 @@ def recover_machine(root: Path, machine_id: str) -> list[str]:
         else:
             link.unlink()
             done.append("dangling current removed")
+    return done + _remove_unswitched(root, machine_id)
+
+
+def _remove_unswitched(root: Path, machine_id: str) -> list[str]:
+    """A release whose process was killed between its rename into place and its switch: whole, but never
+    current, and its run failed. Every switch goes to the release just made, which has the highest sequence, so a
+    release made after the current one was never switched to: removed, as a release that fails there is. With no
+    `current` at all (a first release killed there, or a link removed by hand) they are moved aside instead."""
+    directory = paths.releases_dir(root, machine_id)
+    link = directory / CURRENT
+    done: list[str] = []
+    live = current_release_dir(root, machine_id)
+    if live is None and link.is_symlink():
+        return done  # a dangling link recovery could not repair: leave everything for a person
+    for release in complete_releases(root, machine_id):
+        if live is None:
+            aside = directory / f".unswitched-{release.name}"
+            os.replace(release, aside)
+            done.append(f"{release.name} was never switched to (no current release): moved aside to {aside.name}")
+        elif release.resolve() != live and release_sequence(release) > release_sequence(live):
+            shutil.rmtree(release, ignore_errors=True)
+            done.append(f"removed {release.name}: made after the current release but never switched to "
+                        "(its run stopped before the switch)")
     return done
 
 
