@@ -222,6 +222,27 @@ def test_too_few_normal_rows_is_a_skip_with_the_count(splits, tmp_path):
         ANOMALY.train(train, tmp_path / "m", TrainingConfig())
 
 
+def test_a_threshold_set_on_few_normal_rows_warns(trained, splits, tmp_path):
+    """30 normal val rows at contamination 0.05: the conformal threshold is their largest score, 1.5 rows were
+    expected above it, and the gate anomaly_threshold_support says so (it said nothing). 450 rows pass it."""
+    from pdm_pipeline.core.config import GateSettings
+    from pdm_pipeline.core.gates import quality_gates
+
+    def support(model_dir, test) -> tuple[float, bool]:
+        metrics = ANOMALY.evaluate(model_dir, test).metrics
+        (gate,) = [g for g in quality_gates("anomaly", metrics, GateSettings()) if g.name == "anomaly_threshold_support"]
+        return metrics["threshold_expected_exceedances"], gate.passed
+
+    _, test = views(splits, FEATURES)
+    assert support(trained, test) == (pytest.approx(450 * 0.05), True)
+    val = splits["val"]
+    few = {**splits, "val": pd.concat([val.loc[val[LABEL] == 0].iloc[:30], val.loc[val[LABEL] == 1]])}
+    train, test = views(few, FEATURES)
+    ANOMALY.train(train, tmp_path / "few", TrainingConfig(seed=7))
+    assert read_card(tmp_path / "few")["threshold_rows"] == 30
+    assert support(tmp_path / "few", test) == (pytest.approx(1.5), False)
+
+
 def test_select_anomaly_inputs_takes_raw_values_and_the_shortest_window():
     names = ["a", "b", "a__mean_w6", "a__std_w6", "a__max_w6", "a__mean_w36", "b__std_w6", "b__slope_w6"]
     assert select_anomaly_inputs(names) == ["a", "b", "a__mean_w6", "a__std_w6", "b__std_w6"]

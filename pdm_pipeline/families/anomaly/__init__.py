@@ -29,6 +29,11 @@ FAMILY = ModelFamily(
     quality_gates=(
         QualityGate("anomaly_false_alarm_rate", "false_alarm_rate", 0.05, "max",
                     "share of normal test rows flagged by the alarm"),
+        # The conformal threshold keeps the expected false-alarm rate at most `contamination` on any number of
+        # rows, but on few it is close to their largest score and the rate on new rows spreads widely around it
+        # (its standard deviation is about contamination / sqrt(rows x contamination)).
+        QualityGate("anomaly_threshold_support", "threshold_expected_exceedances", 5.0, "min",
+                    "normal rows the threshold was set on x contamination: the rows expected above it there"),
         QualityGate("anomaly_single_row_latency", "single_row_latency_ms", 50.0, "max",
                     "one-row scoring time of the shipped ensemble (ms)"),
     ),

@@ -135,6 +135,9 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     metrics.update(event_metrics(truth, flags, units, _normal_days(test, truth, view.time_unit)))
     metrics["single_row_latency_ms"] = latency_ms(runtime, features[:1])
     metrics["test_positive_rate"] = float(truth.mean())
+    threshold_rows = card.get("threshold_rows", card.get("val_normal_rows"))
+    if threshold_rows is not None:
+        metrics["threshold_expected_exceedances"] = float(threshold_rows) * float(card["contamination"])
     per_detector = {
         name: binary_metrics(
             truth, (scores[name].to_numpy() >= runtime.detector_thresholds[name]).astype(int), scores[name].to_numpy()

@@ -364,6 +364,7 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig, inputs: Sequen
         "threshold_rule": f"conformal {1 - config.contamination:g} quantile of the ensemble score on {calibration_rule}",
         "detector_thresholds": detector_thresholds,
         "contamination": config.contamination,
+        "threshold_rows": len(calibration_ensemble),
         "alarm": {"on_samples": on_samples, "off_samples": off_samples, "rule": alarm_rule},
         "normalisation": "mid-rank empirical CDF of each detector's score on held-out normal train reference rows",
         "detector_settings": {
