@@ -582,7 +582,7 @@ def test_a_counter_that_restarts_is_named_as_runs_one_after_another_not_only_as_
     source = _csv(tmp_path / "in.csv", frame)
     message = _error(source, tmp_path / "data", machine_id="m", cycle_column="cycle")
     assert "30 duplicate timestamps (no unit column)" in message
-    assert f"goes back 1 time(s), first from 30 to 1 at {source} row 30" in message and "unit_column" in message
+    assert f"goes back 1 time(s), first from 30 to 1 at {source} line 32" in message and "unit_column" in message
     assert main(["--data-dir", str(tmp_path / "data"), "import", str(source), "--machine-id", "m", "--cycle-column",
                  "cycle", "--duplicate-timestamps", "first"]) == 0
     assert "note: m: 30 row(s) dropped that repeated a time (duplicate_timestamps)" in capsys.readouterr().out
@@ -642,7 +642,8 @@ def test_unparseable_timestamps(tmp_path: Path) -> None:
     source = _csv(tmp_path / "in.csv", frame)
     message = _error(source, tmp_path / "data", machine_id="m", time_column="Time")
     assert "'Time'" in message and "2 values are missing or not parseable" in message
-    assert "'yesterday'" in message and f"{source} row 4" in message
+    assert "'yesterday'" in message and f"{source} line 6" in message
+    assert source.read_text().splitlines()[6 - 1].startswith("yesterday,"), "the line an editor shows"
 
 
 def test_numeric_time_column_points_to_cycle_column(tmp_path: Path) -> None:
@@ -658,7 +659,8 @@ def test_non_numeric_sensor(tmp_path: Path) -> None:
     source = _csv(tmp_path / "in.csv", frame)
     message = _error(source, tmp_path / "data", machine_id="m", time_column="Time", sensor_columns=["Temp [°C]"])
     assert "'Temp [°C]'" in message and "not numeric" in message and "1 values" in message
-    assert "'sensor fault'" in message and f"{source} row 7" in message
+    assert "'sensor fault'" in message and f"{source} line 9" in message
+    assert "sensor fault" in source.read_text().splitlines()[9 - 1]
 
 
 def test_duplicate_timestamps_within_a_unit(tmp_path: Path) -> None:
@@ -1198,6 +1200,8 @@ def test_a_header_naming_a_column_twice_is_refused_not_renamed(tmp_path: Path) -
     ("column", "values", "options"),
     [
         ("Time", lambda f: f["Time"], {"time_column": "Time"}),
+        ("Zeit", lambda f: pd.to_datetime(f["Time"]).dt.strftime("%d.%m.%Y %H:%M"),
+         {"time_column": "Zeit", "time_format": "%d.%m.%Y %H:%M"}),
         ("Epoch (s)", lambda f: pd.to_datetime(f["Time"]).astype("int64") // 10**9,
          {"time_column": "Epoch (s)", "time_format": "unix_s"}),
         ("Cycle no.", lambda f: np.arange(1, len(f) + 1), {"cycle_column": "Cycle no.", "cycle_unit": "min"}),
@@ -1222,4 +1226,13 @@ def test_the_edge_reads_the_source_time_column_as_the_import_did(tmp_path: Path,
     assert list(rows.columns) == ["temp_degC", "pressure_bar", "value", "timestamp"]
     assert rows["timestamp"].tolist() == written["timestamp"].tolist()
     assert str(rows["timestamp"].dtype) == str(written["timestamp"].dtype)
+    # and a forecast's times go back to the source's own column and form (they were contract times: UTC dates,
+    # a cycle machine's as 2000-01-01 + cycles)
+    given = pd.read_csv(source)
+    back = predictor.forecast_in_input_form(rows[["timestamp"]].assign(temp_degC=0.0), given)
+    assert list(back.columns) == [column, "temp_degC"]
+    if pd.api.types.is_numeric_dtype(given[column]):
+        np.testing.assert_allclose(back[column].to_numpy(dtype=float), given[column].to_numpy(dtype=float))
+    else:
+        assert back[column].astype(str).tolist() == given[column].tolist()
     assert import_columns(None) is None and import_columns({"file": "x"}) is None  # not imported: no map

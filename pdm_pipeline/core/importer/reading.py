@@ -29,10 +29,17 @@ class Table:
     file_rows: np.ndarray
     # Unit ids taken from the file stems of a directory read without unit_column.
     file_units: pd.Series | None = None
+    # Per file: the text line of its first row (2 below a header, else 1); None for parquet and frames, whose rows
+    # are named by their 0-based position.
+    first_lines: list[int | None] | None = None
 
     def where(self, position: int) -> str:
-        """'<file> row <n>' for the row at `position` of the frame."""
-        return f"{self.file_names[self.file_index[position]]} row {int(self.file_rows[position])}"
+        """'<file> line <n>' (text, as an editor numbers it) or '<file> row <n>' (0-based) for a frame's row."""
+        index, row = int(self.file_index[position]), int(self.file_rows[position])
+        first = self.first_lines[index] if self.first_lines else None
+        if first is None:
+            return f"{self.file_names[index]} row {row}"
+        return f"{self.file_names[index]} line {first + row}"
 
 
 def read_file(
@@ -148,6 +155,7 @@ def read_source(source: Path, options: ImportOptions) -> Table:
         file_index=file_index,
         file_rows=np.concatenate([np.arange(len(f)) for f in frames]),
         file_units=file_units,
+        first_lines=[None if p.suffix.lower() == ".parquet" else (2 if options.header else 1) for p in files],
     )
 
 
