@@ -484,9 +484,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = EdgePredictor.load(args.bundle, trust=_trust(args))
     raw = predictor.read_input(args.input)
     if args.forecast:
-        result = predictor.forecast(None if args.from_training_end else raw, horizon=args.horizon)
+        result = predictor.forecast_in_input_form(
+            predictor.forecast(None if args.from_training_end else raw, horizon=args.horizon), raw)
     else:
-        result = predictor.predict(raw, latest_only=args.latest_only)
+        result = predictor.in_input_form(predictor.predict(raw, latest_only=args.latest_only), raw)
     _write_table(result, Path(args.output) if args.output else None)
     if note := status_note(result):
         print(note, file=sys.stderr)

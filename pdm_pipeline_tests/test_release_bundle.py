@@ -601,7 +601,16 @@ def test_an_imported_machine_predicts_on_rows_in_its_source_files_format(importe
     out = tmp_path / "out.csv"
     assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), "--input", str(original),
                  "--output", str(out)]) == 0
-    assert pd.read_csv(out)["anomaly_score"].tolist() == pytest.approx(expected["anomaly_score"].tolist(), nan_ok=True)
+    written = pd.read_csv(out)
+    assert written["anomaly_score"].tolist() == pytest.approx(expected["anomaly_score"].tolist(), nan_ok=True)
+    # the rows are named as the input named them: its own time column and text, its own unit column
+    given = pd.read_csv(original)
+    assert list(written.columns[:2]) == ["Time stamp", "Line #"]
+    assert written["Time stamp"].tolist() == given["Time stamp"].tolist()  # '01/03/2024 20:00', not ISO
+    assert written["Line #"].tolist() == given["Line #"].tolist()
+    assert main(["--data-dir", str(root), "predict", "--bundle", str(bundle), "--input", str(original),
+                 "--latest-only", "--output", str(out)]) == 0
+    assert pd.read_csv(out)["Time stamp"].tolist() == given.groupby("Line #")["Time stamp"].last().tolist()
 
 
 def test_imported_names_mixed_with_contract_names_are_refused_naming_both(imported):

@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     predictor = EdgePredictor.load(args.bundle, trust=trust)
     raw = predictor.read_input(args.input)
     if args.command == "forecast":
-        result = predictor.forecast(raw, horizon=args.horizon)
+        result = predictor.forecast_in_input_form(predictor.forecast(raw, horizon=args.horizon), raw)
     else:
-        result = predictor.predict(raw, latest_only=args.latest_only)
+        result = predictor.in_input_form(predictor.predict(raw, latest_only=args.latest_only), raw)
     _write(result, args.output)
     if note := status_note(result):
         print(note, file=sys.stderr)

@@ -301,6 +301,45 @@ class EdgePredictor:
             out[TIMESTAMP] = self._source_times(pd.Series(out[TIMESTAMP]), mapping[TIMESTAMP], what)
         return self._contract_times(out, what)
 
+    def in_input_form(self, result: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+        """`predict`'s result with its time and unit columns as `raw` gave them (the CLIs write this): the input's
+        own values under the input's own names, e.g. an imported machine's 'Time stamp' in its day-first text,
+        or cycle numbers, where `predict` gives contract times (UTC; cycles as 2000-01-01 + cycles)."""
+        by_name = {str(c).strip(): c for c in raw.columns}
+        out, names = result.copy(), {}
+        for column in (TIMESTAMP, UNIT_ID):
+            source = self.source_columns.get(column)
+            given = column if column in raw.columns else by_name.get(source) if source else None
+            if column in out.columns and given is not None:
+                out[column] = raw.loc[out.index, given].to_numpy()
+                names[column] = str(given).strip()
+        return out.rename(columns=names)
+
+    def forecast_in_input_form(self, result: pd.DataFrame, raw: pd.DataFrame | None) -> pd.DataFrame:
+        """`forecast`'s result with its future times written as the input writes its own (the CLIs write this):
+        for an imported machine's rows under the source's names, the source's time column, in its format (a
+        date in the import's format, Unix seconds, cycle numbers); otherwise unchanged."""
+        source = self.source_columns.get(TIMESTAMP)
+        names = {str(c).strip() for c in raw.columns} if raw is not None else set()
+        if TIMESTAMP not in result.columns or not source or source == TIMESTAMP or source not in names:
+            return result
+        spec = (self.description.get("source_columns") or {}).get("time") or {}
+        times = pd.to_datetime(result[TIMESTAMP])
+        kind = spec.get("kind")
+        if kind == "unix":
+            written: Any = (times - pd.Timestamp("1970-01-01")) / pd.Timedelta(1, unit=spec["unit"])
+        elif kind == "cycles":
+            written = (times - pd.Timestamp(spec["origin"])) / pd.Timedelta(seconds=float(spec["seconds"]))
+        elif kind == "datetime" and spec.get("format"):
+            written = times.dt.strftime(spec["format"])
+        else:
+            written = result[TIMESTAMP]
+        renames = {TIMESTAMP: source}
+        unit = self.source_columns.get(UNIT_ID)
+        if UNIT_ID in result.columns and unit and unit in names:
+            renames[UNIT_ID] = unit
+        return result.assign(**{TIMESTAMP: written}).rename(columns=renames)
+
     def _contract_times(self, raw: pd.DataFrame, what: str) -> pd.DataFrame:
         """Input in the contract's names with its `timestamp` not parsed yet: read as the import read the source
         file's own `timestamp` column (a day-first date, Unix seconds), else, or when that fails, as any date."""
