@@ -143,3 +143,29 @@ def test_invalid_requests_are_refused_before_anything_is_queued(webserver):
         assert run.status.value == "FAILURE", run.status
         failure = [e for e in instance.all_logs(run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"]
         assert failure and words in failure[0].message and "not queued" in failure[0].message
+
+
+def test_a_run_is_not_queued_on_a_full_disk_and_the_message_names_it(tiny_fleet_root, tmp_path, monkeypatch):
+    """With the data root's disk (nearly) full, every entry point's check refuses the run, naming the directory
+    and its free space (a run started there failed mid-way with an unrelated-looking database error)."""
+    from collections import namedtuple
+
+    from pdm_pipeline.core import paths
+    from pdm_pipeline.defs.launch import check_request
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    check_request("motor_001", None, None, root=tiny_fleet_root)  # enough space: accepted
+    real, usage = shutil.disk_usage, namedtuple("usage", "total used free")
+
+    def full_at_home(path):
+        return usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6) if Path(path) == home else real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", full_at_home)
+    with pytest.raises(PreQueueError, match=rf"machine motor_001: not queued, the disk is \(nearly\) full at "
+                                            rf"{home} \(5 MB free\).*needs at least 100 MB free"):
+        check_request("motor_001", None, None, root=tiny_fleet_root)
+    # a directory not made yet is judged by the disk it will be made on
+    assert paths.free_space_problem(home / "data" / "not-yet") is not None
+    assert paths.free_space_problem(tiny_fleet_root) is None

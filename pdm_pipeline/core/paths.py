@@ -38,6 +38,35 @@ def validate_machine_id(machine_id: object) -> str:
     return machine_id  # type: ignore[return-value]
 
 
+# Free space a run needs on the disks it writes to (the data root: staging, releases, MLflow; the Dagster home:
+# run and event storage). A sample machine's run writes a few MB; a full disk failed the run mid-way with an
+# unrelated-looking database error.
+MIN_FREE_MB = 100.0
+
+
+def free_space_problem(*directories: Path | None, min_free_mb: float = MIN_FREE_MB) -> str | None:
+    """Why a run cannot start on these directories' disks (too little free space), naming each; None if it can."""
+    import shutil
+
+    problems = []
+    for directory in directories:
+        if directory is None:
+            continue
+        existing = Path(directory)
+        while not existing.exists() and existing != existing.parent:  # the data root may not exist yet
+            existing = existing.parent
+        try:
+            free_mb = shutil.disk_usage(existing).free / 1e6
+        except OSError:
+            continue
+        if free_mb < min_free_mb:
+            problems.append(f"{directory} ({free_mb:.0f} MB free)")
+    if not problems:
+        return None
+    return (f"the disk is (nearly) full at {', '.join(problems)}: a run writes models, MLflow records and run logs "
+            f"there and needs at least {min_free_mb:g} MB free; free some space and launch again")
+
+
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The data root: the explicit argument, else $PDM_DATA_DIR, else ./data."""
     if explicit is not None:

@@ -24,7 +24,7 @@ from pdm_pipeline import families
 from pdm_pipeline.core import paths
 from pdm_pipeline.core.config import build_gate_settings, build_training_config
 from pdm_pipeline.core.contract import machine_fingerprint
-from pdm_pipeline.core.paths import data_root, validate_machine_id
+from pdm_pipeline.core.paths import data_root, free_space_problem, validate_machine_id
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
 from pdm_pipeline.defs.jobs import TRAIN_JOB
@@ -80,6 +80,9 @@ def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[
     validate_machine_id(machine_id)
     build_training_config(training)
     settings = build_gate_settings(gates)
+    home = os.environ.get("DAGSTER_HOME")
+    if problem := free_space_problem(root, Path(home) if home else None):
+        raise PreQueueError(f"machine {machine_id}: not queued, {problem}")
     report = machine_report(root, machine_id, settings)
     if report.errors:
         raise PreQueueError(
