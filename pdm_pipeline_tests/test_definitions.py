@@ -29,8 +29,9 @@ def test_definitions_load_and_follow_the_registry():
     job = defs.resolve_job_def("train_machine")
     assert job.executor_def.name == "in_process"
     # every job runs in its run's own process, the pid the run is tagged with and the recovery sweep watches (a
-    # multiprocess job tagged a step's pid, and a sweep between that step's end and the run's could fail the run)
-    for name in ("fleet_overview_job", "train_fleet_models"):
+    # multiprocess job tagged a step's pid, and a sweep between that step's end and the run's could fail the run);
+    # __ASSET_JOB (the UI's Materialize button, asset backfills) too: it ran on Dagster's default multiprocess one
+    for name in ("fleet_overview_job", "train_fleet_models", "__ASSET_JOB"):
         assert defs.resolve_job_def(name).executor_def.name == "in_process", name
     steps = {node.name for node in job.graph.node_defs}
     assert len(steps) == 3 + len(families.all_families()) + 1, steps

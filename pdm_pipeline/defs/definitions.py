@@ -15,7 +15,7 @@ from pdm_pipeline.defs.assets.preparation import failure_labels, machine_dataset
 from pdm_pipeline.defs.assets.release import machine_release
 from pdm_pipeline.defs.assets.source_data import machine_metadata, machine_splits
 from pdm_pipeline.defs.io_manager import RunScopedPickleIOManager
-from pdm_pipeline.defs.jobs import train_machine_job
+from pdm_pipeline.defs.jobs import executor, train_machine_job
 from pdm_pipeline.defs.recovery import mlflow_on_run_canceled, mlflow_on_run_failure, recovery_sensor
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
 from pdm_pipeline.defs.schedules import weekly_fleet_retrain
@@ -45,6 +45,11 @@ def build_definitions() -> dg.Definitions:
         sensors=[new_machine_data_sensor, fleet_overview_sensor, recovery_sensor, mlflow_on_run_failure, mlflow_on_run_canceled],
         schedules=[weekly_fleet_retrain],
         resources=build_resources(),
+        # Every job without its own (the UI's Materialize button, asset backfills, `dagster asset materialize`)
+        # runs on the train job's executor. With Dagster's default (multiprocess) such a run's steps each tagged
+        # the run with their own short-lived pid, and the recovery sweep then failed the live run as killed and
+        # deleted its staging: its trained models were lost.
+        executor=executor(),
     )
 
 
