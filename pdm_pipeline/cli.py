@@ -290,6 +290,8 @@ def _print_progress(progress: dict) -> None:
         for model_type, row in release["models"].items():
             extra = f" ({row['reason']})" if row.get("reason") else ""
             print(f"    {model_type:<15} {row.get('action')}{extra}")
+        for line in release.get("release_warnings", []):
+            print(f"  release gate {line}")
         _print_data_warnings(release.get("data_warnings", []))
 
 

@@ -55,6 +55,7 @@ from pdm_pipeline.core.gates import (
     check_bundle_size,
     check_model_size,
     check_total_size,
+    data_quality,
     quality_gates,
     skipped_quality_gates,
 )
@@ -416,6 +417,15 @@ def release_machine(
             previous_dir = None
         decisions = decide(trained, evaluations, settings, previous)
         previous_id = previous["release_id"] if previous else None
+        # The data's blocking checks, again: whatever trained these models (a run that selected only the steps
+        # after the data, one that loaded an earlier stored dataset, a core caller), nothing trained on data that
+        # fails one is released.
+        failed = [g for g in data_quality(data, settings) if g.blocks] if data is not None else []
+        if failed:
+            return _finish(root, machine_id, run_id, ReleaseResult(
+                machine_id, False, None, None, previous_id, decisions, failed,
+                "not released: the data fails its blocking check(s) " + "; ".join(g.line() for g in failed)
+                + ("; the previous release stays" if previous else "")))
         new_models = [t for t, d in decisions.items() if d.action == RELEASED]
         if not new_models:
             reason = "no new model passed its blocking gates: the previous release stays" if previous else \

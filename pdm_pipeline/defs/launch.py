@@ -225,6 +225,11 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str, run_id: str |
         "run_id": record.run_id, "outcome": meta.get("outcome"), "reason": meta.get("reason"),
         "release_id": meta.get("release_id"), "models": {},
         "data_warnings": data_check_warnings(instance, record.run_id),
+        # the release's own gates that did not pass (sizes; the registry that did not follow a live release)
+        "release_warnings": [f"{g['name']} {'BLOCKED' if g.get('severity') == 'ERROR' else 'warned'}: "
+                             f"{g.get('description', '')}"
+                             for g in (meta.get("result") or {}).get("release_gates", [])
+                             if isinstance(g, dict) and g.get("status") not in ("passed", "skipped")],
     }
     for family in families.all_families():
         evaluation = _metadata_at(instance, family.evaluation_asset, machine_id, record.storage_id)
