@@ -103,3 +103,20 @@ def test_the_fleet_overview_lists_every_machine_and_model_with_its_gate_status(s
         (row,) = [line for line in lines if line.startswith(f"| {machine} | anomaly |")]
         assert "| released |" in row and (", ".join(failed) if failed else "all passed") in row, row
     assert_picture(metadata["metric_history"].value)
+
+
+def test_one_machines_damaged_release_does_not_hide_the_rest_of_the_fleet(site, tmp_path):
+    """A release.json edited by a byte failed the whole fleet overview (IntegrityError): no machine was shown. That
+    machine's row now says its release does not verify, and the others are listed as before."""
+    from pdm_pipeline.defs.assets.fleet import fleet_rows, overview_table
+
+    root = tmp_path / "data"
+    shutil.copytree(site[0], root, symlinks=True)
+    release = current_release_dir(root, MACHINES[0]) / "release.json"
+    release.write_bytes(release.read_bytes().replace(b'"machine_id"', b'"machine_iD"', 1))
+    rows = fleet_rows(root, list(MACHINES))
+    (damaged,) = [r for r in rows if r["machine"] == MACHINES[0]]
+    assert damaged["model"] == "-" and "does not verify" in damaged["status"], damaged
+    assert {r["model"] for r in rows if r["machine"] == MACHINES[1]} == {
+        "classification", "regression", "anomaly", "timeseries"}
+    assert "does not verify" in overview_table(rows)

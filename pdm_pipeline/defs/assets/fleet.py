@@ -43,7 +43,12 @@ def fleet_rows(root: Any, machine_ids: list[str]) -> list[dict[str, Any]]:
         if release_dir is None:
             rows.append({"machine": machine_id, "model": "-", "status": "no release yet"})
             continue
-        release = read_release(release_dir, trust)
+        try:
+            release = read_release(release_dir, trust)
+        except Exception as exc:  # one machine's damaged release must not hide the rest of the fleet
+            rows.append({"machine": machine_id, "model": "-",
+                         "status": f"release {release_dir.name} does not verify: {type(exc).__name__}: {exc}"})
+            continue
         for family in families.all_families():
             entry = release["models"].get(family.model_type, {})
             metric, _ = family.headline_metrics[0]
