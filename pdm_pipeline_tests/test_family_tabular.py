@@ -268,6 +268,11 @@ def test_regressor_learns_the_capped_target_and_reports_raw_and_capped_truth(reg
     assert_picture(evaluation.pictures["rul_over_time"])
     # the gate that says whether it beats always predicting the train mean RUL
     assert m["rmse_vs_mean"] == pytest.approx(m["rmse"] / evaluation.baseline["rmse"])
+    # ... the mean of the raw train RUL, the constant fitted to the truth the metrics use (it was the capped
+    # mean, a weaker yardstick against raw RUL that flattered the model)
+    raw_mean, truth = frames["train"]["rul"].mean(), test.test["rul"].to_numpy(dtype=float)
+    assert card["train_mean_rul"] == pytest.approx(raw_mean) and raw_mean > 60
+    assert evaluation.baseline["rmse"] == pytest.approx(float(np.sqrt(np.mean((truth - raw_mean) ** 2))))
     from pdm_pipeline.core.config import GateSettings
     from pdm_pipeline.core.gates import quality_gates
 

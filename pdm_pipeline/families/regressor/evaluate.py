@@ -4,7 +4,7 @@
 `rmse_capped_truth` (against min(rul, cap), the target the model learned) and `rmse_within_cap` (rows whose
 raw RUL is at most the cap: the degradation window). For cycle data also the NASA asymmetric score of the
 PHM08 challenge (late predictions cost more: exp(d/10) - 1 for d >= 0, exp(-d/13) - 1 for d < 0, d = predicted
-- true), summed and per row. Baseline = the train mean (capped) RUL. Error by RUL band, pictures: predicted vs
+- true), summed and per row. Baseline = the train mean of the raw RUL (the constant fitted to the truth the metrics use). Error by RUL band, pictures: predicted vs
 true and RUL over time for the test units with the most rows.
 """
 
