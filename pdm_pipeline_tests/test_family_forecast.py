@@ -193,6 +193,53 @@ def test_units_sharing_an_origin_are_forecast_unit_by_unit_in_cycles(tmp_path):
     assert evaluation.details["step_seconds"] == 1
 
 
+def test_units_side_by_side_split_in_time_score_val_and_test_windows_inside_each_units_own_split(tmp_path):
+    """Units counting cycles from 1, each split in time as `--split first_rows` does (its first cycles train, then
+    val, then test; the cut differs per unit). Every unit's rows lie on one cycle axis from 1, so one start for
+    all does not separate the splits: the validation windows (model choice) lay partly in train and 8 of 10 test
+    windows wholly in train/val. Each window must lie inside its own unit's val (test) rows; the earlier rows are
+    only history."""
+    rng = np.random.default_rng(5)
+    cuts = {"a": (120, 160, 200), "b": (150, 190, 240), "c": (130, 170, 215)}  # last train, last val, last cycle
+    splits: dict[str, list[pd.DataFrame]] = {"train": [], "val": [], "test": []}
+    for key, (train_end, val_end, end) in cuts.items():
+        c = np.arange(1, end + 1)
+        frame = pd.DataFrame({TIMESTAMP: c, UNIT_ID: key,
+                              "egt_C": 640 + 3 * np.sin(2 * np.pi * c / 12) + 0.02 * c + rng.normal(0, 0.3, end)})
+        splits["train"].append(frame[c <= train_end])
+        splits["val"].append(frame[(c > train_end) & (c <= val_end)])
+        splits["test"].append(frame[c > val_end])
+    joined = {k: pd.concat(v, ignore_index=True) for k, v in splits.items()}
+    config = TrainingConfig(extra={"forecast_validation_windows": 4, "forecast_history_points": 96,
+                                   "forecast_growth": "flat", "forecast_uncertainty_samples": 100})
+    out, test = train_on(joined, tmp_path, config, unit="cycles")
+    card = read_card(out)
+    assert card["parallel_units"] is True and card["spec"]["horizon_points"] == 24
+    reach = card["spec"]["horizon_points"] - 1
+    selection = card["selection"]
+    val_origins = [pd.Timestamp(o) for o in selection["origins"]]
+    cycles = [round((o - pd.Timestamp("2000-01-01")).total_seconds()) for o in val_origins]
+    assert len(cycles) == 4
+    assert min(cycles) > min(t for t, _, _ in cuts.values()), f"validation windows in train: {cycles}"
+    assert selection["n_windows"] == 4
+    for key, cycle in zip(selection["origin_units"], cycles):
+        train_end, val_end, _ = cuts[key]
+        assert train_end < cycle and cycle + reach <= val_end, f"unit {key}: window at {cycle} is not in its val"
+
+    evaluation = FORECAST.evaluate(out, test)
+    details = evaluation.details
+    cycles = [round((pd.Timestamp(o) - pd.Timestamp("2000-01-01")).total_seconds()) for o in details["origins"]]
+    assert len(cycles) == 10 == evaluation.metrics["n_windows"]
+    assert min(cycles) > min(v for _, v, _ in cuts.values()), f"test windows in train/val: {cycles}"
+    for key, cycle in zip(details["origin_units"], cycles):
+        _, val_end, end = cuts[key]
+        assert val_end < cycle and cycle + reach <= end, f"unit {key}: window at {cycle} is not in its test rows"
+    assert set(details["origin_units"]) == set(cuts), "every unit's test rows are backtested"
+    assert details["n_windows"] == {"validation": 4, "test": 10}
+    assert details["test_start_per_unit"] == {k: str(pd.Timestamp("2000-01-01") + pd.Timedelta(seconds=v + 1))
+                                              for k, (_, v, _) in cuts.items()}
+
+
 def test_a_series_shorter_than_two_horizons_is_skipped_with_its_reason(tmp_path):
     """A 20-minute per-second file cannot train a 24 h forecast: skipped, saying how long it is."""
     n = 1200

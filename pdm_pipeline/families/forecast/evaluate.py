@@ -1,8 +1,9 @@
 """Rolling-origin backtest of the shipped forecaster over TEST (used once).
 
 `n_windows` (10) origins spread evenly over the test part (test rows after the history; with units side by side,
-inside the test units, each with enough of its own history before the origin). At each origin every sensor is
-forecast from the data strictly before it (Prophet refitted on its trailing window with the stored settings;
+each window wholly inside its unit's own test rows, the unit's earlier rows serving as history), each with enough
+history before the origin; the details say how many windows validation and test gave (`n_windows`) and, side by
+side, each window's unit (`origin_units`). At each origin every sensor is forecast from the data strictly before it (Prophet refitted on its trailing window with the stored settings;
 the naive forecast from one season back) and compared with the actual grid values. An origin whose horizon
 holds a lifecycle start (a repair: no forecaster can see it coming) is not used. Metrics per sensor, then
 averaged: MAE, sMAPE (%), MASE (scale: in-sample seasonal-naive MAE over the history) and 80 %/95 % interval
@@ -19,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from pdm_pipeline.core.evaluation import Evaluation
-from pdm_pipeline.core.schema import UNIT_ID
 from pdm_pipeline.families.base import TestView, read_card
 from pdm_pipeline.families.forecast import FAMILY
 from pdm_pipeline.families.forecast import series as fs
@@ -87,10 +87,10 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
     segments = fs.segments(full, sensors, unit, spec.step, "history + test")
     history_segments = fs.segments(view.history, sensors, unit, spec.step, "history")
     min_history = max(2 * spec.horizon_points, 10)
-    if len(segments) > 1:
-        test_units = set(test[UNIT_ID].astype(str)) if UNIT_ID in test.columns else set()
-        candidates = [s if s.key in test_units else fs.Segment(s.key, s.values.iloc[:0]) for s in segments]
-        origins, excluded = fs.origins(candidates, spec, None, n_windows, min_history)
+    test_bounds: fs.Bounds | None = None
+    if len(segments) > 1:  # units side by side, each on its own clock: windows inside each unit's test rows
+        test_bounds = fs.split_bounds(segments, test, unit, spec.step, "test split")
+        origins, excluded = fs.origins(segments, spec, None, n_windows, min_history, test_bounds)
     else:
         test_start = fs.axis_datetimes(test, unit, "test split").min().floor(spec.step)
         origins, excluded = fs.origins(segments, spec, test_start, n_windows, min_history)
@@ -154,6 +154,13 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
 
     metrics = {k: _mean(per_sensor, k) for k in ("mae", "smape", "mase", "coverage_80", "coverage_95", "mae_vs_naive")}
     metrics["n_windows"] = float(len(origins))
+    selection = card.get("selection") or {}
+    windows: dict[str, Any] = {
+        "n_windows": {"validation": len(selection.get("origins", [])), "test": len(origins)},
+    }
+    if test_bounds is not None:
+        windows["test_start_per_unit"] = {s.key: str(b[0]) for s, b in zip(segments, test_bounds) if b is not None}
+        windows["origin_units"] = [segments[i].key for i, _ in origins]
     return Evaluation(
         model_type=FAMILY.model_type,
         metrics=metrics,
@@ -166,6 +173,7 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
             "per_sensor_baseline": per_sensor_baseline,
             "origins": [str(o) for _, o in origins],
             "origins_excluded_for_lifecycle_start": excluded,
+            **windows,
             "horizon_points": spec.horizon_points,
             "step_seconds": spec.step.total_seconds(),
             "selection": card.get("selection"),

@@ -465,23 +465,45 @@ def has_lifecycle_start(segment: Segment, origin: pd.Timestamp, last: pd.Timesta
     return bool(((starts > origin - step) & (starts < last + 2 * step)).any())
 
 
+Bounds = list[tuple[pd.Timestamp, pd.Timestamp] | None]
+
+
+def split_bounds(segments_: Sequence[Segment], rows: pd.DataFrame, time_unit: str, step: pd.Timedelta,
+                 where: str) -> Bounds:
+    """Units side by side: per segment, the first and last grid bin (floored, as a single series' split start)
+    holding a row of that segment's unit in `rows` (one split: val or test); None for a unit without such rows.
+    Each unit counts time from its own origin, so one start for all units would not separate the splits."""
+    if rows.empty or UNIT_ID not in rows.columns:
+        return [None] * len(segments_)
+    ts = pd.Series(axis_datetimes(rows, time_unit, where).to_numpy(), index=rows[UNIT_ID].astype(str).to_numpy())
+    first, last = ts.groupby(level=0).min(), ts.groupby(level=0).max()
+    return [(pd.Timestamp(first[s.key]).floor(step), pd.Timestamp(last[s.key]).floor(step)) if s.key in first.index
+            else None for s in segments_]
+
+
 def origins(
-    segments_: Sequence[Segment], spec: Spec, start: pd.Timestamp | None, n_windows: int, min_history_points: int
+    segments_: Sequence[Segment], spec: Spec, start: pd.Timestamp | None, n_windows: int, min_history_points: int,
+    bounds: Bounds | None = None,
 ) -> tuple[list[tuple[int, pd.Timestamp]], int]:
     """Up to `n_windows` (segment, origin) pairs spread evenly over the candidates: grid points at or after
     `start` (None: anywhere) with `min_history_points` of the segment before them, the whole horizon inside the
-    segment and no lifecycle start in it. Returns them and how many a lifecycle start excluded."""
+    segment and no lifecycle start in it. With `bounds` (one per segment, see `split_bounds`), a segment's
+    windows lie wholly inside its (first, last) bins, and a segment whose bounds are None gives none (the data
+    before `first` is still history a forecast may use). Returns them and how many a lifecycle start excluded."""
     reach = spec.step * (spec.horizon_points - 1)
     valid: list[tuple[int, pd.Timestamp]] = []
     excluded = 0
     for i, segment in enumerate(segments_):
         index = segment.values.index
-        if len(index) <= min_history_points:
+        bound = bounds[i] if bounds is not None else None
+        if len(index) <= min_history_points or (bounds is not None and bound is None):
             continue
         first_allowed = index[min_history_points]
         candidates = index[(index >= first_allowed) & (index + reach <= index[-1])]
         if start is not None:
             candidates = candidates[candidates >= start]
+        if bound is not None:
+            candidates = candidates[(candidates >= bound[0]) & (candidates + reach <= bound[1])]
         for t in candidates:
             if has_lifecycle_start(segment, t, t + reach, spec.step):
                 excluded += 1

@@ -9,12 +9,14 @@ largest level drift over each unit's train rows relative to its noise (ties by n
 Selection (VALIDATION windows, per machine)
     Candidates: Prophet with each CANDIDATE_GRID setting (settings fixed in `config.extra` are not varied) and
     the seasonal-naive forecast. `validation_windows` forecast windows spread over the validation part (val rows:
-    after the first val timestamp, or the val units when units run side by side), each forecast fitted on the
-    data before its origin only. Score: mean over sensors of validation MAE / the sensor's in-sample
-    seasonal-naive MAE before the validation part (a validation MASE, so sensors in different units weigh
-    alike). The lowest wins; the naive forecast wins ties (the simpler model). When no validation window fits,
-    there is no evidence that Prophet beats naive: the naive forecast ships, and the card says why. The grid,
-    every candidate's score, the origins and the choice are stored in the model card (`selection`).
+    after the first val timestamp, or, when units run side by side, wholly inside each unit's own val rows), each
+    forecast fitted on the data before its origin only. Score: mean over sensors of validation MAE / the
+    sensor's in-sample seasonal-naive MAE before the validation part (side by side: before each unit's own val
+    rows; a validation MASE, so sensors in different units weigh alike). The lowest wins; the naive forecast
+    wins ties (the simpler model). When no validation window fits, there is no evidence that Prophet beats
+    naive: the naive forecast ships, and the card says why. The grid, every candidate's score, the origins, how
+    many there are (`n_windows`; side by side, each one's unit: `origin_units`) and the choice are stored in the
+    model card (`selection`).
 Intervals
     Prophet: one set of predictive samples gives both bands (10/90 and 2.5/97.5 percentiles, fixed seed), and
     each sensor's half-widths are scaled by factors calibrated on the validation forecasts (split-conformal:
@@ -225,14 +227,14 @@ def _interval_scales(spec: fs.Spec, segs: list[fs.Segment], sensor: str, fits: S
 
 
 def _validation_windows(
-    segs: list[fs.Segment], spec: fs.Spec, view: TrainView, val_start: pd.Timestamp, parallel: bool
+    segs: list[fs.Segment], spec: fs.Spec, val_start: pd.Timestamp, val_bounds: fs.Bounds | None
 ) -> tuple[list[tuple[int, pd.Timestamp]], int]:
+    """Windows wholly in val: after the first val time (one series), or, units side by side, inside each unit's
+    own val rows (every unit counts time from its own origin: one start for all would put windows in train)."""
     n = int(spec.settings.validation_windows)
     min_history = max(2 * spec.horizon_points, 10)
-    if parallel:
-        val_units = set(view.raw["val"][UNIT_ID].astype(str)) if UNIT_ID in view.raw["val"].columns else set()
-        chosen = [s if s.key in val_units else fs.Segment(s.key, s.values.iloc[:0]) for s in segs]
-        return fs.origins(chosen, spec, None, n, min_history)
+    if val_bounds is not None:
+        return fs.origins(segs, spec, None, n, min_history, val_bounds)
     return fs.origins(segs, spec, val_start, n, min_history)
 
 
@@ -290,7 +292,8 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     prophet_specs = [spec_for(c, PROPHET) for c in clamped]
     naive_spec = spec_for(settings, NAIVE)
     val_start = fs.axis_datetimes(view.raw["val"], unit, "val split").min().floor(step)
-    windows, excluded = _validation_windows(segs, naive_spec, view, val_start, parallel)
+    val_bounds = fs.split_bounds(segs, view.raw["val"], unit, step, "val split") if parallel else None
+    windows, excluded = _validation_windows(segs, naive_spec, val_start, val_bounds)
     log.info(
         f"forecast: {len(sensors)} sensor(s), raw step {_step_text(raw, unit)} -> grid {_step_text(step, unit)}, "
         f"horizon {horizon_points} points, {len(windows)} validation window(s), {len(prophet_specs)} Prophet "
@@ -299,14 +302,22 @@ def train(view: TrainView, out_dir: Path, config: TrainingConfig) -> dict[str, A
     record: dict[str, Any] = {
         "validation_start": str(val_start),
         "origins": [str(o) for _, o in windows],
+        "n_windows": len(windows),
         "origins_excluded_for_lifecycle_start": excluded,
         "score": "mean over sensors of validation MAE / in-sample seasonal-naive MAE before the validation part",
         "candidates": [],
         "chosen": None,
     }
+    if val_bounds is not None:
+        record["validation_start_per_unit"] = {s.key: str(b[0]) for s, b in zip(segs, val_bounds) if b is not None}
+        record["origin_units"] = [segs[i].key for i, _ in windows]
     chosen: Candidate | None = None
     if windows:
-        before = [fs.Segment(s.key, s.values[s.values.index < val_start]) for s in segs] if not parallel else segs
+        if val_bounds is None:
+            before = [fs.Segment(s.key, s.values[s.values.index < val_start]) for s in segs]
+        else:  # each unit's rows before its own val rows (a unit without val rows: all of them)
+            before = [s if b is None else fs.Segment(s.key, s.values[s.values.index < b[0]])
+                      for s, b in zip(segs, val_bounds)]
         scales = {s: _pooled_scale(before, s, naive_spec) for s in sensors}
         results = [_validate(spec, segs, sensors, windows, scales) for spec in prophet_specs]
         results.append(_validate(naive_spec, segs, sensors, windows, scales))
