@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -34,15 +36,35 @@ def data_root(tiny_fleet_root, tmp_path) -> Path:
     return root
 
 
-def _tick(instance, root: Path, cursor: str | None):
+def _tick(instance, root: Path, cursor: str | None, log: list | None = None):
     context = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"data_root": DataRootResource(data_dir=str(root))}
     )
+    if log is not None:
+        context._logger = _list_logger(log)  # the sensor's tick log, as (level, message)
     return new_machine_data_sensor(context)
 
 
+def _list_logger(sink: list) -> logging.Logger:
+    class Sink(logging.Handler):
+        def emit(self, record):
+            sink.append((record.levelname, record.getMessage()))
+
+    logger = logging.getLogger(f"pdm-test-sensor-{id(sink)}")
+    logger.handlers[:] = [Sink()]
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    return logger
+
+
 def _partition_adds(result) -> list[str]:
-    return [k for req in result.dynamic_partitions_requests for k in req.partition_keys]
+    return [k for req in result.dynamic_partitions_requests if isinstance(req, dg.AddDynamicPartitionsRequest)
+            for k in req.partition_keys]
+
+
+def _partition_deletes(result) -> list[str]:
+    return [k for req in result.dynamic_partitions_requests if isinstance(req, dg.DeleteDynamicPartitionsRequest)
+            for k in req.partition_keys]
 
 
 def _settled_tick(instance, root: Path, cursor: str | None):
@@ -56,10 +78,12 @@ def test_new_machines_become_partitions_and_runs_once_their_files_are_stable(dag
     result = _settled_tick(dagster_instance, data_root, None)
     assert sorted(r.partition_key for r in result.run_requests) == ["motor_001", "pump_002"]
     assert sorted(_partition_adds(result)) == ["motor_001", "pump_002"]
-    # Each run key names the machine and its data version; observations carry the same version.
+    # Each run key names the machine, its data version, the latest release event (none: r0) and the files' size/mtime
+    # signature; observations carry the same version.
     for request in result.run_requests:
-        assert request.run_key.startswith(request.partition_key + ":")
-        assert request.tags["pdm/data_version"] == request.run_key.split(":", 1)[1]
+        machine, version, release, signature = request.run_key.split(":")
+        assert machine == request.partition_key and request.tags["pdm/data_version"] == version
+        assert release == "r0" and signature
     observed = {(o.asset_key.to_user_string(), o.partition) for o in result.asset_events}
     assert ("machine_splits", "motor_001") in observed and ("machine_metadata", "pump_002") in observed
     assert all(o.tags["dagster/data_version"] for o in result.asset_events)
@@ -118,18 +142,50 @@ def test_half_written_and_invalid_machines_are_not_triggered(dagster_instance, d
     assert sorted(r.partition_key for r in later.run_requests) == ["motor_001", "pump_002"]
 
 
-def test_weekly_schedule_requests_one_run_per_registered_machine(dagster_instance):
+def _schedule(instance, root: Path, when: datetime.datetime, log: list | None = None):
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, resources={"data_root": DataRootResource(data_dir=str(root))}
+    )
+    if log is not None:
+        context._logger = _list_logger(log)
+    return weekly_fleet_retrain(context)
+
+
+def test_weekly_schedule_requests_one_run_per_registered_machine(dagster_instance, data_root):
     sunday = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.UTC)
-    context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=sunday)
-    assert isinstance(weekly_fleet_retrain(context), dg.SkipReason)
-    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002", "fan_005"])
-    requests = weekly_fleet_retrain(context)
-    assert sorted(r.partition_key for r in requests) == ["fan_005", "motor_001", "pump_002"]
-    assert len({r.run_key for r in requests}) == 3
+    assert isinstance(_schedule(dagster_instance, data_root, sunday), dg.SkipReason)
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002"])
+    requests = _schedule(dagster_instance, data_root, sunday)
+    assert sorted(r.partition_key for r in requests) == ["motor_001", "pump_002"]
+    assert len({r.run_key for r in requests}) == 2
     # The next week's tick gets new run keys (a run key is only ever launched once).
-    next_week = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=sunday + datetime.timedelta(days=7))
-    assert not {r.run_key for r in weekly_fleet_retrain(next_week)} & {r.run_key for r in requests}
+    next_week = _schedule(dagster_instance, data_root, sunday + datetime.timedelta(days=7))
+    assert not {r.run_key for r in next_week} & {r.run_key for r in requests}
     assert weekly_fleet_retrain.cron_schedule == "0 2 * * 0"
+
+
+def test_weekly_schedule_skips_machines_without_complete_valid_data_and_names_them(dagster_instance, data_root):
+    """F6: a removed, renamed or broken machine was requested every week, each request a refused FAILED run."""
+    sunday = datetime.datetime(2026, 11, 22, 2, 0, tzinfo=datetime.UTC)
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002", "fan_005"])
+    # fan_005 has no data at all; pump_002's directory was renamed (its metadata keeps the old name).
+    (data_root / "synthetic" / "pump_002").rename(data_root / "synthetic" / "pump_002x")
+    log: list = []
+    requests = _schedule(dagster_instance, data_root, sunday, log)
+    assert [r.partition_key for r in requests] == ["motor_001"]
+    warned = " | ".join(m for level, m in log if level == "WARNING")
+    assert "fan_005: not retrained, incomplete data: missing" in warned
+    assert "pump_002: not retrained, incomplete data: missing synthetic/pump_002/train.parquet" in warned
+    # Broken data (a float sensor declared datetime) is skipped too, with the contract's message.
+    meta = data_root / "metadata" / "motor_001_metadata.json"
+    content = json.loads(meta.read_text())
+    sensor = next(c for c, v in content["columns"].items() if v.get("sdtype") == "numerical")
+    content["columns"][sensor]["sdtype"] = "datetime"
+    meta.write_text(json.dumps(content))
+    skipped = _schedule(dagster_instance, data_root, sunday)
+    assert isinstance(skipped, dg.SkipReason)
+    assert "motor_001: not retrained, data fails the contract" in skipped.skip_message
+    assert "fan_005" in skipped.skip_message and "pump_002" in skipped.skip_message
 
 
 def test_a_writer_pausing_inside_a_file_is_not_taken_for_finished(dagster_instance, data_root):
@@ -219,3 +275,209 @@ def test_files_dated_in_the_future_settle_by_two_scans_not_by_their_age(tiny_fle
     assert not first.ready and "in the future (clock skew?)" in first.reason, first.reason
     second = {s.machine_id: s for s in scan_machines(root, previous={machine: first.signature})}[machine]
     assert second.ready, second.reason
+
+
+# --- What the sensor daemon does with a tick's result, on a real instance: partition requests are applied; a run
+# request whose run key this sensor already used is dropped ("already completed with run keys"), any other becomes
+# a run. A run that trains "releases": a machine_release materialization with its data version.
+
+def _launch(instance, result, status=dg.DagsterRunStatus.SUCCESS) -> list[str]:
+    """The machines whose request became a run."""
+    for request in result.dynamic_partitions_requests:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+    launched = []
+    for request in result.run_requests:
+        sensor_tags = {"dagster/run_key": request.run_key, "dagster/sensor_name": "new_machine_data_sensor"}
+        if instance.get_runs(dg.RunsFilter(tags=sensor_tags)):
+            continue
+        run = dg.DagsterRun(job_name="train_machine", run_id=str(uuid.uuid4()), status=status,
+                            tags={**request.tags, **sensor_tags, "dagster/partition": request.partition_key})
+        launched.append(instance.add_run(run).tags["dagster/partition"])
+    return launched
+
+
+def _release(instance, machine: str, data_version: str) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="machine_release", partition=machine, metadata={"data_version": data_version},
+    ))
+
+
+def _pump_versions(data_root: Path):
+    """pump_002's metadata as written (version A) and with one changed value (version B)."""
+    meta = data_root / "metadata" / "pump_002_metadata.json"
+    original = meta.read_text()
+    changed = json.loads(original)
+    changed["note"] = "recalibrated"
+    return meta, original, json.dumps(changed)
+
+
+def _write(path: Path, text: str, root: Path) -> None:
+    path.write_text(text)
+    _age(root)
+
+
+def _trained_by_the_sensor(instance, data_root: Path) -> dict[str, str]:
+    """Both machines requested by the sensor, run and released; returns {machine: data version}, cursor."""
+    first = _settled_tick(instance, data_root, None)
+    _launch(instance, first)
+    versions = {r.partition_key: r.tags["pdm/data_version"] for r in first.run_requests}
+    for machine, version in versions.items():
+        _release(instance, machine, version)
+    return versions, first.cursor
+
+
+def test_data_that_goes_back_to_an_earlier_version_is_trained_again(dagster_instance, data_root):
+    """F3: A trained, B trained and released, A put back: the request for A reused A's first run key, the daemon
+    dropped it and the sensor recorded A as requested; nothing was trained again, the live release stayed B's."""
+    meta, version_a_text, version_b_text = _pump_versions(data_root)
+    versions, cursor = _trained_by_the_sensor(dagster_instance, data_root)
+    _write(meta, version_b_text, data_root)
+    to_b = _settled_tick(dagster_instance, data_root, cursor)
+    assert _launch(dagster_instance, to_b) == ["pump_002"]
+    _release(dagster_instance, "pump_002", to_b.run_requests[0].tags["pdm/data_version"])
+
+    _write(meta, version_a_text, data_root)
+    seen = _tick(dagster_instance, data_root, to_b.cursor)
+    back = _tick(dagster_instance, data_root, seen.cursor)
+    assert [r.tags["pdm/data_version"] for r in back.run_requests] == [versions["pump_002"]]
+    # The same tick evaluated twice (its cursor not saved) asks for the same key, which Dagster drops.
+    replay = _tick(dagster_instance, data_root, seen.cursor)
+    assert [r.run_key for r in replay.run_requests] == [r.run_key for r in back.run_requests]
+    assert _launch(dagster_instance, back) == ["pump_002"], \
+        "the request for version A was dropped as a duplicate run key"
+    assert _launch(dagster_instance, replay) == []
+    # While it is queued or just trained, the ticks request nothing more.
+    pending = _tick(dagster_instance, data_root, back.cursor)
+    assert pending.run_requests == []
+    _release(dagster_instance, "pump_002", versions["pump_002"])
+    assert _tick(dagster_instance, data_root, pending.cursor).run_requests == []
+    assert _tick(dagster_instance, data_root, None).run_requests == []  # even with its cursor lost
+
+
+def test_a_release_made_while_the_data_went_back_is_caught_up(dagster_instance, data_root):
+    """B running, data back to A (A is live: nothing to do), then B's run releases B: the next tick trains A again.
+    The cursor held 'A requested' and never looked again."""
+    meta, version_a_text, version_b_text = _pump_versions(data_root)
+    versions, cursor = _trained_by_the_sensor(dagster_instance, data_root)
+    _write(meta, version_b_text, data_root)
+    to_b = _settled_tick(dagster_instance, data_root, cursor)
+    _launch(dagster_instance, to_b, status=dg.DagsterRunStatus.STARTED)
+    _write(meta, version_a_text, data_root)
+    back = _settled_tick(dagster_instance, data_root, to_b.cursor)
+    assert back.run_requests == [], "A is what the live release was trained on"
+    _release(dagster_instance, "pump_002", to_b.run_requests[0].tags["pdm/data_version"])  # B's run ends
+    after = _tick(dagster_instance, data_root, back.cursor)
+    assert [r.tags["pdm/data_version"] for r in after.run_requests] == [versions["pump_002"]]
+    assert _launch(dagster_instance, after) == ["pump_002"]
+
+
+def test_a_failed_version_is_not_retried_every_tick_but_files_written_again_are(dagster_instance, data_root):
+    meta, version_a_text, version_b_text = _pump_versions(data_root)
+    versions, cursor = _trained_by_the_sensor(dagster_instance, data_root)
+    _write(meta, version_b_text, data_root)
+    b_mtimes = {f: f.stat().st_mtime_ns for f in data_root.rglob("*") if f.is_file()}
+    to_b = _settled_tick(dagster_instance, data_root, cursor)
+    assert len(_launch(dagster_instance, to_b, status=dg.DagsterRunStatus.FAILURE)) == 1  # no release
+    cursor = to_b.cursor
+    for _ in range(3):
+        tick = _tick(dagster_instance, data_root, cursor)
+        assert tick.run_requests == []
+        cursor = tick.cursor
+    # A back (live: nothing), then B's very files back with their old mtime: the key is the failed run's, Dagster
+    # would drop it: said once at WARNING, not requested.
+    _write(meta, version_a_text, data_root)
+    cursor = _settled_tick(dagster_instance, data_root, cursor).cursor
+    meta.write_text(version_b_text)
+    for f, mtime in b_mtimes.items():
+        os.utime(f, ns=(mtime, mtime))
+    log: list = []
+    same = _settled_tick(dagster_instance, data_root, cursor)
+    assert same.run_requests == []
+    again = _tick(dagster_instance, data_root, same.cursor, log)
+    assert again.run_requests == [] and log == [], "said once, not every tick"
+    log.clear()
+    same = _tick(dagster_instance, data_root, cursor, log)
+    same = _tick(dagster_instance, data_root, same.cursor, log)
+    assert [m for level, m in log if level == "WARNING" and "were already run since that release" in m]
+    # B written again (a new delivery): trained.
+    _write(meta, version_b_text, data_root)
+    retry = _settled_tick(dagster_instance, data_root, same.cursor)
+    assert _launch(dagster_instance, retry) == ["pump_002"]
+
+
+def _move_machine_away(root: Path, machine: str, to: Path) -> None:
+    to.mkdir(exist_ok=True)
+    shutil.move(root / "synthetic" / machine, to / machine)
+    for f in (root / "metadata").glob(f"{machine}_*.json"):
+        shutil.move(f, to / f.name)
+
+
+def _move_machine_back(root: Path, machine: str, frm: Path) -> None:
+    shutil.move(frm / machine, root / "synthetic" / machine)
+    for f in frm.glob(f"{machine}_*.json"):
+        shutil.move(f, root / "metadata" / f.name)
+    _age(root)
+
+
+def test_a_machine_whose_data_and_metadata_are_gone_stops_being_a_partition_and_comes_back(
+        dagster_instance, data_root, tmp_path):
+    """F6: removed machines stayed partitions forever (and were requested every week). Only the partition key
+    goes: its runs and release materializations stay, and its data coming back makes it a partition again."""
+    versions, cursor = _trained_by_the_sensor(dagster_instance, data_root)
+    _move_machine_away(data_root, "pump_002", tmp_path / "away")
+    log: list = []
+    gone = _tick(dagster_instance, data_root, cursor, log)
+    assert _partition_deletes(gone) == ["pump_002"] and gone.run_requests == []
+    _launch(dagster_instance, gone)
+    assert dagster_instance.get_dynamic_partitions(MACHINES_PARTITION_NAME) == ["motor_001"]
+    assert any(level == "WARNING" and "pump_002: synthetic/pump_002 and metadata/pump_002_metadata.json are gone"
+               in m for level, m in log)
+    from pdm_pipeline.defs.sensors import released_data_version
+
+    assert released_data_version(dagster_instance, "pump_002") == versions["pump_002"]
+    assert dagster_instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "pump_002"}))
+    later = _tick(dagster_instance, data_root, gone.cursor)
+    assert _partition_deletes(later) == [] and later.run_requests == []
+    # The same data back: a partition again, nothing to train (that version is released).
+    _move_machine_back(data_root, "pump_002", tmp_path / "away")
+    back = _settled_tick(dagster_instance, data_root, later.cursor)
+    assert _partition_adds(back) == ["pump_002"] and back.run_requests == []
+    _launch(dagster_instance, back)
+    assert sorted(dagster_instance.get_dynamic_partitions(MACHINES_PARTITION_NAME)) == ["motor_001", "pump_002"]
+
+
+def test_incomplete_machines_are_reported_once_and_half_gone_ones_are_kept(dagster_instance, data_root, tmp_path):
+    """A renamed directory (its metadata keeps the old name) was logged at DEBUG only. Now both names are reported
+    at WARNING once they stayed so for a tick, once per change; the old partition stays (its metadata is there);
+    a partition with a queued run, or under a data root without synthetic/, is never removed."""
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001", "pump_002"])
+    (data_root / "synthetic" / "pump_002").rename(data_root / "synthetic" / "pump_002x")
+    log: list = []
+    first = _tick(dagster_instance, data_root, None, log)
+    assert not [m for level, m in log if level == "WARNING"], "a generator may still be writing: not yet"
+    second = _tick(dagster_instance, data_root, first.cursor, log)
+    warnings = [m for level, m in log if level == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "pump_002: not trained, incomplete: its directory synthetic/pump_002 is gone " \
+           "(metadata/pump_002_metadata.json is still there)" in warnings[0]
+    assert "pump_002x: not trained, incomplete: missing metadata/pump_002x_metadata.json" in warnings[1]
+    log.clear()
+    third = _tick(dagster_instance, data_root, second.cursor, log)
+    assert not [m for level, m in log if level == "WARNING"], "once per change, not every tick"
+    assert _partition_deletes(first) == _partition_deletes(second) == _partition_deletes(third) == []
+    # The metadata goes too while a run of the machine is running: removed only once that run has ended.
+    (data_root / "metadata" / "pump_002_metadata.json").unlink()
+    queued = dagster_instance.add_run(dg.DagsterRun(
+        job_name="train_machine", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "pump_002"}))
+    waiting = _tick(dagster_instance, data_root, third.cursor)
+    assert _partition_deletes(waiting) == []
+    dagster_instance.report_run_failed(queued)
+    assert _partition_deletes(_tick(dagster_instance, data_root, waiting.cursor)) == ["pump_002"]
+    # A data root without synthetic/ (unmounted, mistyped) removes nothing.
+    shutil.move(data_root / "synthetic", tmp_path / "synthetic-elsewhere")
+    assert _partition_deletes(_tick(dagster_instance, data_root, waiting.cursor)) == []
