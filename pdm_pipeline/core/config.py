@@ -285,6 +285,8 @@ class GateSettings:
                 problems.append(f"quality_limits.{key}: unknown quality gate; known: {', '.join(gates)}")
             elif not _is_number(value):
                 problems.append(f"quality_limits.{key}={value!r} must be a number")
+            elif problem := _limit_out_of_range(registry, key, value):
+                problems.append(problem)
         unknown = [g for g in self.strict_quality_gates if g not in gates]
         if unknown:
             problems.append(f"strict_quality_gates has unknown gates {unknown}; known: {', '.join(gates)}")
@@ -309,6 +311,33 @@ class GateSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The values a gated test metric can take, where known: a limit outside them is one no model can meet (or one
+# every model meets), a mistake (1.5 for a recall, 85 for 0.85). Keyed by QualityGate.metric.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "roc_auc": (0.0, 1.0), "precision": (0.0, 1.0), "recall": (0.0, 1.0), "f1": (0.0, 1.0),
+    "false_alarm_rate": (0.0, 1.0),
+    "r2": (-math.inf, 1.0),
+    "rmse_vs_mean": (0.0, math.inf), "mae_vs_naive": (0.0, math.inf),
+    "threshold_expected_exceedances": (0.0, math.inf), "single_row_latency_ms": (0.0, math.inf),
+}
+
+
+def _limit_out_of_range(registry: Any, gate_name: str, value: float) -> str | None:
+    gate = next((g for f in registry.all_families() for g in f.quality_gates if g.name == gate_name), None)
+    if gate is None or gate.metric not in METRIC_RANGES:
+        return None
+    low, high = METRIC_RANGES[gate.metric]
+    if low <= value <= high:
+        return None
+    shown = "[" + ", ".join(_bound(b) for b in (low, high)) + "]"
+    return (f"quality_limits.{gate_name}={value!r} is outside the range of its metric {gate.metric} {shown} "
+            f"(the gate needs {gate.metric} {gate.sign} the limit; default {gate.limit:g})")
+
+
+def _bound(value: float) -> str:
+    return "-inf" if value == -math.inf else "inf" if value == math.inf else f"{value:g}"
 
 
 def _is_number(value: object) -> bool:
