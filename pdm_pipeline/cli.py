@@ -278,10 +278,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_progress(progress: dict) -> None:
     total = progress["steps_total"] or "?"
     current = ", ".join(progress["current"]) or "-"
-    print(f"run {progress['run_id'][:8]} ({progress['job']}, machine {progress['machine_id']}): {progress['status']}, "
-          f"{progress['steps_done']}/{total} steps done, running: {current}")
+    head = f"run {progress['run_id'][:8]} ({progress['job']}, machine {progress['machine_id']}): "
+    if progress.get("refused"):
+        # refused by the checks at the door (machine id, data contract, settings): no step ran
+        print(f"{head}REFUSED before queueing (nothing ran)")
+        print(_indent(progress.get("failure") or "no reason recorded"))
+        return
+    print(f"{head}{progress['status']}, {progress['steps_done']}/{total} steps done, running: {current}")
     if progress["failed"]:
         print(f"  failed steps: {', '.join(progress['failed'])}")
+        for step, error in (progress.get("step_errors") or {}).items():
+            print(f"    {step}: " + _indent(error, "      ").lstrip())
+    elif progress.get("failure"):  # failed outside any step (its process died, a resource failed to start)
+        print(_indent(progress["failure"]))
     if progress.get("interrupted"):
         print(f"  interrupted steps (the run's process ended while they ran): {', '.join(progress['interrupted'])}")
     release = progress.get("release") or {}
@@ -295,7 +304,13 @@ def _print_progress(progress: dict) -> None:
         _print_data_warnings(release.get("data_warnings", []))
 
 
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in str(text).strip().splitlines())
+
+
 def _progress_exit(progress: dict) -> int:
+    if progress.get("refused"):
+        return EXIT_USER_ERROR
     if progress["status"] != "SUCCESS":
         return EXIT_FAILED
     return OUTCOME_EXIT.get((progress.get("release") or {}).get("outcome"), EXIT_OK)

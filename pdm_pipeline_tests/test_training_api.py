@@ -32,7 +32,9 @@ def webserver(tmp_path, tiny_fleet_root):
     home.mkdir()
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
     port = _free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(tiny_fleet_root))
+    # PDM_TEST_*: values a run config reads with {env: VAR}, which Dagster resolves in the server's environment
+    env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(tiny_fleet_root),
+               PDM_TEST_MODEL="timeseries", PDM_TEST_BAD_MODEL="classifier")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
          "-m", "pdm_pipeline.defs.definitions"],
@@ -49,6 +51,7 @@ def webserver(tmp_path, tiny_fleet_root):
             except PreQueueError:
                 client = None
         assert client is not None, "dagster-webserver did not answer within 120 s"
+        client.pdm_address = f"127.0.0.1:{port}"
         old = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(home)
         try:
@@ -65,6 +68,55 @@ def webserver(tmp_path, tiny_fleet_root):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+MACHINE_ASSETS = ["machine_dataset", "failure_labels", "machine_features", "failure_classifier",
+                  "failure_classifier_evaluation", "rul_regressor", "rul_regressor_evaluation", "anomaly_detector",
+                  "anomaly_detector_evaluation", "sensor_forecasts", "sensor_forecasts_evaluation", "machine_release"]
+_LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+ ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+ ... on RunConfigValidationInvalid { errors { message } } ... on InvalidSubsetError { message } } }"""
+
+
+def _launch(client, job: str, partition: str | None = None, run_config: dict | None = None,
+            assets: list[str] | None = None) -> str:
+    """launchRun as the UI sends it (the Materialize button is job __ASSET_JOB with an asset selection); the run id."""
+    result = _launch_result(client, job, partition, run_config, assets)
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def _launch_result(client, job: str, partition: str | None = None, run_config: dict | None = None,
+                   assets: list[str] | None = None) -> dict:
+    import json
+    import urllib.request
+
+    selector = {"repositoryLocationName": client.pdm_location, "repositoryName": "__repository__", "pipelineName": job}
+    if assets is not None:
+        selector["assetSelection"] = [{"path": [a]} for a in assets]
+    tags = [{"key": "dagster/partition", "value": partition}] if partition else []
+    params = {"selector": selector, "runConfigData": json.dumps(run_config or {}), "mode": "default",
+              "executionMetadata": {"tags": tags}}
+    request = urllib.request.Request(f"http://{client.pdm_address}/graphql", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"query": _LAUNCH, "variables": {"p": params}}).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # a PythonError comes back with status 500
+        body = json.loads(exc.read())
+    return body["data"]["launchRun"]
+
+
+def _refusal(instance, run_id: str) -> str | None:
+    """The coordinator's 'not queued: ...' message of a refused run (None when the run was queued)."""
+    run = instance.get_run_by_id(run_id)
+    if run.status.value == "QUEUED":
+        return None
+    assert run.status.value == "FAILURE", run.status
+    failure = [e.message for e in instance.all_logs(run_id) if e.dagster_event
+               and e.dagster_event.event_type_value == "PIPELINE_FAILURE"]
+    assert failure and failure[0].startswith("not queued: "), failure
+    return failure[0]
 
 
 def test_no_server_is_an_error_not_a_silent_local_run():
@@ -169,3 +221,89 @@ def test_a_run_is_not_queued_on_a_full_disk_and_the_message_names_it(tiny_fleet_
     # a directory not made yet is judged by the disk it will be made on
     assert paths.free_space_problem(home / "data" / "not-yet") is not None
     assert paths.free_space_problem(tiny_fleet_root) is None
+
+
+@pytest.mark.slow
+def test_every_job_meets_the_same_checks_and_the_one_run_per_machine_tag(webserver):
+    """The UI's Materialize button and asset backfills run the implicit __ASSET_JOB, not train_machine: its runs
+    were queued unchecked (bad data, horizon -5) and without the pdm/machine_id tag, so two full runs of one
+    machine ran at once. train_fleet_models with a bad setting was queued too."""
+    client, instance = webserver
+    bad = {"resources": {"training": {"config": {"horizon": -5}}}}
+    for job, assets in (("train_machine", None), ("__ASSET_JOB", MACHINE_ASSETS), ("__ASSET_JOB", ["failure_labels"])):
+        refused = _refusal(instance, _launch(client, job, "motor_001", bad, assets))
+        assert refused and "horizon=-5" in refused and "must be > 0" in refused, (job, assets)
+        refused = _refusal(instance, _launch(client, job, "nope", None, assets))
+        assert refused and "machine nope: not queued" in refused and "file not found" in refused, (job, assets)
+    # a valid run of the asset job is queued with the tags of a train_machine run
+    run_id = _launch(client, "__ASSET_JOB", "pump_002", None, MACHINE_ASSETS)
+    assert _refusal(instance, run_id) is None
+    tags = instance.get_run_by_id(run_id).tags
+    assert tags["pdm/machine_id"] == "pump_002" and tags["dagster/max_retries"] == "1"
+    # machine assets without a machine are refused, naming them
+    refused = _refusal(instance, _launch(client, "__ASSET_JOB", None, None, ["machine_dataset"]))
+    assert refused and "machine-partitioned assets (machine_dataset)" in refused and "dagster/partition" in refused
+    # the fleet job has no partition: its settings are checked
+    refused = _refusal(instance, _launch(client, "train_fleet_models", None, bad))
+    assert refused and "horizon=-5" in refused and "must be > 0" in refused
+    assert _refusal(instance, _launch(client, "train_fleet_models", None, {
+        "resources": {"training": {"config": {"horizon": 24}}}})) is None
+
+
+@pytest.mark.slow
+def test_env_var_settings_are_checked_as_the_run_will_read_them(webserver):
+    """{env: VAR} (Dagster's config source, offered by the launchpad for every field) reached the coordinator
+    unresolved: data_dir {env: PDM_DATA_DIR} crashed launchRun with a TypeError and excluded_models [{env: VAR}]
+    was refused as an unknown type whatever VAR held."""
+    client, instance = webserver
+
+    def launch(resources: dict) -> str:
+        return _launch(client, "train_machine", "motor_001", {"resources": resources})
+
+    assert _refusal(instance, launch({"data_root": {"config": {"data_dir": {"env": "PDM_DATA_DIR"}}}})) is None
+    assert _refusal(instance, launch({"training": {"config": {"excluded_models": [{"env": "PDM_TEST_MODEL"}]}}})) is None
+    refused = _refusal(instance, launch({"training": {"config": {"excluded_models": [{"env": "PDM_TEST_BAD_MODEL"}]}}}))
+    assert refused and "excluded_models has unknown types ['classifier']" in refused
+    # a variable the server does not have: Dagster's launch itself refuses it, naming it; no run is made
+    runs = len(instance.get_run_records())
+    result = _launch_result(client, "train_machine", "motor_001",
+                            {"resources": {"data_root": {"config": {"data_dir": {"env": "PDM_TEST_UNSET"}}}}})
+    assert result["__typename"] != "LaunchRunSuccess" and "PDM_TEST_UNSET" in result["message"], result
+    assert len(instance.get_run_records()) == runs
+
+
+@pytest.mark.slow
+def test_status_of_a_refused_run_shows_why_and_exits_2(webserver, capsys):
+    """`status` of a refused run said 'FAILURE, 0/8 steps done' and exited 1 (a step raised); no step ran, the
+    reason was in the run's log only."""
+    from pdm_pipeline.cli import main
+
+    client, instance = webserver
+    run_id = _launch(client, "train_machine", "pump_002", {"resources": {"training": {"config": {"horizon": -5}}}})
+    progress = run_progress(instance, run_id)
+    assert progress["refused"] and "horizon=-5.0 must be > 0" in progress["failure"]
+    capsys.readouterr()
+    assert main(["status", run_id[:8]]) == 2
+    out = capsys.readouterr().out
+    assert "REFUSED before queueing" in out and "horizon=-5.0 must be > 0" in out, out
+    queued = submit_to_server(client, "motor_001")
+    assert not run_progress(instance, queued)["refused"]
+
+
+def test_status_of_a_failed_step_shows_its_error(dagster_instance, tiny_fleet_root, monkeypatch, capsys):
+    """`status` named a failed step but never its error."""
+    from pdm_pipeline.cli import _print_progress, _progress_exit
+    from pdm_pipeline.defs.launch import materialize_machine
+
+    monkeypatch.setenv("PDM_DATA_DIR", str(tiny_fleet_root))
+    result = materialize_machine(dagster_instance, "absent_009", check=False, training={"excluded_models": [
+        "classification", "regression", "anomaly", "timeseries"]}, log_level="ERROR")
+    assert not result.success
+    progress = run_progress(dagster_instance, result.run_id)
+    assert not progress["refused"] and progress["failed"] == ["machine_dataset"]
+    assert "absent_009" in progress["step_errors"]["machine_dataset"]
+    capsys.readouterr()
+    _print_progress(progress)
+    out = capsys.readouterr().out
+    assert f"machine_dataset: {progress['step_errors']['machine_dataset'].splitlines()[0]}" in out, out
+    assert _progress_exit(progress) == 1

@@ -1,12 +1,23 @@
 """The run queue, with pdm-pipeline's checks at the door: nothing invalid is ever queued.
 
-Every run of `train_machine` reaches the instance through its run coordinator, whatever started it (the UI's
-launchpad or a backfill, the sensor, the schedule, the CLI, GraphQL). `ValidatingRunCoordinator` runs the same
-checks as `pdm-pipeline validate` and `--set` before the run joins the queue: the machine id, the data contract
-of the machine's files, every training and gate setting. A run that fails them is marked FAILED at once with
-the full list of problems (each naming the file, column or setting) and never queued or executed. A valid run
-gets the tags the queue works with: `pdm/machine_id` (one run per machine at a time) and one retry should its
-worker die (a step that fails is not retried).
+Every run submitted to the instance reaches its run coordinator, whatever started it (the UI's launchpad, its
+Materialize button (`__ASSET_JOB`) or a backfill, the sensor, the schedule, the CLI's `--server`, GraphQL).
+`ValidatingRunCoordinator` runs the same checks as `pdm-pipeline validate` and `--set` before the run joins the
+queue:
+
+- a run of one machine (any job, any asset selection, with a `dagster/partition` tag): the machine id, the data
+  contract of the machine's files, every training and gate setting (`launch.check_request`);
+- a run that targets machine-partitioned assets without a partition (`train_machine` or `__ASSET_JOB`): refused;
+- any other run with training, gate or data-root settings (`train_fleet_models`): those settings.
+
+Settings are read as Dagster will give them to the run: `{env: VAR}` resolved, defaults filled in (the run's
+config is processed with the resources' own config schema). A run that fails the checks is marked FAILED at
+once with the full list of problems (each naming the file, column or setting), tagged `pdm/refused`, and never
+queued or executed. A valid machine run gets the tags the queue works with: `pdm/machine_id` (one run per
+machine at a time, dagster.yaml) and one retry should its worker die (a step that fails is not retried).
+
+`dagster job execute` and `dagster asset materialize` execute in their own process without submitting the run,
+so no run coordinator sees them.
 """
 
 from __future__ import annotations
@@ -19,33 +30,117 @@ from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 TRAIN_JOB = "train_machine"
 MAX_RETRIES_TAG = "dagster/max_retries"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+REFUSED_TAG = "pdm/refused"
+REFUSED_PREFIX = "not queued: "
 WORKER_LOSS_RETRIES = 1
+SETTING_RESOURCES = ("data_root", "training", "gates")
 
 
-def _resource_config(run_config: dict[str, Any], name: str) -> dict[str, Any]:
-    return ((run_config or {}).get("resources", {}).get(name, {}) or {}).get("config", {}) or {}
+class _Refused(Exception):
+    pass
 
 
-def refusal(run: DagsterRun) -> str | None:
-    """Why this run must not be queued (None when it may)."""
-    if run.job_name != TRAIN_JOB:
+def _resource_classes() -> dict[str, Any]:
+    from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
+
+    return {"data_root": DataRootResource, "training": TrainingResource, "gates": GatesResource}
+
+
+def _raw_resource_config(run_config: dict[str, Any] | None, name: str) -> Any:
+    resources = (run_config or {}).get("resources") or {}
+    entry = resources.get(name)
+    if not isinstance(entry, dict) or "config" not in entry:
         return None
+    return entry.get("config")
+
+
+def resolved_settings(run_config: dict[str, Any] | None) -> dict[str, dict[str, Any] | None]:
+    """The run's data_root, training and gates config as the run will see it: `{env: VAR}` resolved and
+    defaults filled in by the resources' own config schema (None for a resource the run does not configure).
+
+    Raises _Refused naming the setting when Dagster could not resolve it (an environment variable not set)."""
+    from dagster._config import process_config
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for name, cls in _resource_classes().items():
+        raw = _raw_resource_config(run_config, name)
+        if raw is None:
+            out[name] = None
+            continue
+        result = process_config(cls.to_config_schema().as_field().config_type, raw)
+        if not result.success:
+            problems = []
+            for error in result.errors or []:
+                message = error.message.split("\n\nStack Trace")[0]
+                message = message.replace("dagster._config.errors.PostProcessingError: ", "").replace("\n", " ")
+                problems.append(f"resources.{name}.config: {message}")
+            raise _Refused("invalid run config: " + "; ".join(problems))
+        out[name] = dict(result.value or {})
+    return out
+
+
+def _machine_partitioned_targets(run: DagsterRun, workspace: Any) -> list[str] | None:
+    """The machine-partitioned assets the run materializes or checks (None when the workspace cannot tell)."""
+    if workspace is None or run.remote_job_origin is None:
+        return None
+    try:
+        origin = run.remote_job_origin
+        location = workspace.get_code_location(origin.location_name)
+        repository = location.get_repository(origin.repository_origin.repository_name)
+        snaps = repository.get_asset_node_snaps()
+    except Exception:  # a location that cannot be read: the partition tag alone decides
+        return None
+    partitioned = {s.asset_key for s in snaps if s.partitions is not None}
+    if run.asset_selection is not None:
+        targets = set(run.asset_selection)
+    else:
+        targets = {s.asset_key for s in repository.get_asset_node_snaps(job_name=run.job_name)}
+    targets |= {c.asset_key for c in (run.asset_check_selection or ())}
+    return sorted(k.to_user_string() for k in targets & partitioned)
+
+
+def _machine_of(run: DagsterRun) -> str | None:
+    machine_id = run.tags.get(PARTITION_TAG)
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if not machine_id and start and start == end:
+        machine_id = start
+    elif not machine_id and (start or end):
+        raise _Refused(f"the run covers the machine range {start}..{end}: one run per machine (backfill one run "
+                       "per partition)")
+    return machine_id
+
+
+def refusal(run: DagsterRun, workspace: Any = None) -> str | None:
+    """Why this run must not be queued (None when it may)."""
+    from pdm_pipeline.core.config import build_gate_settings, build_training_config
     from pdm_pipeline.defs.launch import check_request
     from pdm_pipeline.errors import PdmError
 
-    machine_id = run.tags.get("dagster/partition")
-    if not machine_id:
-        return "train_machine runs one machine: the run has no dagster/partition tag (pick a machine partition)"
-    data_config = _resource_config(run.run_config, "data_root")
-    root = None
-    if data_config.get("data_dir"):
-        from pathlib import Path
-
-        root = Path(data_config["data_dir"])
     try:
-        check_request(machine_id, _resource_config(run.run_config, "training") or None,
-                      _resource_config(run.run_config, "gates") or None, root=root)
-    except PdmError as exc:
+        machine_id = _machine_of(run)
+        settings = resolved_settings(run.run_config)
+        if machine_id:
+            root = None
+            if settings["data_root"] and settings["data_root"].get("data_dir"):
+                from pathlib import Path
+
+                root = Path(settings["data_root"]["data_dir"])
+            check_request(machine_id, settings["training"], settings["gates"], root=root)
+            return None
+        if run.job_name == TRAIN_JOB:
+            return (f"{TRAIN_JOB} runs one machine: the run has no {PARTITION_TAG} tag (pick a machine partition)")
+        targets = _machine_partitioned_targets(run, workspace)
+        if targets:
+            return (f"the run materializes machine-partitioned assets ({', '.join(targets)}) without a machine: "
+                    f"it has no {PARTITION_TAG} tag (pick a machine partition)")
+        if settings["training"] is not None:
+            build_training_config(settings["training"])
+        if settings["gates"] is not None:
+            build_gate_settings(settings["gates"])
+    except (_Refused, PdmError) as exc:
         return str(exc)
     return None
 
@@ -56,20 +151,22 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
         if run.status == DagsterRunStatus.NOT_STARTED:
-            reason = refusal(run)
+            reason = refusal(run, context.workspace)
             if reason is not None:
-                self._instance.report_run_failed(run, f"not queued: {reason}")
+                self._instance.add_run_tags(run.run_id, {REFUSED_TAG: "true"})
+                self._instance.report_run_failed(run, f"{REFUSED_PREFIX}{reason}")
                 self._logger.warning(f"run {run.run_id} refused before queueing: {reason}")
                 return self._instance.get_run_by_id(run.run_id) or run
-            if run.job_name == TRAIN_JOB:
+            machine_id = _machine_of(run)
+            if machine_id:
                 # A machine appears when its data appears: a valid machine asked for by id (CLI --server, GraphQL)
                 # before the sensor saw it becomes a partition now, instead of failing its first step.
                 from pdm_pipeline.defs.launch import TAG_MACHINE, TAG_PID, register_machines
 
-                machine_id = run.tags["dagster/partition"]
                 register_machines(self._instance, [machine_id])
                 # One run per machine at a time is a limit on this tag (dagster.yaml): a run launched with only
-                # its partition (UI launchpad, backfill, GraphQL) gets it here, before the queue reads its tags.
+                # its partition (UI launchpad or Materialize button, backfill, GraphQL) gets it here, before the
+                # queue reads its tags, whatever its job.
                 tags = {TAG_MACHINE: machine_id} if run.tags.get(TAG_MACHINE) != machine_id else {}
                 # A queued run whose worker dies (killed, out of memory) is run once more by the daemon; a run that
                 # failed in a step is not (dagster.yaml run_retries: retry_on_asset_or_op_failure false).

@@ -27,6 +27,7 @@ from pdm_pipeline.core.contract import machine_fingerprint
 from pdm_pipeline.core.paths import data_root, free_space_problem, validate_machine_id
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
+from pdm_pipeline.defs.coordinator import REFUSED_PREFIX, REFUSED_TAG
 from pdm_pipeline.defs.jobs import TRAIN_JOB
 from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME
 from pdm_pipeline.errors import PdmError
@@ -366,6 +367,9 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
     running, interrupted = ([], unended) if run.is_finished else (unended, [])
     machine_id = run.tags.get("dagster/partition")
     summary = machine_summary(instance, machine_id, run_id) if machine_id and run.is_finished else {}
+    failure = _run_failure_message(instance, run_id) if run.status == dg.DagsterRunStatus.FAILURE else None
+    # refused by the run coordinator's checks (bad machine, data or settings): nothing ran
+    refused = run.tags.get(REFUSED_TAG) == "true" or bool(failure and failure.startswith(REFUSED_PREFIX))
     return {
         "run_id": run_id,
         "job": run.job_name,
@@ -375,7 +379,39 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
         "steps_total": total,
         "current": running,
         "failed": failed,
+        "step_errors": _step_errors(instance, run_id) if failed else {},
         "interrupted": interrupted,
+        "refused": refused,
+        "failure": failure,
         "finished": run.is_finished,
         "release": summary,
     }
+
+
+def _run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why the run failed, as its RUN_FAILURE event says (with the error, when one is attached)."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_FAILURE).records
+    if not records:
+        return None
+    entry = records[-1].event_log_entry
+    message = (entry.dagster_event.message if entry.dagster_event else None) or entry.user_message or ""
+    data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    error = getattr(data, "error", None)
+    if error is not None and getattr(error, "message", None) and error.message.strip() not in message:
+        message = f"{message}\n{error.message.strip()}"
+    return message.strip() or None
+
+
+def _step_errors(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """The error of each failed step (the last line of the user code's exception when there is a cause)."""
+    errors: dict[str, str] = {}
+    for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None and getattr(error, "cause", None) is not None:
+            error = error.cause  # "Error occurred while executing op ..." wraps the user code's exception
+        text = (error.message.strip() if error is not None else "") or event.message or "failed"
+        errors[event.step_key or "?"] = text
+    return errors
