@@ -243,13 +243,14 @@ def test_a_blocked_model_keeps_its_previous_version_and_the_others_move_on(relea
     root, first = released
     before = current_release_dir(root, MACHINE)
     old_classifier = (before / "classification" / "model.txt").read_bytes()
-    gates = GateSettings(quality_limits={"classifier_roc_auc": 1.01}, strict_quality_gates=("classifier_roc_auc",))
+    gates = GateSettings(quality_limits={"classification_single_row_latency": 0.0},  # no model takes 0 ms
+                         strict_quality_gates=("classification_single_row_latency",))
     second = run_machine(root, MACHINE, TrainingConfig(time_limit_s=10, seed=1, extra={"forecast_validation_windows": 0}),
                          gates)
     release = second.release
     assert release.published and release.outcome == "blocked"
     decision = release.decisions["classification"]
-    assert decision.action == KEPT and "classifier_roc_auc" in decision.reason
+    assert decision.action == KEPT and "classification_single_row_latency" in decision.reason
     assert decision.source_release == first.release.release_id
     after = current_release_dir(root, MACHINE)
     assert after != before
