@@ -268,6 +268,19 @@ def _rul_values(df: pd.DataFrame, where: str) -> np.ndarray:
     return rul
 
 
+def in_alarm(df: pd.DataFrame, alarm_levels: dict[str, dict]) -> np.ndarray:
+    """Per row: some critical sensor is at or past its alarm level at that row (a label of the "alarm" method is
+    1 there whatever the horizon: the reading itself says so)."""
+    crossing = np.zeros(len(df), dtype=bool)
+    for sensor, spec in alarm_levels.items():
+        values = pd.to_numeric(df[sensor], errors="coerce").to_numpy(dtype=float)
+        if spec["direction"] == "high":
+            crossing |= values >= spec["level"]
+        else:
+            crossing |= values <= spec["level"]
+    return crossing
+
+
 def _time_to_next_alarm(df: pd.DataFrame, alarm_levels: dict[str, dict], time_unit: str, where: str) -> np.ndarray:
     """Per row: time (in `time_unit`) to the first alarm crossing at or after it in the same unit (inf if none)."""
     if TIMESTAMP not in df.columns:
@@ -276,13 +289,7 @@ def _time_to_next_alarm(df: pd.DataFrame, alarm_levels: dict[str, dict], time_un
     if missing:
         raise ValueError(_prefix(where) + f"critical sensor column(s) {missing} with alarm levels are missing")
     times = time_values(df, time_unit, where)
-    crossing = np.zeros(len(df), dtype=bool)
-    for sensor, spec in alarm_levels.items():
-        values = pd.to_numeric(df[sensor], errors="coerce").to_numpy(dtype=float)
-        if spec["direction"] == "high":
-            crossing |= values >= spec["level"]
-        else:
-            crossing |= values <= spec["level"]
+    crossing = in_alarm(df, alarm_levels)
     units = unit_codes(df)
     # Time order within each unit, then the next crossing time = backward fill of crossing times per unit.
     order = np.lexsort((times, units))

@@ -5,6 +5,11 @@ constant prediction (always the train majority class, always failure). Calibrati
 Brier score and expected calibration error (ECE: the row-weighted gap between the mean predicted probability and
 the failure rate over CALIBRATION_BINS bins of equal row counts), beside the constant train failure rate's. `single_row_latency_ms` = median one-row prediction of the shipped model. Pictures: confusion matrix and
 precision-recall curve.
+
+Labels from alarm levels (no RUL): a row whose critical sensor is already at its alarm level is labelled failing
+whatever the horizon, and the model reads that sensor, so part of its F1 is "in alarm now". The evaluation
+reports that rule's F1 on the same rows (`details["alarm_now_rule"]`) and the model's F1 / precision / recall on
+the rows not yet in alarm (`f1_before_alarm` ...): its skill at seeing an alarm coming.
 """
 
 from __future__ import annotations
@@ -121,6 +126,37 @@ def _pr_curve_plot(truth: np.ndarray, proba: np.ndarray, operating: tuple[float,
     return figure_markdown(fig, f"{machine_id}: failure classifier precision-recall curve (test)")
 
 
+def _alarm_now(model_dir: Path, view: TestView, truth: np.ndarray, predicted: np.ndarray,
+               metrics: dict[str, float]) -> dict[str, float] | None:
+    """For labels from alarm levels: the "in alarm now" rule's figures on the test rows, and (into `metrics`) the
+    model's on the rows not in alarm yet. None for other labels."""
+    import json
+
+    from pdm_pipeline.core.labels import METHOD_ALARM, in_alarm
+    from pdm_pipeline.families.base import PREPROCESSING_FILE
+
+    try:
+        definition = json.loads((Path(model_dir) / PREPROCESSING_FILE).read_text()).get("label_definition") or {}
+    except (OSError, ValueError):
+        return None
+    levels = definition.get("alarm_levels") or {}
+    if definition.get("method") != METHOD_ALARM or not levels or len(view.raw_test) != len(truth) \
+            or any(s not in view.raw_test.columns for s in levels):
+        return None
+    now = in_alarm(view.raw_test, levels)
+    rule = now.astype(int)
+    out = {"rows_in_alarm": int(now.sum()), "failing_rows_in_alarm": int((now & (truth == 1)).sum()),
+           "f1": float(f1_score(truth, rule, zero_division=0)),
+           "precision": float(precision_score(truth, rule, zero_division=0)),
+           "recall": float(recall_score(truth, rule, zero_division=0))}
+    ahead = ~now
+    if 0 < truth[ahead].sum() < ahead.sum():
+        metrics["f1_before_alarm"] = float(f1_score(truth[ahead], predicted[ahead], zero_division=0))
+        metrics["precision_before_alarm"] = float(precision_score(truth[ahead], predicted[ahead], zero_division=0))
+        metrics["recall_before_alarm"] = float(recall_score(truth[ahead], predicted[ahead], zero_division=0))
+    return out
+
+
 def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     card = read_card(model_dir)
     runtime = ClassifierRuntime(model_dir, card)
@@ -148,6 +184,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
     baseline = constant_baseline(truth, int(card["train_majority_class"]))
     rate = np.full(len(truth), float(card["train_positive_rate"]))  # the train failure rate, said of every row
     baseline["brier"], baseline["calibration_error"] = float(brier_score_loss(truth, rate)), calibration_error(truth, rate)
+    alarm_now = _alarm_now(model_dir, view, truth, predicted, metrics)
     matrix = confusion_matrix(truth, predicted, labels=[0, 1])
     tn, fp, fn, tp = (int(v) for v in matrix.ravel())
     details = {
@@ -165,6 +202,7 @@ def evaluate(model_dir: Path, view: TestView) -> Evaluation:
         "val_metrics": card["val_metrics"],
         "calibration": card.get("calibration"),
         "raw_brier": float(brier_score_loss(truth, raw)),
+        **({"alarm_now_rule": alarm_now} if alarm_now else {}),
     }
     pictures = {"confusion_matrix": _confusion_plot(matrix, threshold, view.machine_id)}
     if 0 < truth.sum() < len(truth):
