@@ -17,7 +17,8 @@ queued or executed. A valid machine run gets the tags the queue works with: `pdm
 machine at a time, dagster.yaml) and one retry should its worker die (a step that fails is not retried).
 
 `dagster job execute` and `dagster asset materialize` execute in their own process without submitting the run,
-so no run coordinator sees them.
+so no run coordinator sees them: such a run (no `pdm/checked` tag) meets the same checks when its resources
+start, and fails there, before any step's work, naming the problem.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 REFUSED_TAG = "pdm/refused"
+# On every run an entry point checked (this coordinator, the CLI's in-process runs): a run without it (`dagster job
+# execute`, `dagster asset materialize`, a direct call) is checked when its resources start (defs/resources.py).
+CHECKED_TAG = "pdm/checked"
 REFUSED_PREFIX = "not queued: "
 WORKER_LOSS_RETRIES = 1
 SETTING_RESOURCES = ("data_root", "training", "gates")
@@ -157,6 +161,9 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
                 self._instance.report_run_failed(run, f"{REFUSED_PREFIX}{reason}")
                 self._logger.warning(f"run {run.run_id} refused before queueing: {reason}")
                 return self._instance.get_run_by_id(run.run_id) or run
+            self._instance.add_run_tags(run.run_id, {CHECKED_TAG: "coordinator"})
+            run = self._instance.get_run_by_id(run.run_id) or run
+            context = SubmitRunContext(run, context.workspace)
             machine_id = _machine_of(run)
             if machine_id:
                 # A machine appears when its data appears: a valid machine asked for by id (CLI --server, GraphQL)

@@ -157,6 +157,7 @@ def materialize_machine(
     except PdmError:  # files missing: the run's machine_dataset step reports it
         data_version = "unreadable"
     run_tags = {
+        "pdm/checked": "cli" if check else "skipped by the caller",
         TAG_MACHINE: machine_id,
         TAG_TRIGGER: "cli",
         TAG_HOST: socket.gethostname(),

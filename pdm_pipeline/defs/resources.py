@@ -36,11 +36,26 @@ class DataRootResource(dg.ConfigurableResource):
         import socket
 
         run, instance = context.dagster_run, context.instance
+        if run is not None:
+            _check_unchecked_run(run)
         if run is None or instance is None or os.environ.get("PDM_EXECUTOR", "in_process") != "in_process":
             return
         mine = {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())}
         if any((run.tags or {}).get(k) != v for k, v in mine.items()):  # a retry carries its dead parent's
             instance.add_run_tags(run.run_id, mine)
+
+
+def _check_unchecked_run(run: Any) -> None:
+    """A run no entry point checked (`dagster job execute`, `dagster asset materialize`, a direct call: no
+    `pdm/checked` tag) meets the run queue's checks here, before any step's work: the same messages, as a failure."""
+    from pdm_pipeline.defs.coordinator import CHECKED_TAG, refusal
+
+    if (run.tags or {}).get(CHECKED_TAG):
+        return
+    reason = refusal(run)
+    if reason is not None:
+        raise dg.Failure(description=f"not run: {reason} (checked when the run started: it did not come through the "
+                                     "run queue, e.g. `dagster job execute` or `dagster asset materialize`)")
 
 
 def _config_type(kind: Any) -> Any:
