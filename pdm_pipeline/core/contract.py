@@ -186,7 +186,7 @@ def _read_json_object(path: Path, report: _Report) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        report.add(path, None, "file not found")
+        report.add(path, None, f"file not found (data root {report.root})")
         return None
     except UnicodeDecodeError as exc:
         report.add(path, None, f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})")
@@ -437,7 +437,7 @@ def _read_parquet(path: Path, report: _Report, max_rows: int | None = None) -> p
             fh.seek(max(size - 4, 0))
             tail = fh.read(4)
     except FileNotFoundError:
-        report.add(path, None, "file not found")
+        report.add(path, None, f"file not found (data root {report.root})")
         return None
     except OSError as exc:
         report.add(path, None, f"cannot read file: {exc.strerror or exc}")
@@ -914,7 +914,7 @@ def machine_fingerprint(root: str | Path, machine_id: str) -> str:
     files = _machine_files(root, machine_id)
     for path in files:
         if not path.is_file():
-            report.add(path, None, "file not found")
+            report.add(path, None, f"file not found (data root {report.root})")
     if report.problems:
         raise ContractError(report.problems)
     digest = hashlib.sha256()
