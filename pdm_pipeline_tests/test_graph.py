@@ -328,9 +328,16 @@ def test_data_that_failed_a_blocking_check_is_never_released_whatever_the_select
         # steps after machine_dataset load the dataset the blocked run stored
         downstream = [dg.AssetKey(k) for k in ("failure_labels", "machine_features", "anomaly_detector",
                                                "anomaly_detector_evaluation", "machine_release")]
-        result = defs.resolve_job_def("train_machine").execute_in_process(
-            instance=instance, partition_key=MACHINE, run_config=run_config(FAST, None, "WARNING"),
-            asset_selection=downstream, raise_on_error=False)
+        job = defs.resolve_job_def("train_machine")
+        refused = job.execute_in_process(instance=instance, partition_key=MACHINE, asset_selection=downstream,
+                                         run_config=run_config(FAST, None, "CRITICAL"), raise_on_error=False)
+        assert not refused.success  # every entry point refuses such a selection now, naming machine_dataset ...
+        (failure,) = [e for e in refused.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+        assert "without machine_dataset" in failure.event_specific_data.error.to_string()
+        # ... and should one get through anyway (defence in depth, as for core callers), the release refuses
+        result = job.execute_in_process(instance=instance, partition_key=MACHINE, asset_selection=downstream,
+                                        run_config=run_config(FAST, None, "WARNING"), raise_on_error=False,
+                                        tags={"pdm/checked": "let through by the test"})
         assert result.success
         summary = machine_summary(instance, MACHINE, result.run_id)
         assert summary["outcome"] == "blocked", summary

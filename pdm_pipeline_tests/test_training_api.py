@@ -240,6 +240,10 @@ def test_every_job_meets_the_same_checks_and_the_one_run_per_machine_tag(webserv
     assert _refusal(instance, run_id) is None
     tags = instance.get_run_by_id(run_id).tags
     assert tags["pdm/machine_id"] == "pump_002" and tags["dagster/max_retries"] == "1"
+    # steps after machine_dataset without it (a first run: no re-execution) are refused, naming it: they failed in
+    # their first step ('no stored output'), or read a dataset an earlier run stored, whatever became of it
+    refused = _refusal(instance, _launch(client, "train_machine", "pump_002", None, ["machine_release"]))
+    assert refused and "selects machine_release without machine_dataset" in refused
     # machine assets without a machine are refused, naming them
     refused = _refusal(instance, _launch(client, "__ASSET_JOB", None, None, ["machine_dataset"]))
     assert refused and "machine-partitioned assets (machine_dataset)" in refused and "dagster/partition" in refused

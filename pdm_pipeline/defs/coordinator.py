@@ -117,6 +117,26 @@ def _machine_of(run: DagsterRun) -> str | None:
     return machine_id
 
 
+# The machine's data as the run reads it: every step after it loads it from this run's stored outputs.
+DATA_ASSET = "machine_dataset"
+SOURCE_ASSETS = ("machine_splits", "machine_metadata")  # observed, never read by the steps
+
+
+def _selection_problem(run: DagsterRun) -> str | None:
+    """A machine run that selects steps after machine_dataset without it (not a re-execution of an earlier run,
+    whose stored outputs it reads): it would fail in its first step ('no stored output'), or read a dataset
+    stored by an earlier run, whatever became of it."""
+    if run.asset_selection is None or run.parent_run_id is not None:
+        return None
+    names = sorted(k.to_user_string() for k in run.asset_selection)
+    after = [n for n in names if n not in (DATA_ASSET, *SOURCE_ASSETS) and not n.startswith("fleet_")]
+    if DATA_ASSET in names or not after:
+        return None
+    return (f"the run selects {', '.join(after)} without {DATA_ASSET}, which every step after it reads in the "
+            f"same run: add {DATA_ASSET} and the steps between (or materialize all), or re-execute a failed run "
+            "from its failure")
+
+
 def refusal(run: DagsterRun, workspace: Any = None) -> str | None:
     """Why this run must not be queued (None when it may)."""
     from pdm_pipeline.core.config import build_gate_settings, build_training_config
@@ -133,7 +153,7 @@ def refusal(run: DagsterRun, workspace: Any = None) -> str | None:
 
                 root = Path(settings["data_root"]["data_dir"])
             check_request(machine_id, settings["training"], settings["gates"], root=root)
-            return None
+            return _selection_problem(run)
         if run.job_name == TRAIN_JOB:
             return (f"{TRAIN_JOB} runs one machine: the run has no {PARTITION_TAG} tag (pick a machine partition)")
         targets = _machine_partitioned_targets(run, workspace)
