@@ -289,6 +289,8 @@ def _print_progress(progress: dict) -> None:
         print(f"  failed steps: {', '.join(progress['failed'])}")
         for step, error in (progress.get("step_errors") or {}).items():
             print(f"    {step}: " + _indent(error, "      ").lstrip())
+        for line in progress.get("failed_data_checks", []):
+            print(f"  data check {line}")
     elif progress.get("failure"):  # failed outside any step (its process died, a resource failed to start)
         print(_indent(progress["failure"]))
     if progress.get("interrupted"):

@@ -324,6 +324,9 @@ def test_data_that_failed_a_blocking_check_is_never_released_whatever_the_select
                                       check=False)
         assert os.readlink(paths.current_release(root, MACHINE)) == before
         assert "machine_release" not in {e.asset_key.to_user_string() for e in blocked.get_asset_materialization_events()}
+        # status names the check with its value (the step's error named only the check)
+        (line,) = run_progress(instance, blocked.run_id[:8])["failed_data_checks"]
+        assert line.startswith("critical_sensors_complete ERROR: 20.0% missing in train.") and sensor in line, line
         split.write_bytes(original)  # the operator fixes the files: the checks at the run's start pass, but the
         # steps after machine_dataset load the dataset the blocked run stored
         downstream = [dg.AssetKey(k) for k in ("failure_labels", "machine_features", "anomaly_detector",

@@ -381,6 +381,9 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
         "current": running,
         "failed": failed,
         "step_errors": _step_errors(instance, run_id) if failed else {},
+        # a run stopped by a blocking data check: which check, with its value (the step's error names only the check)
+        "failed_data_checks": [line for line in data_check_warnings(instance, run_id) if " ERROR: " in line]
+        if failed and not summary else [],
         "interrupted": interrupted,
         "refused": refused,
         "failure": failure,
