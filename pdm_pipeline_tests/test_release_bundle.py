@@ -725,3 +725,28 @@ def test_recovery_re_points_current_when_its_release_lost_release_json(tmp_path,
     (aside,) = directory.glob(".broken-r2-*")
     assert (aside / "model.txt").read_text() == "the only copy"
     assert not list(directory.glob(".broken-current-*"))
+
+
+def test_recovery_never_removes_a_release_that_was_current(tmp_path):
+    """Only a release whose `.switching-` marker survived (killed between its rename and its switch) is removed.
+    A rollback by hand (`current` -> an older release), a current release.json that does not parse, and a lost
+    `current` link removed or hid live releases (found by the verification sweep): they are left whole, and a
+    lost link is re-pointed at the newest whole release."""
+    directory = paths.releases_dir(tmp_path, "m1")
+    for sequence, name in enumerate(("r1", "r2", "r3"), start=1):
+        (directory / name).mkdir(parents=True)
+        (directory / name / "release.json").write_text(json.dumps({"release_id": name, "sequence": sequence}))
+    os.symlink("r2", directory / "current")  # rolled back from r3 by hand
+    assert recover_machine(tmp_path, "m1") == []
+    (directory / "r2" / "release.json").write_text("{ not json")  # the current one damaged
+    os.replace(directory / "current", directory / "gone")
+    os.symlink("r2", directory / "current")
+    recover_machine(tmp_path, "m1")
+    assert all((directory / n / "release.json").is_file() for n in ("r1", "r3"))
+    (directory / "current").unlink()  # the link lost (a copy that drops symlinks)
+    assert recover_machine(tmp_path, "m1") == ["current was missing: pointed to the newest whole release r3"]
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == [
+        "current", "gone", "r1", "r2", "r3"]
+    (directory / ".switching-r3").write_text("run")  # r3 is current: its marker only goes
+    assert recover_machine(tmp_path, "m1") == [] and (directory / "r3").is_dir()
+    assert not (directory / ".switching-r3").exists()

@@ -24,8 +24,8 @@ Rules
     `current` sees the whole old or the whole new set, at every instant, whatever is killed when.
 Recovery
     `recover_machine` (run at the start of every release, and by the startup sweep) removes `.building-*`
-    directories and leftover temporary links, re-points a dangling `current` at the newest complete release, and
-    removes a release killed between its rename and its switch (made after `current`, never switched to).
+    directories and leftover temporary links, removes a release killed between its rename and its switch (its
+    `.switching-<id>` marker says so), and re-points a dangling or missing `current` at the newest complete release.
 """
 
 from __future__ import annotations
@@ -264,6 +264,7 @@ def recover_machine(root: Path, machine_id: str) -> list[str]:
             aside = directory / f".broken-{name}-{int(time.time())}"
             os.replace(leftover, aside)
             done.append(f"{name} has no {RELEASE_FILE}: moved aside to {aside.name} (not a release any more)")
+    done += _remove_unswitched(root, machine_id)
     link = directory / CURRENT
     if link.is_symlink() and not (link.resolve() / RELEASE_FILE).is_file():
         complete = complete_releases(root, machine_id)
@@ -273,29 +274,34 @@ def recover_machine(root: Path, machine_id: str) -> list[str]:
         else:
             link.unlink()
             done.append("dangling current removed")
-    return done + _remove_unswitched(root, machine_id)
+    elif not link.is_symlink() and not link.exists() and (complete := complete_releases(root, machine_id)):
+        # the link was lost (a copy or backup restore that drops symlinks): the newest whole release was current
+        _switch(directory, complete[-1].name)
+        done.append(f"current was missing: pointed to the newest whole release {complete[-1].name}")
+    return done
+
+
+# Written before a release is renamed into place, removed once `current` points at it: a release whose marker is
+# still there and that is not current was killed between its rename and its switch (never current, its run failed).
+# Only such a release is ever removed: a newer release that is not current (a rollback by hand, a damaged
+# release.json) has no marker and is left alone.
+SWITCHING = ".switching-"
 
 
 def _remove_unswitched(root: Path, machine_id: str) -> list[str]:
-    """A release whose process was killed between its rename into place and its switch: whole, but never
-    current, and its run failed. Every switch goes to the release just made, which has the highest sequence, so a
-    release made after the current one was never switched to: removed, as a release that fails there is. With no
-    `current` at all (a first release killed there, or a link removed by hand) they are moved aside instead."""
+    """Remove a release killed between its rename and its switch (its SWITCHING marker says so)."""
     directory = paths.releases_dir(root, machine_id)
     link = directory / CURRENT
+    live = os.readlink(link) if link.is_symlink() else None
     done: list[str] = []
-    live = current_release_dir(root, machine_id)
-    if live is None and link.is_symlink():
-        return done  # a dangling link recovery could not repair: leave everything for a person
-    for release in complete_releases(root, machine_id):
-        if live is None:
-            aside = directory / f".unswitched-{release.name}"
-            os.replace(release, aside)
-            done.append(f"{release.name} was never switched to (no current release): moved aside to {aside.name}")
-        elif release.resolve() != live and release_sequence(release) > release_sequence(live):
+    for marker in directory.glob(f"{SWITCHING}*"):
+        release_id = marker.name[len(SWITCHING):]
+        release = directory / release_id
+        if release_id != live and release.is_dir() and not release.is_symlink():
             shutil.rmtree(release, ignore_errors=True)
-            done.append(f"removed {release.name}: made after the current release but never switched to "
-                        "(its run stopped before the switch)")
+            done.append(f"removed {release_id}: renamed into place but never switched to (its run stopped before "
+                        "the switch)")
+        marker.unlink(missing_ok=True)
     return done
 
 
@@ -474,15 +480,19 @@ def release_machine(
             payload = json.dumps(description, indent=1, sort_keys=True, default=str).encode()
             (building / RELEASE_FILE).write_bytes(payload)
             (building / RELEASE_SIGNATURE).write_bytes(sign_bytes(signing_key, payload))
+            switching = directory / f"{SWITCHING}{release_id}"
+            switching.write_text(run_id)
             os.replace(building, final)
             if tracking_uri:  # until the registry says `deployed` = this release, recovery knows what to set
                 _write_deploy_pending(directory, release_id, tracking_uri, trained, decisions)
             _switch(directory, release_id)
+            switching.unlink(missing_ok=True)
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             link = directory / CURRENT
             if final.is_dir() and not (link.is_symlink() and os.readlink(link) == release_id):
                 shutil.rmtree(final, ignore_errors=True)  # in place but never switched to: not a release
+            (directory / f"{SWITCHING}{release_id}").unlink(missing_ok=True)
             raise
         bundle.path = final / "bundle"
         for d in decisions.values():
