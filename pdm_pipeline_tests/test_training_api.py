@@ -311,3 +311,20 @@ def test_status_of_a_failed_step_shows_its_error(dagster_instance, tiny_fleet_ro
     out = capsys.readouterr().out
     assert f"machine_dataset: {progress['step_errors']['machine_dataset'].splitlines()[0]}" in out, out
     assert _progress_exit(progress) == 1
+
+
+def test_a_re_execution_of_a_refused_run_is_a_first_run():
+    """A re-execution reads what its parent stored, so it may leave machine_dataset out, unless the parent was
+    refused (its copied tags say so): then nothing was stored, and the selection rule holds. (The copied
+    pdm/refused tag also made `status` call the re-execution refused: the coordinator clears it on runs it passes.)"""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from pdm_pipeline.defs.coordinator import REFUSED_TAG, _selection_problem
+
+    def run(**kw) -> DagsterRun:
+        return DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({dg.AssetKey("machine_release")}), **kw)
+
+    assert "without machine_dataset" in (_selection_problem(run()) or "")
+    assert _selection_problem(run(parent_run_id="p", root_run_id="p")) is None
+    refused_parent = run(parent_run_id="p", root_run_id="p", tags={REFUSED_TAG: "true"})
+    assert "without machine_dataset" in (_selection_problem(refused_parent) or "")

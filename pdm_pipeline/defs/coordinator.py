@@ -126,15 +126,16 @@ def _selection_problem(run: DagsterRun) -> str | None:
     """A machine run that selects steps after machine_dataset without it (not a re-execution of an earlier run,
     whose stored outputs it reads): it would fail in its first step ('no stored output'), or read a dataset
     stored by an earlier run, whatever became of it."""
-    if run.asset_selection is None or run.parent_run_id is not None:
+    # A re-execution reads what its parent stored, unless the parent was refused (its tags, copied, say so): then
+    # nothing was stored and it is a first run.
+    if run.asset_selection is None or (run.parent_run_id is not None and run.tags.get(REFUSED_TAG) != "true"):
         return None
     names = sorted(k.to_user_string() for k in run.asset_selection)
     after = [n for n in names if n not in (DATA_ASSET, *SOURCE_ASSETS) and not n.startswith("fleet_")]
     if DATA_ASSET in names or not after:
         return None
     return (f"the run selects {', '.join(after)} without {DATA_ASSET}, which every step after it reads in the "
-            f"same run: add {DATA_ASSET} and the steps between (or materialize all), or re-execute a failed run "
-            "from its failure")
+            f"same run: add {DATA_ASSET} and the steps between (or materialize all)")
 
 
 def refusal(run: DagsterRun, workspace: Any = None) -> str | None:
@@ -181,7 +182,8 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
                 self._instance.report_run_failed(run, f"{REFUSED_PREFIX}{reason}")
                 self._logger.warning(f"run {run.run_id} refused before queueing: {reason}")
                 return self._instance.get_run_by_id(run.run_id) or run
-            self._instance.add_run_tags(run.run_id, {CHECKED_TAG: "coordinator"})
+            # (a re-execution copies its parent's tags: a refused parent's mark is not this run's)
+            self._instance.add_run_tags(run.run_id, {CHECKED_TAG: "coordinator", REFUSED_TAG: ""})
             run = self._instance.get_run_by_id(run.run_id) or run
             context = SubmitRunContext(run, context.workspace)
             machine_id = _machine_of(run)
