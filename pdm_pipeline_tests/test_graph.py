@@ -134,6 +134,17 @@ def test_export_and_predict_commands_round_trip(trained, tmp_path, capsys):
     for column in ("failure_probability", "rul_hours", "anomaly_score", "anomaly_flag", "warmup", "status"):
         assert column in predicted.columns, column
     assert predicted["failure_probability"].to_numpy() == pytest.approx(reference["failure_probability"].to_numpy())
+    # a parquet output of CSV rows keeps times as times, and a parquet input whose index repeats (units
+    # concatenated without ignore_index) predicts like the same rows numbered (the CLI crashed on it)
+    repeated = pd.concat([raw.iloc[:200], raw.iloc[200:]]).set_axis(list(range(200)) * 2)
+    repeated.to_parquet(tmp_path / "repeated.parquet")
+    for source in ("recent.csv", "repeated.parquet"):
+        assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / source), "--public-key", key,
+                     "--output", str(tmp_path / "pred.parquet")]) == 0
+        written = pd.read_parquet(tmp_path / "pred.parquet")
+        assert pd.api.types.is_datetime64_any_dtype(written["timestamp"]), (source, written["timestamp"].dtype)
+        assert written["failure_probability"].to_numpy() == pytest.approx(
+            reference["failure_probability"].to_numpy(), nan_ok=True)
     capsys.readouterr()
     assert main(["predict", "--bundle", str(out), "--input", str(tmp_path / "recent.csv"), "--public-key", key,
                  "--forecast"]) == 0

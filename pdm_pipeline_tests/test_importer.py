@@ -1229,7 +1229,9 @@ def test_the_edge_reads_the_source_time_column_as_the_import_did(tmp_path: Path,
     # and a forecast's times go back to the source's own column and form (they were contract times: UTC dates,
     # a cycle machine's as 2000-01-01 + cycles)
     given = pd.read_csv(source)
-    back = predictor.forecast_in_input_form(rows[["timestamp"]].assign(temp_degC=0.0), given)
+    # (a forecast names its time column `ds`, as Prophet does)
+    back = predictor.forecast_in_input_form(rows[["timestamp"]].rename(columns={"timestamp": "ds"}).assign(
+        temp_degC=0.0), given)
     assert list(back.columns) == [column, "temp_degC"]
     if pd.api.types.is_numeric_dtype(given[column]):
         np.testing.assert_allclose(back[column].to_numpy(dtype=float), given[column].to_numpy(dtype=float))

@@ -97,7 +97,7 @@ def read_input(path: str | Path, *, parse_times: bool = True, reading: dict[str,
                                    "comma-separated CSV with a header (convert ';', tab or '|' separated files)")
     if parse_times and TIMESTAMP in frame.columns and not pd.api.types.is_numeric_dtype(frame[TIMESTAMP]):
         frame[TIMESTAMP] = _parse_times(frame[TIMESTAMP], f"input file {path}")
-    return frame
+    return frame.reset_index(drop=True)  # rows by position (a parquet file may carry a repeating index)
 
 
 def status_note(result: pd.DataFrame) -> str | None:
@@ -302,16 +302,19 @@ class EdgePredictor:
         return self._contract_times(out, what)
 
     def in_input_form(self, result: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
-        """`predict`'s result with its time and unit columns as `raw` gave them (the CLIs write this): the input's
-        own values under the input's own names, e.g. an imported machine's 'Time stamp' in its day-first text,
-        or cycle numbers, where `predict` gives contract times (UTC; cycles as 2000-01-01 + cycles)."""
+        """`predict`'s result with, for an imported machine's rows written in its source's form, the time and unit
+        columns as the input gave them (the CLIs write this): the source's own names and values, e.g. 'Time stamp'
+        in its day-first text, where `predict` gives contract times (UTC; cycles as 2000-01-01 + cycles). Rows in
+        the contract's names keep the contract's values (a parsed time stays a time)."""
         by_name = {str(c).strip(): c for c in raw.columns}
         out, names = result.copy(), {}
+        positions = np.arange(len(raw))  # `raw` and the result share their row labels (made unique by read_input)
+        where = pd.Series(positions, index=raw.index)
         for column in (TIMESTAMP, UNIT_ID):
             source = self.source_columns.get(column)
-            given = column if column in raw.columns else by_name.get(source) if source else None
-            if column in out.columns and given is not None:
-                out[column] = raw.loc[out.index, given].to_numpy()
+            given = by_name.get(source) if source else None
+            if column in out.columns and given is not None and where.index.is_unique:
+                out[column] = raw[given].to_numpy()[where.loc[out.index].to_numpy()]
                 names[column] = str(given).strip()
         return out.rename(columns=names)
 
@@ -321,24 +324,25 @@ class EdgePredictor:
         date in the import's format, Unix seconds, cycle numbers); otherwise unchanged."""
         source = self.source_columns.get(TIMESTAMP)
         names = {str(c).strip() for c in raw.columns} if raw is not None else set()
-        if TIMESTAMP not in result.columns or not source or source == TIMESTAMP or source not in names:
+        column = "ds" if "ds" in result.columns else TIMESTAMP
+        if column not in result.columns or not source or source not in names:
             return result
         spec = (self.description.get("source_columns") or {}).get("time") or {}
-        times = pd.to_datetime(result[TIMESTAMP])
-        kind = spec.get("kind")
-        if kind == "unix":
-            written: Any = (times - pd.Timestamp("1970-01-01")) / pd.Timedelta(1, unit=spec["unit"])
-        elif kind == "cycles":
-            written = (times - pd.Timestamp(spec["origin"])) / pd.Timedelta(seconds=float(spec["seconds"]))
-        elif kind == "datetime" and spec.get("format"):
-            written = times.dt.strftime(spec["format"])
-        else:
-            written = result[TIMESTAMP]
-        renames = {TIMESTAMP: source}
+        written: Any = result[column]
+        if pd.api.types.is_datetime64_any_dtype(written):
+            times = pd.to_datetime(written)
+            kind = spec.get("kind")
+            if kind == "unix":
+                written = (times - pd.Timestamp("1970-01-01")) / pd.Timedelta(1, unit=spec["unit"])
+            elif kind == "cycles":
+                written = (times - pd.Timestamp(spec["origin"])) / pd.Timedelta(seconds=float(spec["seconds"]))
+            elif kind == "datetime" and spec.get("format"):
+                written = times.dt.strftime(spec["format"])
+        renames = {column: source}
         unit = self.source_columns.get(UNIT_ID)
         if UNIT_ID in result.columns and unit and unit in names:
             renames[UNIT_ID] = unit
-        return result.assign(**{TIMESTAMP: written}).rename(columns=renames)
+        return result.assign(**{column: written}).rename(columns=renames)
 
     def _contract_times(self, raw: pd.DataFrame, what: str) -> pd.DataFrame:
         """Input in the contract's names with its `timestamp` not parsed yet: read as the import read the source
