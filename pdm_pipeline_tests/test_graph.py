@@ -378,4 +378,11 @@ def test_a_run_no_entry_point_checked_meets_the_same_checks_when_it_starts(train
     message = str(failure.event_specific_data.error.to_string())
     assert "not run: invalid training settings" in message and "horizon=-5" in message, message
     assert not result.get_asset_materialization_events()
+    # steps that do not use the data root (labels, features) are checked too: by the IO manager they all start
+    partial = defs.resolve_job_def("train_machine").execute_in_process(
+        instance=instance, partition_key=MACHINE, run_config=run_config(FAST, None, "CRITICAL"), raise_on_error=False,
+        asset_selection=[dg.AssetKey("failure_labels"), dg.AssetKey("machine_features")])
+    assert not partial.success and not partial.get_asset_materialization_events()
+    (failure,) = [e for e in partial.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    assert "without machine_dataset" in failure.event_specific_data.error.to_string()
     assert os.readlink(paths.current_release(root, MACHINE)) == before

@@ -31,6 +31,14 @@ def run_outputs_dir(instance: dg.DagsterInstance, run_id: str) -> Path:
 class RunScopedPickleIOManager(dg.ConfigurableIOManager):
     """Pickled step outputs under the instance's storage directory, one folder per run."""
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Every step that reads or writes a stored output starts this manager: a run no entry point checked meets
+        the run queue's checks here too (the data root resource starts only for the steps that use it)."""
+        from pdm_pipeline.defs.resources import check_unchecked_run
+
+        if context.dagster_run is not None:
+            check_unchecked_run(context.dagster_run)
+
     def _relative(self, context: dg.OutputContext) -> Path:
         key = context.asset_key.path if context.has_asset_key else [context.step_key, context.name]
         partition = context.partition_key if context.has_partition_key else "__unpartitioned__"

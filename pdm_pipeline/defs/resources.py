@@ -37,7 +37,7 @@ class DataRootResource(dg.ConfigurableResource):
 
         run, instance = context.dagster_run, context.instance
         if run is not None:
-            _check_unchecked_run(run)
+            check_unchecked_run(run)
         if run is None or instance is None or os.environ.get("PDM_EXECUTOR", "in_process") != "in_process":
             return
         mine = {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())}
@@ -45,15 +45,20 @@ class DataRootResource(dg.ConfigurableResource):
             instance.add_run_tags(run.run_id, mine)
 
 
-def _check_unchecked_run(run: Any) -> None:
+_CHECKED_HERE: set[str] = set()
+
+
+def check_unchecked_run(run: Any) -> None:
     """A run no entry point checked (`dagster job execute`, `dagster asset materialize`, a direct call: no
     `pdm/checked` tag) meets the run queue's checks here, before any step's work: the same messages, as a failure."""
     from pdm_pipeline.defs.coordinator import CHECKED_TAG, refusal
 
-    if (run.tags or {}).get(CHECKED_TAG):
+    if (run.tags or {}).get(CHECKED_TAG) or run.run_id in _CHECKED_HERE:
         return
     reason = refusal(run)
-    if reason is not None:
+    if reason is None:
+        _CHECKED_HERE.add(run.run_id)  # (the data root and the IO manager both start: read the data once)
+    else:
         raise dg.Failure(description=f"not run: {reason} (checked when the run started: it did not come through the "
                                      "run queue, e.g. `dagster job execute` or `dagster asset materialize`)")
 
