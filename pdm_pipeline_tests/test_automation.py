@@ -481,3 +481,26 @@ def test_incomplete_machines_are_reported_once_and_half_gone_ones_are_kept(dagst
     # A data root without synthetic/ (unmounted, mistyped) removes nothing.
     shutil.move(data_root / "synthetic", tmp_path / "synthetic-elsewhere")
     assert _partition_deletes(_tick(dagster_instance, data_root, waiting.cursor)) == []
+
+
+def test_a_full_disk_holds_requests_until_there_is_room(dagster_instance, data_root, monkeypatch):
+    """The door refuses runs on a full disk; the sensor recorded the machine as requested anyway and never asked
+    again, so new data was silently never trained (verification sweep). It now requests nothing and records
+    nothing while the disk is full, warns once, and asks at the first tick with room."""
+    from collections import namedtuple
+
+    first = _tick(dagster_instance, data_root, None)
+    real, usage = shutil.disk_usage, namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    log: list = []
+    held = _tick(dagster_instance, data_root, first.cursor, log)
+    assert held.run_requests == [] and json.loads(held.cursor)["requested"] == {}
+    warnings = [m for level, m in log if level == "WARNING" and "not requested" in m]
+    assert len(warnings) == 1 and "motor_001" in warnings[0] and "(1 MB free)" in warnings[0], log
+    log.clear()
+    again = _tick(dagster_instance, data_root, held.cursor, log)
+    assert again.run_requests == [] and not [m for level, m in log if "not requested" in m]  # said once
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    room = _tick(dagster_instance, data_root, again.cursor)
+    assert sorted(r.partition_key for r in room.run_requests) == ["motor_001", "pump_002"]
+    assert "disk" not in json.loads(room.cursor)

@@ -215,9 +215,12 @@ def test_a_run_is_not_queued_on_a_full_disk_and_the_message_names_it(tiny_fleet_
         return usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6) if Path(path) == home else real(path)
 
     monkeypatch.setattr(shutil, "disk_usage", full_at_home)
-    with pytest.raises(PreQueueError, match=rf"machine motor_001: not queued, the disk is \(nearly\) full at "
+    with pytest.raises(PreQueueError, match=rf"machine motor_001: not queued, too little free disk space at "
                                             rf"{home} \(5 MB free\).*needs at least 100 MB free"):
         check_request("motor_001", None, None, root=tiny_fleet_root)
+    monkeypatch.setenv("PDM_MIN_FREE_MB", "2")  # a small volume: the floor is a setting
+    check_request("motor_001", None, None, root=tiny_fleet_root)
+    monkeypatch.delenv("PDM_MIN_FREE_MB")
     # a directory not made yet is judged by the disk it will be made on
     assert paths.free_space_problem(home / "data" / "not-yet") is not None
     assert paths.free_space_problem(tiny_fleet_root) is None

@@ -42,11 +42,18 @@ def validate_machine_id(machine_id: object) -> str:
 # run and event storage). A sample machine's run writes a few MB; a full disk failed the run mid-way with an
 # unrelated-looking database error.
 MIN_FREE_MB = 100.0
+MIN_FREE_ENV = "PDM_MIN_FREE_MB"  # another floor (MB) for small volumes; 0 turns the check off
 
 
-def free_space_problem(*directories: Path | None, min_free_mb: float = MIN_FREE_MB) -> str | None:
+def free_space_problem(*directories: Path | None, min_free_mb: float | None = None) -> str | None:
     """Why a run cannot start on these directories' disks (too little free space), naming each; None if it can."""
     import shutil
+
+    if min_free_mb is None:
+        try:
+            min_free_mb = float(os.environ.get(MIN_FREE_ENV, MIN_FREE_MB))
+        except ValueError:
+            raise PdmError(f"{MIN_FREE_ENV}={os.environ[MIN_FREE_ENV]!r} must be a number of MB") from None
 
     problems = []
     for directory in directories:
@@ -63,8 +70,8 @@ def free_space_problem(*directories: Path | None, min_free_mb: float = MIN_FREE_
             problems.append(f"{directory} ({free_mb:.0f} MB free)")
     if not problems:
         return None
-    return (f"the disk is (nearly) full at {', '.join(problems)}: a run writes models, MLflow records and run logs "
-            f"there and needs at least {min_free_mb:g} MB free; free some space and launch again")
+    return (f"too little free disk space at {', '.join(problems)}: a run writes models, MLflow records and run logs "
+            f"there and needs at least {min_free_mb:g} MB free ({MIN_FREE_ENV}); free some space and launch again")
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:

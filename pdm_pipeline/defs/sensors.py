@@ -30,6 +30,8 @@ Cursor: {"signatures": {machine: size/mtime signature}, "requested": {machine: f
 
 
 import json
+import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -123,6 +125,11 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
     instance = context.instance
     known = set(instance.get_dynamic_partitions(MACHINES_PARTITION_NAME))
     run_requests, observations, new_partitions, incomplete = [], [], [], {}
+    # A full disk is refused at the door; asked here, the machine would count as requested and never be asked
+    # again: nothing is requested meanwhile (nor recorded), and the next tick with room asks.
+    home = os.environ.get("DAGSTER_HOME")
+    disk = paths.free_space_problem(root, Path(home) if home else None)
+    held: list[str] = []
     scans = scan_machines(root, settle_seconds=SETTLE_SECONDS, previous=cursor["signatures"])
     cursor["signatures"] = {s.machine_id: s.signature for s in scans if s.signature}
     for scan in scans:
@@ -179,6 +186,9 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
                 )
                 cursor["reported"][mid] = f"run key {run_key}"
             continue
+        if disk:
+            held.append(mid)
+            continue
         problems = machine_report(root, mid).errors
         if problems:
             context.log.error(
@@ -201,6 +211,12 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
         )
         context.log.info(f"{mid}: {'new machine' if mid in new_partitions else 'changed data'}, run requested "
                          f"(data version {fingerprint[:12]}, latest release's {(released or 'none')[:12]})")
+    if held and cursor.get("disk") != disk:
+        context.log.warning(f"not requested: {', '.join(held)}: {disk} (asked again once there is room)")
+    if held:
+        cursor["disk"] = disk
+    else:
+        cursor.pop("disk", None)
     removed = _gone_machines(context, cursor, root, known - {s.machine_id for s in scans}, incomplete)
     _report_incomplete(context, cursor, incomplete)
     partition_requests = []
