@@ -428,10 +428,13 @@ def test_a_machine_whose_data_and_metadata_are_gone_stops_being_a_partition_and_
     """F6: removed machines stayed partitions forever (and were requested every week). Only the partition key
     goes: its runs and release materializations stay, and its data coming back makes it a partition again."""
     versions, cursor = _trained_by_the_sensor(dagster_instance, data_root)
+    # a machine trained from another data root (`--data-dir`) is a partition this root never held: left alone
+    dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["elsewhere_009"])
     _move_machine_away(data_root, "pump_002", tmp_path / "away")
     log: list = []
     gone = _tick(dagster_instance, data_root, cursor, log)
     assert _partition_deletes(gone) == ["pump_002"] and gone.run_requests == []
+    dagster_instance.delete_dynamic_partition(MACHINES_PARTITION_NAME, "elsewhere_009")
     _launch(dagster_instance, gone)
     assert dagster_instance.get_dynamic_partitions(MACHINES_PARTITION_NAME) == ["motor_001"]
     assert any(level == "WARNING" and "pump_002: synthetic/pump_002 and metadata/pump_002_metadata.json are gone"

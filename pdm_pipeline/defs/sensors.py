@@ -25,7 +25,9 @@ directories): only the partition key goes; its runs, materializations and releas
 partition again when its data comes back.
 
 Cursor: {"signatures": {machine: size/mtime signature}, "requested": {machine: fingerprint@r<release event>},
-"reported": {machine: fingerprint of a reported problem}, "incomplete": {machine: {"reason", "warned"}}}.
+"reported": {machine: fingerprint of a reported problem}, "incomplete": {machine: {"reason", "warned"}},
+"seen": [machines found under this data root]}. Only a machine once found under the sensor's root can be gone
+from it: partitions of machines trained from another data root are left alone.
 """
 
 
@@ -132,6 +134,10 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
     held: list[str] = []
     scans = scan_machines(root, settle_seconds=SETTLE_SECONDS, previous=cursor["signatures"])
     cursor["signatures"] = {s.machine_id: s.signature for s in scans if s.signature}
+    # Machines this sensor found under its root: only theirs can be gone from it (a partition registered by a run
+    # on another data root, `--data-dir`, was removed here for not being under this one).
+    seen = set(cursor.get("seen") or []) | {s.machine_id for s in scans if paths.is_valid_machine_id(s.machine_id)}
+    seen |= {m for m in known if paths.is_valid_machine_id(m) and paths.metadata_path(root, m).exists()}
     for scan in scans:
         mid = scan.machine_id
         if not scan.ready:
@@ -217,7 +223,8 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
         cursor["disk"] = disk
     else:
         cursor.pop("disk", None)
-    removed = _gone_machines(context, cursor, root, known - {s.machine_id for s in scans}, incomplete)
+    removed = _gone_machines(context, cursor, root, (known & seen) - {s.machine_id for s in scans}, incomplete)
+    cursor["seen"] = sorted(seen - set(removed))
     _report_incomplete(context, cursor, incomplete)
     partition_requests = []
     if new_partitions:
