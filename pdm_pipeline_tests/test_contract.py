@@ -572,3 +572,21 @@ def test_a_split_too_big_to_train_is_refused_from_its_footer_before_it_is_read(r
     monkeypatch.setattr(contract, "available_memory_bytes", lambda: 1000)
     (problem, *_) = validate_machine(root, MID, max_rows=rows)
     assert "too big for this host" in problem.message and "0.0 GB available" in problem.message
+
+
+def test_the_data_checks_are_judged_once_per_dataset_and_settings(root: Path) -> None:
+    """machine_dataset judges the data and the release re-checks it: the outcomes travel with the stored dataset
+    (a pickle), so the release reads them back; other gate settings are judged anew."""
+    import pickle
+
+    from pdm_pipeline.core.config import GateSettings
+    from pdm_pipeline.core.contract import load_machine
+    from pdm_pipeline.core.gates import data_quality
+
+    data = load_machine(root, MID)
+    first = data_quality(data, GateSettings())
+    stored = pickle.loads(pickle.dumps(data))
+    assert [g.as_dict() for g in data_quality(stored, GateSettings())] == [g.as_dict() for g in first]
+    assert len(stored.quality) == 1
+    strict = data_quality(stored, GateSettings(max_ks_statistic=0.0))
+    assert len(stored.quality) == 2 and strict[4].name == "distribution_shift" and not strict[4].passed

@@ -147,6 +147,9 @@ class MachineData:
     splits: dict[str, pd.DataFrame]
     # machine_fingerprint of the files these splits were read from (when the reader took it): the data version.
     fingerprint: str | None = None
+    # gates.data_quality's outcomes by gate settings: the machine_dataset step judges the data, the release reads
+    # the same judgement back from the stored dataset instead of judging again.
+    quality: dict[str, list] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def sensors(self) -> tuple[str, ...]:

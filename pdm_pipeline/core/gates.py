@@ -318,10 +318,17 @@ DATA_CHECKS: dict[str, str] = {
 
 
 def data_quality(data: Any, settings: GateSettings) -> list[GateOutcome]:
-    """Every data-quality gate of a loaded machine (contract.MachineData), in DATA_CHECKS order."""
+    """Every data-quality gate of a loaded machine (contract.MachineData), in DATA_CHECKS order; judged once per
+    machine data and gate settings (kept in `data.quality`, which a stored dataset carries)."""
+    import json
+
+    key = json.dumps(settings.as_dict(), sort_keys=True, default=str)
+    memo = getattr(data, "quality", None)  # (a dataset stored before the field existed has none)
+    if isinstance(memo, dict) and key in memo:
+        return list(memo[key])
     critical = tuple(data.metadata.critical_sensors or data.sensors)
     unit = data.metadata.time_unit
-    return [
+    outcomes = [
         check_critical_sensors_complete(data.splits, critical, settings),
         check_no_constant_sensor(data.splits, data.sensors),
         check_regular_timestamps(data.splits, unit, settings) if data.metadata.time_order
@@ -330,6 +337,9 @@ def data_quality(data: Any, settings: GateSettings) -> list[GateOutcome]:
         check_distribution_shift(data.splits, data.sensors, settings),
         check_rul_proxy(data.splits, data.sensors, settings),
     ]
+    if isinstance(memo, dict):
+        memo[key] = outcomes
+    return list(outcomes)
 
 
 # ---------------------------------------------------------------------------------------------- Pi size

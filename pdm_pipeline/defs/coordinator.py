@@ -40,7 +40,6 @@ REFUSED_TAG = "pdm/refused"
 CHECKED_TAG = "pdm/checked"
 REFUSED_PREFIX = "not queued: "
 WORKER_LOSS_RETRIES = 1
-SETTING_RESOURCES = ("data_root", "training", "gates")
 
 
 class _Refused(Exception):
@@ -183,9 +182,7 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
                 self._logger.warning(f"run {run.run_id} refused before queueing: {reason}")
                 return self._instance.get_run_by_id(run.run_id) or run
             # (a re-execution copies its parent's tags: a refused parent's mark is not this run's)
-            self._instance.add_run_tags(run.run_id, {CHECKED_TAG: "coordinator", REFUSED_TAG: ""})
-            run = self._instance.get_run_by_id(run.run_id) or run
-            context = SubmitRunContext(run, context.workspace)
+            tags = {CHECKED_TAG: "coordinator", REFUSED_TAG: ""}
             machine_id = _machine_of(run)
             if machine_id:
                 # A machine appears when its data appears: a valid machine asked for by id (CLI --server, GraphQL)
@@ -196,15 +193,14 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
                 # One run per machine at a time is a limit on this tag (dagster.yaml): a run launched with only
                 # its partition (UI launchpad or Materialize button, backfill, GraphQL) gets it here, before the
                 # queue reads its tags, whatever its job.
-                tags = {TAG_MACHINE: machine_id} if run.tags.get(TAG_MACHINE) != machine_id else {}
+                if run.tags.get(TAG_MACHINE) != machine_id:
+                    tags[TAG_MACHINE] = machine_id
                 # A queued run whose worker dies (killed, out of memory) is run once more by the daemon; a run that
                 # failed in a step is not (dagster.yaml run_retries: retry_on_asset_or_op_failure false).
                 if MAX_RETRIES_TAG not in run.tags:
                     tags[MAX_RETRIES_TAG] = str(WORKER_LOSS_RETRIES)
                 if run.tags.get(TAG_PID):  # a retry copies its parent's tags: that dead worker is not this run's
                     tags[TAG_PID] = ""
-                if tags:
-                    self._instance.add_run_tags(run.run_id, tags)
-                    run = self._instance.get_run_by_id(run.run_id) or run
-                    context = SubmitRunContext(run, context.workspace)
+            self._instance.add_run_tags(run.run_id, tags)
+            context = SubmitRunContext(self._instance.get_run_by_id(run.run_id) or run, context.workspace)
         return super().submit_run(context)

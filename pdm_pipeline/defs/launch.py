@@ -24,10 +24,11 @@ from pdm_pipeline import families
 from pdm_pipeline.core import paths
 from pdm_pipeline.core.config import build_gate_settings, build_training_config
 from pdm_pipeline.core.contract import machine_fingerprint
+from pdm_pipeline.core.gates import PASSED, SKIPPED
 from pdm_pipeline.core.paths import data_root, free_space_problem, validate_machine_id
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
-from pdm_pipeline.defs.coordinator import REFUSED_PREFIX, REFUSED_TAG
+from pdm_pipeline.defs.coordinator import CHECKED_TAG, REFUSED_PREFIX, REFUSED_TAG
 from pdm_pipeline.defs.jobs import TRAIN_JOB
 from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME
 from pdm_pipeline.errors import PdmError
@@ -157,7 +158,7 @@ def materialize_machine(
     except PdmError:  # files missing: the run's machine_dataset step reports it
         data_version = "unreadable"
     run_tags = {
-        "pdm/checked": "cli" if check else "skipped by the caller",
+        CHECKED_TAG: "cli" if check else "skipped by the caller",
         TAG_MACHINE: machine_id,
         TAG_TRIGGER: "cli",
         TAG_HOST: socket.gethostname(),
@@ -231,7 +232,7 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str, run_id: str |
         "release_warnings": [f"{g['name']} {'BLOCKED' if g.get('severity') == 'ERROR' else 'warned'}: "
                              f"{g.get('description', '')}"
                              for g in (meta.get("result") or {}).get("release_gates", [])
-                             if isinstance(g, dict) and g.get("status") not in ("passed", "skipped")],
+                             if isinstance(g, dict) and g.get("status") not in (PASSED, SKIPPED)],
     }
     for family in families.all_families():
         evaluation = _metadata_at(instance, family.evaluation_asset, machine_id, record.storage_id)

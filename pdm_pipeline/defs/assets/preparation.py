@@ -75,6 +75,7 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
             f"{(before or 'unreadable')[:12]} before, {fingerprint[:12]} after): nothing is trained on them; the next run reads the "
             "new files whole (new_machine_data_sensor requests one)", allow_retries=False)
     data = replace(data, fingerprint=fingerprint)
+    outcomes = data_quality(data, gates.settings())  # judged before the dataset is stored, which keeps the outcomes
     yield dg.Output(
         data,
         output_name="machine_dataset",
@@ -92,7 +93,6 @@ def machine_dataset(context: dg.AssetExecutionContext, data_root: DataRootResour
             "splits": dg.MetadataValue.md(split_summary(data)),
         },
     )
-    outcomes = data_quality(data, gates.settings())
     for outcome in outcomes:
         if outcome.blocks:
             context.log.error(f"{machine_id}: {outcome.line()}: the machine keeps its current release")
