@@ -20,6 +20,21 @@ def _isolated_tracking_store():
         os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
+@pytest.fixture(autouse=True)
+def _no_stale_dagster_defs_state_storage():
+    """Dagster keeps the defs-state storage of the instance last entered (`with instance:`) in a ContextVar, and
+    every definitions load (`dg.materialize`) reads it. Left there by an instance that is gone, it makes the next
+    load in this worker fail with "Attempted to resolve undefined DagsterInstance weakref": a flake that depended
+    on which test files shared a worker. Such a leftover is cleared before each test."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    storage = _current_storage.get()
+    ref = getattr(storage, "_instance_weakref", None)
+    if storage is not None and (ref is None or ref() is None):
+        _current_storage.set(None)
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_fleet_root(tmp_path_factory) -> Path:
     """Two small machines (motor_001, pump_002) written by the simulator, shared read-only by tests."""

@@ -37,12 +37,12 @@ def data_root(tiny_fleet_root, tmp_path) -> Path:
 
 
 def _tick(instance, root: Path, cursor: str | None, log: list | None = None):
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources={"data_root": DataRootResource(data_dir=str(root))}
-    )
-    if log is not None:
-        context._logger = _list_logger(log)  # the sensor's tick log, as (level, message)
-    return new_machine_data_sensor(context)
+    ) as context:
+        if log is not None:
+            context._logger = _list_logger(log)  # the sensor's tick log, as (level, message)
+        return new_machine_data_sensor(context)
 
 
 def _list_logger(sink: list) -> logging.Logger:
@@ -143,12 +143,14 @@ def test_half_written_and_invalid_machines_are_not_triggered(dagster_instance, d
 
 
 def _schedule(instance, root: Path, when: datetime.datetime, log: list | None = None):
-    context = dg.build_schedule_context(
+    # As a context manager, as the daemon uses it: the context opens its own instance from the ref and must close
+    # it (left open, it later reset Dagster's current defs-state storage to a dead instance's).
+    with dg.build_schedule_context(
         instance=instance, scheduled_execution_time=when, resources={"data_root": DataRootResource(data_dir=str(root))}
-    )
-    if log is not None:
-        context._logger = _list_logger(log)
-    return weekly_fleet_retrain(context)
+    ) as context:
+        if log is not None:
+            context._logger = _list_logger(log)
+        return weekly_fleet_retrain(context)
 
 
 def test_weekly_schedule_requests_one_run_per_registered_machine(dagster_instance, data_root):
@@ -247,7 +249,8 @@ def test_the_fleet_overview_is_refreshed_once_per_new_release(dagster_instance):
     from pdm_pipeline.defs.sensors import fleet_overview_sensor
 
     def tick(cursor):
-        return fleet_overview_sensor(dg.build_sensor_context(instance=dagster_instance, cursor=cursor))
+        with dg.build_sensor_context(instance=dagster_instance, cursor=cursor) as context:
+            return fleet_overview_sensor(context)
 
     assert isinstance(tick(None), dg.SkipReason)  # nothing released yet
     dagster_instance.add_dynamic_partitions(MACHINES_PARTITION_NAME, ["motor_001"])
