@@ -62,18 +62,21 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _instance():
-    import dagster as dg
-
     from pdm_pipeline.defs import quiet
+    from pdm_pipeline.defs.instance_config import open_instance
 
     quiet.install()
-    os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))
-    if not (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").exists():
+    # DAGSTER_HOME's instance whatever the working directory: the project's dagster.yaml names its directories
+    # relative to DAGSTER_HOME (.dagster_home/...), which Dagster would read against the working directory (an
+    # empty instance, silently, when run from elsewhere). Absolute from here on for what this process starts.
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd()).resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
+    if not (home / "dagster.yaml").exists():
         raise PdmError(
-            f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} has no dagster.yaml: run from the project root "
+            f"DAGSTER_HOME={home} has no dagster.yaml: run from the project root "
             "(or use make) so the runs land in the project's instance"
         )
-    instance = dg.DagsterInstance.get()
+    instance = open_instance(home)
     from pdm_pipeline.defs.recovery import sweep
 
     for line in sweep(instance, paths.data_root()):

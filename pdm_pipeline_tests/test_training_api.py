@@ -226,6 +226,44 @@ def test_a_run_is_not_queued_on_a_full_disk_and_the_message_names_it(tiny_fleet_
     assert paths.free_space_problem(tiny_fleet_root) is None
 
 
+_RECORD_A_RUN = """
+import dagster as dg
+
+@dg.op
+def hello():
+    return 1
+
+@dg.job
+def hello_job():
+    hello()
+
+with dg.DagsterInstance.get() as instance:
+    print(hello_job.execute_in_process(instance=instance).run_id)
+"""
+
+
+def test_the_cli_uses_dagster_homes_instance_from_any_working_directory(tmp_path, tiny_fleet_root):
+    """The project's dagster.yaml names its directories relative to DAGSTER_HOME (.dagster_home/...), which Dagster
+    reads against the working directory: `pdm-pipeline status` run elsewhere opened an empty instance there and
+    found no run. A run recorded from the project's directory (as `make dev` records them) is now found from any
+    directory, and nothing is created in the working directory."""
+    home, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    env = dict(os.environ, DAGSTER_HOME=str(home), PDM_DATA_DIR=str(tiny_fleet_root))
+    recorded = subprocess.run([sys.executable, "-c", _RECORD_A_RUN], cwd=home, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert recorded.returncode == 0, recorded.stderr
+    run_id = recorded.stdout.strip().splitlines()[-1]
+    assert (home / ".dagster_home" / "storage").is_dir()
+    status = subprocess.run([str(Path(sys.executable).parent / "pdm-pipeline"), "status", run_id[:8]],
+                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"run {run_id[:8]} (hello_job, machine None): SUCCESS" in status.stdout
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_every_job_meets_the_same_checks_and_the_one_run_per_machine_tag(webserver):
     """The UI's Materialize button and asset backfills run the implicit __ASSET_JOB, not train_machine: its runs

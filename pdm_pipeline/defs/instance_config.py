@@ -10,12 +10,30 @@ database `<db>_mlflow` on the same server (MLflow's schema and Dagster's never s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pdm_pipeline.core.postgres import _safe, ensure_database, mlflow_url, parse_postgres_url, sqlalchemy_url
 
 PROJECT_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
+
+# The sections of a dagster.yaml whose `base_dir` is a local directory the instance writes to: (section, key of
+# the mapping that holds base_dir). Dagster resolves a relative base_dir against the working directory of the
+# process that opens the instance, not against DAGSTER_HOME.
+_LOCAL_DIRS = (("storage", "sqlite"), ("local_artifact_storage", "config"), ("compute_logs", "config"),
+               ("run_storage", "config"), ("event_log_storage", "config"), ("schedule_storage", "config"))
+
+
+def _map_local_dirs(config: dict[str, Any], place: Callable[[str, str], str]) -> dict[str, str]:
+    """Replace, in place, each local `base_dir` given as a path (not `{env: VAR}`) by `place(section, base_dir)`;
+    returns the sections changed and their new base_dir."""
+    changed = {}
+    for section, key in _LOCAL_DIRS:
+        holder = (config.get(section) or {}).get(key)
+        if isinstance(holder, dict) and isinstance(holder.get("base_dir"), str):
+            holder["base_dir"] = changed[section] = place(section, holder["base_dir"])
+    return changed
 
 
 def render(base_dir: Path, *, postgres_url: str | None = None, max_concurrent_runs: int | None = None,
@@ -26,14 +44,10 @@ def render(base_dir: Path, *, postgres_url: str | None = None, max_concurrent_ru
 
     config: dict[str, Any] = yaml.safe_load(template.read_text())
     base = Path(base_dir).resolve()
-    for section in ("local_artifact_storage", "compute_logs"):
-        if section in config and "base_dir" in config[section].get("config", {}):
-            config[section]["config"]["base_dir"] = str(base / Path(config[section]["config"]["base_dir"]).name)
+    _map_local_dirs(config, lambda section, value: str(base / ("storage" if section == "storage" else Path(value).name)))
     if postgres_url:
         parse_postgres_url(postgres_url)
         config["storage"] = {"postgres": {"postgres_url": sqlalchemy_url(postgres_url)}}
-    elif "sqlite" in config.get("storage", {}):
-        config["storage"]["sqlite"]["base_dir"] = str(base / "storage")
     if max_concurrent_runs is not None:
         config["concurrency"]["runs"]["max_concurrent_runs"] = int(max_concurrent_runs)
     header = (f"# Rendered by `pdm-pipeline instance-config` from {template.name}: "
@@ -60,9 +74,26 @@ def write_instance(home: Path, *, postgres_url: str | None = None, max_concurren
     return env
 
 
-def open_instance(home: Path) -> Any:
-    """The Dagster instance of the home `write_instance` wrote (whatever DAGSTER_HOME this process has)."""
+def absolute_dirs(home: Path) -> dict[str, Any]:
+    """The sections of `<home>/dagster.yaml` that name a local directory, a relative one made absolute against
+    `home` (empty when the file names none): the overrides that make an instance opened from any working
+    directory use the same files."""
+    import yaml
+
+    home = Path(home).resolve()
+    path = home / "dagster.yaml"
+    config = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    changed = _map_local_dirs(config, lambda _section, value: str(home / value))
+    return {section: config[section] for section in changed}  # (an absolute one stays: home / "/x" is "/x")
+
+
+def open_instance(home: Path | str) -> Any:
+    """The Dagster instance of `home` (a directory with a dagster.yaml), whatever DAGSTER_HOME and working directory
+    this process has: relative local directories in its dagster.yaml are read against `home`, as the project's
+    dagster.yaml means them (Dagster itself reads them against the working directory)."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    home = Path(home).resolve()
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=absolute_dirs(home)))
+
