@@ -163,7 +163,7 @@ def _run_machines(machine_ids: list[str], training: dict | None, gates: dict | N
 
     instance = _instance()
     for machine_id in machine_ids:  # everything checked before anything runs
-        check_request(machine_id, training, gates)
+        check_request(machine_id, training, gates, instance=instance)
     data_warnings: dict[str, list[str]] = {}  # the data checks of each run that only warned, beside its summary
     failures, outcomes = [], []
     bar = tqdm(machine_ids, desc="machines", unit="machine")
@@ -575,10 +575,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pdm_pipeline.defs.assets.fleet import fleet_models
+    from pdm_pipeline.defs.launch import PreQueueError, disk_problem
     from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
 
     training, _ = _settings(args)
     instance = _instance()
+    if problem := disk_problem(paths.data_root(), instance):  # (the run's own start checks it too)
+        raise PreQueueError(f"fleet models: not trained, {problem}")
     result = dg.materialize([fleet_models], instance=instance, raise_on_error=False,
                             resources={"data_root": DataRootResource(), "training": TrainingResource(**training)},
                             tags={"pdm/trigger": "cli"})

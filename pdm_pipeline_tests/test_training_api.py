@@ -226,6 +226,72 @@ def test_a_run_is_not_queued_on_a_full_disk_and_the_message_names_it(tiny_fleet_
     assert paths.free_space_problem(tiny_fleet_root) is None
 
 
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_the_disk_check_looks_where_the_instance_writes(storage, tiny_fleet_root, tmp_path, monkeypatch):
+    """The free-space check looked at DAGSTER_HOME, not where the instance writes: its storage, artifact and log
+    directories, which dagster.yaml may put anywhere. With PostgreSQL storage there is no local database file:
+    only the local directories are judged. PDM_MIN_FREE_MB stands for a full disk."""
+    from pdm_pipeline.defs.instance_config import open_instance, render
+    from pdm_pipeline.defs.launch import check_request
+
+    home, disk = tmp_path / "home", tmp_path / "bigdisk"
+    home.mkdir()
+    url = "postgresql://pdm@127.0.0.1:5432/pdm_not_opened" if storage == "postgres" else None
+    (home / "dagster.yaml").write_text(render(disk, postgres_url=url))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PDM_MIN_FREE_MB", "1e12")
+    written = [disk / "artifacts", disk / "compute_logs"] + ([] if url else [disk / "storage"])
+
+    def judge(**kwargs) -> None:
+        with pytest.raises(PreQueueError, match="too little free disk space") as refused:
+            check_request("motor_001", None, None, root=tiny_fleet_root, **kwargs)
+        message = str(refused.value)
+        assert all(f"{d} (" in message for d in written), message
+        assert f"{home} (" not in message and (url is None or f"{disk / 'storage'}" not in message), message
+        assert f"{tiny_fleet_root} (" in message  # the data root still is
+
+    judge()  # the CLI's check before it opens the instance: DAGSTER_HOME's instance
+    if url is None:
+        with open_instance(home) as instance:  # the run coordinator's, the sensor's: the instance at hand
+            judge(instance=instance)
+
+
+def test_a_fleet_training_run_is_disk_checked_like_a_machines_run(tiny_fleet_root, tmp_path, monkeypatch):
+    """train_fleet_models runs write pooled models and MLflow records but met no free-space check: queued through
+    the run coordinator, or run without a queue (`pdm-pipeline fleet`, `dagster asset materialize`), they are now
+    refused on a full disk (PDM_MIN_FREE_MB stands for it), naming the directories."""
+    from dagster._core.run_coordinator import SubmitRunContext
+
+    from pdm_pipeline.defs.assets.fleet import fleet_models
+    from pdm_pipeline.defs.coordinator import refusal
+    from pdm_pipeline.defs.definitions import defs
+    from pdm_pipeline.defs.resources import DataRootResource, TrainingResource
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PDM_DATA_DIR", str(tiny_fleet_root))
+    coordinator = {"module": "pdm_pipeline.defs.coordinator", "class": "ValidatingRunCoordinator"}
+    with dg.instance_for_test(temp_dir=str(home), overrides={"run_coordinator": coordinator}) as instance:
+        job = defs.resolve_job_def("train_fleet_models")
+
+        run = instance.create_run_for_job(job_def=job)
+        assert refusal(run) is None  # room on the disk: it may be queued
+        monkeypatch.setenv("PDM_MIN_FREE_MB", "1e12")
+
+        # without a queue: checked when the run starts, before any training
+        result = dg.materialize([fleet_models], instance=instance, raise_on_error=False,
+                                resources={"data_root": DataRootResource(), "training": TrainingResource()})
+        assert not result.success
+        errors = [str(getattr(e.event_specific_data, "error", "")) for e in result.all_events]
+        assert any("fleet models: too little free disk space at" in e for e in errors), errors
+        assert not (tiny_fleet_root / "fleets").exists()
+
+        refused = instance.run_coordinator.submit_run(SubmitRunContext(run, None))  # type: ignore[arg-type]
+        assert refused.status == dg.DagsterRunStatus.FAILURE and refused.tags.get("pdm/refused") == "true"
+        reason = _refusal(instance, refused.run_id) or ""
+        assert "fleet models: too little free disk space at" in reason and f"{home} (" in reason, reason
+
+
 _RECORD_A_RUN = """
 import dagster as dg
 

@@ -38,8 +38,8 @@ def validate_machine_id(machine_id: object) -> str:
     return machine_id  # type: ignore[return-value]
 
 
-# Free space a run needs on the disks it writes to (the data root: staging, releases, MLflow; the Dagster home:
-# run and event storage). A sample machine's run writes a few MB; a full disk failed the run mid-way with an
+# Free space a run needs on the disks it writes to (the data root: staging, releases, MLflow; the Dagster
+# instance's local directories: SQLite storage, artifacts, compute logs, wherever its dagster.yaml puts them). A sample machine's run writes a few MB; a full disk failed the run mid-way with an
 # unrelated-looking database error.
 MIN_FREE_MB = 100.0
 MIN_FREE_ENV = "PDM_MIN_FREE_MB"  # another floor (MB) for small volumes; 0 turns the check off

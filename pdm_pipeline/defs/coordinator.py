@@ -8,7 +8,8 @@ queue:
 - a run of one machine (any job, any asset selection, with a `dagster/partition` tag): the machine id, the data
   contract of the machine's files, every training and gate setting (`launch.check_request`);
 - a run that targets machine-partitioned assets without a partition (`train_machine` or `__ASSET_JOB`): refused;
-- any other run with training, gate or data-root settings (`train_fleet_models`): those settings.
+- any other run with training, gate or data-root settings (`train_fleet_models`): those settings; a run that
+  trains the fleet models: free disk space too, as for a machine's run (`launch.disk_problem`).
 
 Settings are read as Dagster will give them to the run: `{env: VAR}` resolved, defaults filled in (the run's
 config is processed with the resources' own config schema). A run that fails the checks is marked FAILED at
@@ -137,22 +138,39 @@ def _selection_problem(run: DagsterRun) -> str | None:
             f"same run: add {DATA_ASSET} and the steps between (or materialize all)")
 
 
-def refusal(run: DagsterRun, workspace: Any = None) -> str | None:
-    """Why this run must not be queued (None when it may)."""
+def _trains_fleets(run: DagsterRun, instance: Any = None) -> bool:
+    """A run that trains the pooled fleet models (train_fleet_models, fleet_models selected in the UI, or a job
+    made of it: `pdm-pipeline fleet`, `dagster asset materialize`): it writes models and MLflow records like a
+    machine's run."""
+    from pdm_pipeline.defs.assets.fleet import FLEET_JOB, FLEET_MODELS
+
+    if run.job_name == FLEET_JOB:
+        return True
+    if run.asset_selection:  # (a job built for the assets it runs, as dg.materialize builds one, has an empty one)
+        return any(k.to_user_string() == FLEET_MODELS for k in run.asset_selection)
+    if instance is not None and run.job_snapshot_id and instance.has_job_snapshot(run.job_snapshot_id):
+        return FLEET_MODELS in instance.get_job_snapshot(run.job_snapshot_id).node_names
+    return False
+
+
+def refusal(run: DagsterRun, workspace: Any = None, instance: Any = None) -> str | None:
+    """Why this run must not be queued (None when it may). `instance`: the one that records the run (its
+    directories' free space is checked; DAGSTER_HOME's without it)."""
+    from pathlib import Path
+
     from pdm_pipeline.core.config import build_gate_settings, build_training_config
-    from pdm_pipeline.defs.launch import check_request
+    from pdm_pipeline.core.paths import data_root
+    from pdm_pipeline.defs.launch import check_request, disk_problem
     from pdm_pipeline.errors import PdmError
 
     try:
         machine_id = _machine_of(run)
         settings = resolved_settings(run.run_config)
+        root = None
+        if settings["data_root"] and settings["data_root"].get("data_dir"):
+            root = Path(settings["data_root"]["data_dir"])
         if machine_id:
-            root = None
-            if settings["data_root"] and settings["data_root"].get("data_dir"):
-                from pathlib import Path
-
-                root = Path(settings["data_root"]["data_dir"])
-            check_request(machine_id, settings["training"], settings["gates"], root=root)
+            check_request(machine_id, settings["training"], settings["gates"], root=root, instance=instance)
             return _selection_problem(run)
         if run.job_name == TRAIN_JOB:
             return (f"{TRAIN_JOB} runs one machine: the run has no {PARTITION_TAG} tag (pick a machine partition)")
@@ -164,6 +182,8 @@ def refusal(run: DagsterRun, workspace: Any = None) -> str | None:
             build_training_config(settings["training"])
         if settings["gates"] is not None:
             build_gate_settings(settings["gates"])
+        if _trains_fleets(run, instance) and (problem := disk_problem(data_root() if root is None else root, instance)):
+            return f"fleet models: {problem}"
     except (_Refused, PdmError) as exc:
         return str(exc)
     return None
@@ -175,7 +195,7 @@ class ValidatingRunCoordinator(QueuedRunCoordinator):
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
         if run.status == DagsterRunStatus.NOT_STARTED:
-            reason = refusal(run, context.workspace)
+            reason = refusal(run, context.workspace, self._instance)
             if reason is not None:
                 self._instance.add_run_tags(run.run_id, {REFUSED_TAG: "true"})
                 self._instance.report_run_failed(run, f"{REFUSED_PREFIX}{reason}")

@@ -10,6 +10,7 @@ database `<db>_mlflow` on the same server (MLflow's schema and Dagster's never s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,44 @@ def open_instance(home: Path | str) -> Any:
     home = Path(home).resolve()
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=absolute_dirs(home)))
 
+
+def instance_directories(instance: Any) -> list[Path]:
+    """The local directories the instance writes to (its SQLite storage, artifacts, compute logs), absolute as the
+    instance resolves them (a relative one against this process's working directory). A database storage such as
+    PostgreSQL adds none: its files are the server's."""
+    try:
+        ref = instance.get_ref()
+    except Exception:  # an ephemeral instance: only its artifact directory is on disk
+        return [Path(instance.root_directory).resolve()]
+    return _ref_directories(ref)
+
+
+def home_directories(home: Path | str | None = None) -> list[Path]:
+    """The local directories the instance of `home` (default $DAGSTER_HOME) writes to, as `open_instance` opens it
+    (nothing is opened); [] when no home is set, the home itself when it does not exist yet."""
+    from dagster._core.instance.ref import InstanceRef
+
+    home = home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        return []
+    home = Path(home).resolve()
+    if not home.is_dir():
+        return [home]
+    return _ref_directories(InstanceRef.from_dir(str(home), overrides=absolute_dirs(home)))
+
+
+def _ref_directories(ref: Any) -> list[Path]:
+    import yaml
+
+    found: list[Path] = []
+    for data in (ref.local_artifact_storage_data, ref.compute_logs_data, ref.storage_data, ref.run_storage_data,
+                 ref.event_storage_data, ref.schedule_storage_data):
+        value = (yaml.safe_load(data.config_yaml) or {}).get("base_dir") if data is not None else None
+        if isinstance(value, dict) and "env" in value:  # {env: VAR}, as Dagster reads it
+            value = os.environ.get(value["env"])
+        if isinstance(value, str) and value:
+            directory = Path(value).resolve()
+            if directory not in found:
+                found.append(directory)
+    # a directory inside another one listed (the storage's history/ in storage/) is judged with the outer one
+    return [d for d in found if not any(o != d and o in d.parents for o in found)]

@@ -37,7 +37,7 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
         from pdm_pipeline.defs.resources import check_unchecked_run
 
         if context.dagster_run is not None:
-            check_unchecked_run(context.dagster_run)
+            check_unchecked_run(context.dagster_run, context.instance)
 
     def _relative(self, context: dg.OutputContext) -> Path:
         key = context.asset_key.path if context.has_asset_key else [context.step_key, context.name]

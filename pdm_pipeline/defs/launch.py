@@ -71,8 +71,20 @@ def _config_values(values: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[str, Any] | None, root=None) -> Any:
-    """Everything that can be checked before a run is queued: the id, the data contract, every setting.
+def disk_problem(root: Path, instance: dg.DagsterInstance | None = None) -> str | None:
+    """Too little free space where a run writes: the data root (staging, releases, MLflow) and the local
+    directories of the instance that records it (SQLite storage, artifacts, compute logs; with PostgreSQL storage
+    only the latter two). Without an instance: DAGSTER_HOME's, as the CLI opens it."""
+    from pdm_pipeline.defs.instance_config import home_directories, instance_directories
+
+    directories = instance_directories(instance) if instance is not None else home_directories()
+    return free_space_problem(Path(root), *directories)
+
+
+def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[str, Any] | None, root=None,
+                  instance: dg.DagsterInstance | None = None) -> Any:
+    """Everything that can be checked before a run is queued: the id, the data contract, every setting, free disk
+    space where the run writes (`disk_problem`: the instance's directories, DAGSTER_HOME's without one).
 
     Raises PreQueueError with the same messages as `pdm-pipeline validate` and `--set`; otherwise returns the
     machine's report (core/validation.py), whose warnings the run will not stop for."""
@@ -82,8 +94,7 @@ def check_request(machine_id: str, training: dict[str, Any] | None, gates: dict[
     validate_machine_id(machine_id)
     build_training_config(training)
     settings = build_gate_settings(gates)
-    home = os.environ.get("DAGSTER_HOME")
-    if problem := free_space_problem(root, Path(home) if home else None):
+    if problem := disk_problem(root, instance):
         raise PreQueueError(f"machine {machine_id}: not queued, {problem}")
     report = machine_report(root, machine_id, settings)
     if report.errors:
@@ -148,7 +159,7 @@ def materialize_machine(
     from pdm_pipeline.defs.definitions import defs
 
     if check:
-        check_request(machine_id, training, gates)
+        check_request(machine_id, training, gates, instance=instance)
     register_machines(instance, [machine_id])
     root = data_root()
     for observation in source_observations(root, machine_id):

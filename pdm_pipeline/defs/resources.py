@@ -37,7 +37,7 @@ class DataRootResource(dg.ConfigurableResource):
 
         run, instance = context.dagster_run, context.instance
         if run is not None:
-            check_unchecked_run(run)
+            check_unchecked_run(run, instance)
         if run is None or instance is None or os.environ.get("PDM_EXECUTOR", "in_process") != "in_process":
             return
         mine = {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())}
@@ -48,14 +48,14 @@ class DataRootResource(dg.ConfigurableResource):
 _CHECKED_HERE: set[str] = set()
 
 
-def check_unchecked_run(run: Any) -> None:
+def check_unchecked_run(run: Any, instance: Any = None) -> None:
     """A run no entry point checked (`dagster job execute`, `dagster asset materialize`, a direct call: no
     `pdm/checked` tag) meets the run queue's checks here, before any step's work: the same messages, as a failure."""
     from pdm_pipeline.defs.coordinator import CHECKED_TAG, refusal
 
     if (run.tags or {}).get(CHECKED_TAG) or run.run_id in _CHECKED_HERE:
         return
-    reason = refusal(run)
+    reason = refusal(run, instance=instance)
     if reason is None:
         _CHECKED_HERE.add(run.run_id)  # (the data root and the IO manager both start: read the data once)
     else:

@@ -32,8 +32,6 @@ from it: partitions of machines trained from another data root are left alone.
 
 
 import json
-import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -44,6 +42,7 @@ from pdm_pipeline.defs.assets.fleet import fleet_overview_job
 from pdm_pipeline.defs.assets.release import RELEASE_ASSET
 from pdm_pipeline.defs.assets.source_data import source_observations
 from pdm_pipeline.defs.jobs import train_machine_job
+from pdm_pipeline.defs.launch import disk_problem
 from pdm_pipeline.defs.partitions import MACHINES_PARTITION_NAME, machines_partitions
 from pdm_pipeline.defs.resources import DataRootResource
 
@@ -129,8 +128,7 @@ def new_machine_data_sensor(context: dg.SensorEvaluationContext, data_root: Data
     run_requests, observations, new_partitions, incomplete = [], [], [], {}
     # A full disk is refused at the door; asked here, the machine would count as requested and never be asked
     # again: nothing is requested meanwhile (nor recorded), and the next tick with room asks.
-    home = os.environ.get("DAGSTER_HOME")
-    disk = paths.free_space_problem(root, Path(home) if home else None)
+    disk = disk_problem(root, instance)  # where the run would write: the data root, this instance's directories
     held: list[str] = []
     scans = scan_machines(root, settle_seconds=SETTLE_SECONDS, previous=cursor["signatures"])
     cursor["signatures"] = {s.machine_id: s.signature for s in scans if s.signature}
