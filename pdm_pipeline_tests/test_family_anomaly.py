@@ -207,6 +207,33 @@ def test_evaluation_point_and_event_metrics_with_baselines_and_pictures(trained,
     assert "| hotelling_t2 |" in evaluation.pictures["anomaly_detector_metrics"]
 
 
+def test_counts_are_whole_numbers_in_the_dagster_metadata_and_floats_in_mlflow(trained, splits):
+    """events_total, events_found, false_alarm_events (and a gate's count of constant sensors) were recorded as
+    floats: the evaluation asset's metadata showed 5.0 events. Counts are ints there now; MLflow keeps floats."""
+    import dagster as dg
+
+    from pdm_pipeline.core.gates import check_no_constant_sensor
+    from pdm_pipeline.core.tracking import finite_metrics
+    from pdm_pipeline.defs.assets.models import evaluation_metadata
+    from pdm_pipeline.defs.checks.outcomes import check_result
+    from pdm_pipeline.families.base import TrainedModel
+
+    _, test = views(splits, FEATURES)
+    evaluation = ANOMALY.evaluate(trained, test)
+    metadata = dg.Output(None, metadata=evaluation_metadata(evaluation, TrainedModel("anomaly", "m", trained))).metadata
+    for count in ("events_total", "events_found", "false_alarm_events"):
+        assert isinstance(metadata[count], dg.IntMetadataValue), (count, metadata[count])
+        assert metadata[count].value == evaluation.metrics[count] and type(evaluation.metrics[count]) is int
+    assert metadata["events_total"].value == 5
+    assert isinstance(metadata["f1"], dg.FloatMetadataValue) and isinstance(metadata["event_recall"], dg.FloatMetadataValue)
+    logged = finite_metrics(evaluation.flat_metrics(), "test_")
+    assert type(logged["test_events_total"]) is float and logged["test_events_total"] == 5.0
+
+    frame = splits["train"].assign(stuck=1.0)
+    check = check_result(check_no_constant_sensor({"train": frame}, (*FEATURES, "stuck")))
+    assert isinstance(check.metadata["value"], dg.IntMetadataValue) and check.metadata["value"].value == 1
+
+
 def test_runtime_predict_gives_score_and_debounced_flag(trained, splits):
     runtime = load(trained, read_card(trained))
     out = runtime.predict(splits["test"][runtime.inputs].to_numpy(dtype=float))

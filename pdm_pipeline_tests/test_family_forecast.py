@@ -149,6 +149,10 @@ def test_naive_ships_where_prophet_does_not_beat_it_and_needs_no_prophet(tmp_pat
     (lost,) = quality_gates("timeseries", {**evaluation.metrics, "mae_vs_naive": 1.3}, GateSettings())
     assert not lost.passed and lost.severity == WARN and "mae_vs_naive 1.3" in lost.description
     assert 0.5 <= evaluation.metrics["coverage_95"] <= 1.0
+    # counts are whole numbers (the evaluation asset's metadata showed n_windows 10.0)
+    assert type(evaluation.metrics["n_windows"]) is int and evaluation.metrics["n_windows"] > 0
+    assert type(evaluation.flat_metrics()["n_windows"]) is int
+    assert all(type(s["n_points"]) is int for s in evaluation.details["per_sensor"].values())
     code = (
         "import sys, json; from pathlib import Path; import pandas as pd\n"
         "from pdm_pipeline.families.forecast.runtime import ForecastRuntime\n"

@@ -9,8 +9,17 @@ model's `metrics.json`.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def metric_number(value: Any) -> int | float | None:
+    """A finite metric as a number: an int for a whole-number type (a count: numpy's too), else a float; None
+    for None, NaN, infinities and non-numbers."""
+    if not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 @dataclass
@@ -35,14 +44,13 @@ class Evaluation:
         return self.skipped_reason is None and self.failed_reason is None
 
     def flat_metrics(self) -> dict[str, float]:
-        """metrics and baseline_<name> in one flat dict of finite floats (for MLflow / numeric metadata)."""
+        """metrics and baseline_<name> in one flat dict of finite numbers (for MLflow / numeric metadata): counts
+        (n_windows, events_total, ...) stay whole numbers, everything else is a float."""
         out: dict[str, float] = {}
-        for k, v in self.metrics.items():
-            if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v)):
-                out[k] = float(v)
-        for k, v in self.baseline.items():
-            if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v)):
-                out[f"baseline_{k}"] = float(v)
+        for prefix, values in (("", self.metrics), ("baseline_", self.baseline)):
+            for k, v in values.items():
+                if (number := metric_number(v)) is not None:
+                    out[f"{prefix}{k}"] = number
         return out
 
     def card(self) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def check_no_constant_sensor(splits: dict[str, pd.DataFrame], sensors: tuple[str
     desc = ("every sensor varies on train" if ok else
             f"constant on train, left out of the models: {', '.join(constant)}" if severity == WARN else
             f"every sensor is constant on train (nothing to learn from): {', '.join(constant)}")
-    return GateOutcome("no_constant_sensor", ok, severity, desc, float(len(constant)), 0.0, {"constant": constant})
+    return GateOutcome("no_constant_sensor", ok, severity, desc, len(constant), 0, {"constant": constant})
 
 
 def _units(df: pd.DataFrame):

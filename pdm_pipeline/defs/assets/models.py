@@ -87,8 +87,8 @@ def model_metadata(trained: TrainedModel) -> dict[str, Any]:
         "summary": dg.MetadataValue.json(trained.summary),
     }
     for key, value in (trained.summary.get("val_metrics") or {}).items():
-        if isinstance(value, (int, float)):
-            meta[f"val_{key}" if not key.startswith("val_") else key] = float(value)
+        if isinstance(value, (int, float)):  # (a count stays an int: shown as 4, not 4.0)
+            meta[f"val_{key}" if not key.startswith("val_") else key] = value if isinstance(value, int) else float(value)
     return meta
 
 
@@ -180,7 +180,7 @@ def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
         if evaluation.evaluated:
             context.log.info(f"{family.title} test metrics: "
                              + ", ".join(f"{k} {v:.4g}" for k, v in evaluation.metrics.items()
-                                         if isinstance(v, float)))
+                                         if isinstance(v, (int, float))))
             log_evaluation(mlflow, trained, evaluation)
             outcomes = quality_gates(family.model_type, evaluation.metrics, settings)
         else:

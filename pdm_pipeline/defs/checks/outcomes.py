@@ -5,12 +5,17 @@ import dagster as dg
 from pdm_pipeline.core.gates import ERROR, GateOutcome
 
 
+def _number(value: float) -> int | float:
+    """A count (an int, e.g. constant sensors) stays an int in the metadata; any other value is a float."""
+    return int(value) if isinstance(value, int) else float(value)
+
+
 def check_result(outcome: GateOutcome, asset_key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
     metadata: dict = {"description": outcome.description, "status": outcome.status, "severity": outcome.severity}
     if outcome.value is not None:
-        metadata["value"] = float(outcome.value)
+        metadata["value"] = _number(outcome.value)
     if outcome.limit is not None:
-        metadata["limit"] = outcome.limit if isinstance(outcome.limit, str) else float(outcome.limit)
+        metadata["limit"] = outcome.limit if isinstance(outcome.limit, str) else _number(outcome.limit)
     if outcome.details:
         metadata["details"] = dg.MetadataValue.json(outcome.details)
     return dg.AssetCheckResult(

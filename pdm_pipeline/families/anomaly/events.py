@@ -49,10 +49,10 @@ def event_metrics(
             delays.append(float(hit[0]))
     false_alarms = sum(1 for start, end in flag_events if not truth[start:end].any())
     out = {
-        "events_total": float(len(truth_events)),
-        "events_found": float(found),
+        "events_total": len(truth_events),  # counts are whole numbers (metadata shows 4, not 4.0)
+        "events_found": found,
         "event_recall": found / len(truth_events) if truth_events else float("nan"),
-        "false_alarm_events": float(false_alarms),
+        "false_alarm_events": false_alarms,
         "mean_detection_delay_rows": float(np.mean(delays)) if delays else float("nan"),
     }
     normal_rows = int((~truth).sum())

@@ -148,12 +148,12 @@ def evaluate(model_dir: Path, view: TestView, n_windows: int = 10) -> Evaluation
         for level, flags in inside.items():
             per_sensor[sensor][f"coverage_{level}"] = float(np.concatenate(flags).mean())
         per_sensor[sensor]["mase_scale"] = scale
-        per_sensor[sensor]["n_points"] = float(len(actual))
+        per_sensor[sensor]["n_points"] = len(actual)
     if not per_sensor:
         return Evaluation.skipped(FAMILY.model_type, "no actual test values inside the backtest windows")
 
     metrics = {k: _mean(per_sensor, k) for k in ("mae", "smape", "mase", "coverage_80", "coverage_95", "mae_vs_naive")}
-    metrics["n_windows"] = float(len(origins))
+    metrics["n_windows"] = len(origins)  # a count: a whole number
     selection = card.get("selection") or {}
     windows: dict[str, Any] = {
         "n_windows": {"validation": len(selection.get("origins", [])), "test": len(origins)},
