@@ -193,6 +193,33 @@ def test_event_metrics_count_incidents_and_false_alarms():
     assert m["event_recall"] == 0.5 and m["false_alarms_per_day"] == 1.0 and m["mean_detection_delay_rows"] == 1
 
 
+def test_an_alarm_stuck_on_over_normal_rows_counts_false_alarms():
+    """An alarm on from the first test row to the last touched an anomaly, so it counted 0 false-alarm events: an
+    always-on detector looked free of false alarms at the event level. Each stretch of normal rows an alarm stays on
+    over is a false alarm now, except the alarm clearing after an anomaly."""
+    truth = np.array([0, 0, 1, 1, 0, 0, 1, 0, 0])
+    for split in (truth, truth[2:], truth[:-2], truth[2:-2]):  # starting normal or anomalous, ending either way
+        always = np.ones(len(split), dtype=bool)
+        m = event_metrics(split, always, normal_days=1.0)
+        assert m["false_alarm_events"] >= 1 and m["false_alarms_per_day"] > 0, split
+        assert m["events_found"] == m["events_total"] == 2
+    assert event_metrics(truth, np.ones(len(truth)))["false_alarm_events"] == 3  # lead-in, between, never cleared
+
+    from pdm_pipeline.families.anomaly.events import false_alarm_events
+
+    t = np.array([0, 0, 1, 1, 0, 0, 0, 0])
+    assert false_alarm_events(t, np.array([0, 0, 1, 1, 1, 0, 0, 0])) == 0  # on with the anomaly, clears after it
+    assert false_alarm_events(t, np.array([0, 1, 1, 1, 1, 0, 0, 0])) == 1  # raised before the anomaly began
+    assert false_alarm_events(t, np.array([0, 0, 1, 1, 1, 1, 1, 1])) == 1  # never seen to clear
+    assert false_alarm_events(t, np.array([1, 0, 0, 0, 0, 1, 1, 0])) == 2  # touching no anomaly (one on at row 0)
+    bridge = np.array([0, 1, 1, 0, 0, 1, 1, 0])
+    assert false_alarm_events(bridge, np.array([0, 1, 1, 1, 1, 1, 1, 0])) == 1  # on between two anomalies
+    # per unit: an alarm that ends with its unit's data was not seen to clear; the next unit's alarm is its own
+    units = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert false_alarm_events(np.array([0, 1, 0, 0, 1, 0, 0, 0]), np.ones(8), units) == 3
+    assert false_alarm_events(np.array([0, 1, 0, 0, 1, 0, 0, 0]), np.array([0, 1, 1, 0, 1, 1, 0, 0]), units) == 0
+
+
 def test_evaluation_point_and_event_metrics_with_baselines_and_pictures(trained, splits):
     _, test = views(splits, FEATURES)
     evaluation = ANOMALY.evaluate(trained, test)

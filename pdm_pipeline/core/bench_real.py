@@ -27,7 +27,8 @@ SKAB `other` (anomaly detection, 14 experiments)
 NAB machine temperature (anomalies and forecasts)
     NAB's protocol: the probationary period is 15 % of the rows, at most 750 (NAB's sweeper; 750 rows = 62.5 h
     here) and is the training data (val = its last 20 %); every later row is scored, all 4 windows included.
-    Reported: windows detected (at least one alarm inside), false-positive alarm events outside the windows, the
+    Reported: windows detected (at least one alarm inside), false-positive alarm events (an alarm on over rows
+    outside the windows, unless it is clearing after one: families/anomaly/events.py), the
     NAB standard-profile score of the file (core/nab_scoring.py; each alarm onset is a detection), and the
     forecaster's test MASE with its label (Prophet or seasonal naive), and the threshold ceiling
     (`fewest_false_alarm_events`: the fewest false-positive events any threshold leaves with every window found
@@ -143,8 +144,8 @@ def fewest_false_alarm_events(
     truth: Any, score: Any, on_samples: int, off_samples: int, max_false_alarm_rate: float
 ) -> dict[str, Any] | None:
     """The fewest false-positive alarm events ANY threshold on `score` leaves while every truth window still gets
-    an alarm and no more than `max_false_alarm_rate` of the normal rows are flagged (without that bound an alarm
-    that never switches off would count as one event). Shipped delays; the threshold is chosen on test, so this is
+    an alarm and no more than `max_false_alarm_rate` of the normal rows are flagged (so that a few long alarms
+    cannot stand in for many short ones). Shipped delays; the threshold is chosen on test, so this is
     a bound on the score, not a result. None when no such threshold finds every window."""
     import numpy as np
 
