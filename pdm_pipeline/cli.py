@@ -288,6 +288,10 @@ def _print_progress(progress: dict) -> None:
         print(_indent(progress.get("failure") or "no reason recorded"))
         return
     print(f"{head}{progress['status']}, {progress['steps_done']}/{total} steps done, running: {current}")
+    if progress.get("reexecution_of"):
+        reused = progress.get("reused_steps")
+        print(f"  re-execution of run {progress['reexecution_of'][:8]}"
+              + (f": the work of its other {reused} step(s) is that run's (or its parent's)" if reused else ""))
     if progress["failed"]:
         print(f"  failed steps: {', '.join(progress['failed'])}")
         for step, error in (progress.get("step_errors") or {}).items():

@@ -468,7 +468,8 @@ def test_a_kept_model_is_carried_forward_only_while_intact_and_readable(released
 def test_the_sweep_keeps_another_instances_staging_while_its_process_lives(tmp_path, dagster_instance):
     """Staging of runs this instance does not know (another instance on the same data root): kept while the
     process that wrote it lives, however long it trains; removed once it is gone; without an owner, only after a
-    day untouched. A finished run of this instance: removed at once. (The sweep removed any unknown run's
+    day untouched. A run of this instance that succeeded: removed at once (one that failed is kept a while for
+    its re-execution). (The sweep removed any unknown run's
     staging 10 minutes after its directory last changed, under a model still training.)"""
     import subprocess
     import sys
@@ -483,7 +484,7 @@ def test_the_sweep_keeps_another_instances_staging_while_its_process_lives(tmp_p
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     dirs = {name: paths.staging_dir(root, MACHINE, str(uuid.uuid4())) for name in
-            ("alive", "dead", "no_owner_recent", "no_owner_old", "finished")}
+            ("alive", "dead", "no_owner_recent", "no_owner_old", "finished", "failed")}
     for name, run_dir in dirs.items():
         mark_staging_owner(run_dir)
         (run_dir / "anomaly").mkdir()
@@ -494,9 +495,12 @@ def test_the_sweep_keeps_another_instances_staging_while_its_process_lives(tmp_p
         age = UNKNOWN_STAGING_RETENTION_S + 60 if name == "no_owner_old" else 3600
         for path in (run_dir, run_dir / "anomaly"):
             os.utime(path, (time.time() - age, time.time() - age))
-    finished = dagster_instance.create_run_for_job(dg.GraphDefinition("g").to_job(), run_id=dirs["finished"].name)
-    dagster_instance.report_run_failed(finished)
+    dagster_instance.create_run_for_job(dg.GraphDefinition("g").to_job(), run_id=dirs["finished"].name,
+                                        status=dg.DagsterRunStatus.SUCCESS)
+    failed = dagster_instance.create_run_for_job(dg.GraphDefinition("g").to_job(), run_id=dirs["failed"].name)
+    dagster_instance.report_run_failed(failed)
     done = remove_stale_staging(dagster_instance, root, active=set())
+    # (a failed run's staging stays for a re-execution from failure, for a while: test_reexecution.py)
     assert {n for n, d in dirs.items() if not d.exists()} == {"dead", "no_owner_old", "finished"}, done
     assert len(done) == 3
 

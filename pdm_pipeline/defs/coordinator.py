@@ -9,7 +9,10 @@ queue:
   contract of the machine's files, every training and gate setting (`launch.check_request`);
 - a run that targets machine-partitioned assets without a partition (`train_machine` or `__ASSET_JOB`): refused;
 - any other run with training, gate or data-root settings (`train_fleet_models`): those settings; a run that
-  trains the fleet models: free disk space too, as for a machine's run (`launch.disk_problem`).
+  trains the fleet models: free disk space too, as for a machine's run (`launch.disk_problem`);
+- a re-execution of a machine run (UI "Re-execute from failure", a retry): the work it reuses from its parent
+  (trained models, stored outputs) is still on disk, and the machine has no newer release than those models
+  (`reexecution.reexecution_problem`).
 
 Settings are read as Dagster will give them to the run: `{env: VAR}` resolved, defaults filled in (the run's
 config is processed with the resources' own config schema). A run that fails the checks is marked FAILED at
@@ -189,13 +192,30 @@ def refusal(run: DagsterRun, workspace: Any = None, instance: Any = None) -> str
     return None
 
 
+def _reexecution_refusal(instance: Any, run: DagsterRun) -> str | None:
+    """A re-execution whose reused work is gone, or whose models are older than the machine's current release
+    (defs/reexecution.py): refused here, with what to do instead."""
+    from pdm_pipeline.defs.reexecution import reexecution_problem
+
+    if run.parent_run_id is None:
+        return None
+    data_dir = None
+    try:
+        data_dir = (resolved_settings(run.run_config)["data_root"] or {}).get("data_dir")
+    except _Refused:
+        pass
+    from pathlib import Path
+
+    return reexecution_problem(instance, run, Path(data_dir) if data_dir else None)
+
+
 class ValidatingRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator that refuses invalid runs before they are queued."""
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
         if run.status == DagsterRunStatus.NOT_STARTED:
-            reason = refusal(run, context.workspace, self._instance)
+            reason = refusal(run, context.workspace, self._instance) or _reexecution_refusal(self._instance, run)
             if reason is not None:
                 self._instance.add_run_tags(run.run_id, {REFUSED_TAG: "true"})
                 self._instance.report_run_failed(run, f"{REFUSED_PREFIX}{reason}")

@@ -4,8 +4,9 @@ Dagster's default filesystem IO manager keys outputs by asset and partition only
 overwrite each other's stored outputs (and one run can load the other's model). Here every run writes under its
 own run id; an input is read from the run that produced it (this run, the parent run of a re-execution, or, for
 an upstream asset not selected in this run, the run of its latest materialization). Files are written aside and
-renamed, so a killed step never leaves a half-written output. `machine_release` removes its run's outputs
-after a successful release; the startup sweep removes those of runs that ended more than a day ago.
+renamed, so a killed step never leaves a half-written output. `machine_release` removes its run's outputs (and
+those of the run a re-execution reused) after a successful release; the startup sweep removes those of runs whose
+re-execution group ended more than a day ago (recovery.py).
 """
 
 
@@ -34,10 +35,12 @@ class RunScopedPickleIOManager(dg.ConfigurableIOManager):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Every step that reads or writes a stored output starts this manager: a run no entry point checked meets
         the run queue's checks here too (the data root resource starts only for the steps that use it)."""
+        from pdm_pipeline.defs.reexecution import check_reexecution
         from pdm_pipeline.defs.resources import check_unchecked_run
 
         if context.dagster_run is not None:
             check_unchecked_run(context.dagster_run, context.instance)
+            check_reexecution(context.instance, context.dagster_run)
 
     def _relative(self, context: dg.OutputContext) -> Path:
         key = context.asset_key.path if context.has_asset_key else [context.step_key, context.name]

@@ -368,10 +368,12 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
     """Status of a run: state, steps done/total, the step(s) running now, failed steps, the release outcome."""
     run_id = resolve_run_id(instance, run_id)
     run = instance.get_run_by_id(run_id)
-    total = None
+    total = reused = None
     if run.execution_plan_snapshot_id:
         plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
         total = len(plan.steps)
+        if run.step_keys_to_execute is not None:  # a re-execution runs these; the others' work is its parent's
+            total, reused = len(run.step_keys_to_execute), total - len(run.step_keys_to_execute)
     stats = instance.get_run_step_stats(run_id)
     done = [s.step_key for s in stats if s.status is not None and s.status.value in ("SUCCESS", "SKIPPED")]
     failed = [s.step_key for s in stats if s.status is not None and s.status.value == "FAILURE"]
@@ -401,6 +403,8 @@ def run_progress(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
         "failure": failure,
         "finished": run.is_finished,
         "release": summary,
+        "reexecution_of": run.parent_run_id,
+        "reused_steps": reused,
     }
 
 
@@ -413,6 +417,10 @@ def _run_failure_message(instance: dg.DagsterInstance, run_id: str) -> str | Non
     message = (entry.dagster_event.message if entry.dagster_event else None) or entry.user_message or ""
     data = entry.dagster_event.event_specific_data if entry.dagster_event else None
     error = getattr(data, "error", None)
+    if error is not None and getattr(error, "message", None) and error.message.strip() not in message:
+        message = f"{message}\n{error.message.strip()}"
+    while error is not None and getattr(error, "cause", None) is not None:
+        error = error.cause  # "Error executing resource_fn ..." wraps the reason (a refused re-execution's)
     if error is not None and getattr(error, "message", None) and error.message.strip() not in message:
         message = f"{message}\n{error.message.strip()}"
     return message.strip() or None

@@ -8,8 +8,13 @@
   Dagster's run monitoring, configured in dagster.yaml);
 - every machine's releases: interrupted `.building-*` directories removed, a dangling `current` re-pointed to
   the newest complete release (core/release.py `recover_machine`, under the machine's lock);
-- staging directories of runs that are no longer in progress (a run another instance knows: once the process
-  that wrote it is gone), and stored step outputs of runs that ended more than OUTPUT_RETENTION ago, are removed;
+- staging directories (trained models) and stored step outputs of runs that ended are removed: those of a run
+  that did not succeed are kept until OUTPUT_RETENTION after the last run of its re-execution group ended (none
+  still queued or running), since a re-execution from failure reuses them (defs/reexecution.py; its release
+  removes what it used), its staging less long if a newer release of its machine by another run supersedes it
+  (a re-execution would be refused); a succeeded run's staging goes at once (its release removed it already),
+  its outputs after OUTPUT_RETENTION. A run this instance does not know (another instance's) loses its staging
+  once the process that wrote it is gone, and its outputs OUTPUT_RETENTION after their last write;
 - the MLflow run of a Dagster run that failed or was cancelled is ended FAILED instead of staying RUNNING;
 - a release whose process died between its switch and the MLflow registry gets its `deployed` aliases.
 """
@@ -168,7 +173,39 @@ def reconcile_deployed(root: Path, machine: str) -> list[str]:
     return done
 
 
+def group_last_end(instance: dg.DagsterInstance, run: dg.DagsterRun) -> float | None:
+    """When the last run of `run`'s re-execution group (its root run and every re-execution of it) ended; None
+    while one of them is not finished (queued, running: it may be reusing this run's work)."""
+    from dagster._core.storage.dagster_run import RunsFilter
+    from dagster._core.storage.tags import ROOT_RUN_ID_TAG
+
+    root_id = run.root_run_id or run.run_id
+    records = [*instance.get_run_records(filters=RunsFilter(run_ids=[root_id])),
+               *instance.get_run_records(filters=RunsFilter(tags={ROOT_RUN_ID_TAG: root_id}))]
+    ends = []
+    for record in records:
+        if not record.dagster_run.is_finished:
+            return None
+        ends.append(record.end_time or record.update_timestamp.timestamp())
+    return max(ends, default=None)
+
+
+def kept_for_reexecution(instance: dg.DagsterInstance, run: dg.DagsterRun, now: float | None = None) -> bool:
+    """A run that did not succeed can be re-executed from failure, reusing its staging and stored outputs: they
+    are kept while its group is active and until OUTPUT_RETENTION after the group's last run ended."""
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return False
+    last = group_last_end(instance, run)
+    return last is None or (time.time() if now is None else now) - last <= OUTPUT_RETENTION_S
+
+
+def _known_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+    return instance.get_run_by_id(name) if len(name) == 36 else None
+
+
 def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[str]) -> list[str]:
+    from pdm_pipeline.defs.reexecution import superseded
+
     done = []
     base = Path(root) / "staging"
     if not base.is_dir():
@@ -177,10 +214,13 @@ def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[s
         for run_dir in machine.iterdir() if machine.is_dir() else []:
             if run_dir.name in active:
                 continue
-            run = instance.get_run_by_id(run_dir.name) if len(run_dir.name) == 36 else None
-            # A run of this instance that ended: its staging goes now. Any other may be another instance's run
-            # still training (sharing the data root): it goes once its owner process is gone.
-            if (run.is_finished if run is not None else _abandoned(run_dir)):
+            run = _known_run(instance, run_dir.name)
+            # A run of this instance that ended: its staging goes, unless a re-execution may still release its
+            # models. Any other may be another instance's run still training (sharing the data root): it goes
+            # once its owner process is gone.
+            if (run.is_finished and not (kept_for_reexecution(instance, run)
+                                         and not superseded(instance, run, root, machine.name))
+                    if run is not None else _abandoned(run_dir)):
                 shutil.rmtree(run_dir, ignore_errors=True)
                 done.append(f"removed staging of run {run_dir.name[:8]} ({machine.name})")
     return done
@@ -194,7 +234,13 @@ def remove_old_outputs(instance: dg.DagsterInstance, active: set[str]) -> list[s
     for run_dir in base.iterdir():
         if run_dir.name in active:
             continue
-        if time.time() - run_dir.stat().st_mtime > OUTPUT_RETENTION_S:
+        run = _known_run(instance, run_dir.name)
+        if run is not None:  # counted from when its group's last run ended (a re-execution reads them)
+            last = group_last_end(instance, run)
+            old = last is not None and time.time() - last > OUTPUT_RETENTION_S
+        else:
+            old = time.time() - run_dir.stat().st_mtime > OUTPUT_RETENTION_S
+        if old:
             shutil.rmtree(run_dir, ignore_errors=True)
             done.append(f"removed stored outputs of run {run_dir.name[:8]}")
     return done

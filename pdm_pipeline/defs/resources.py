@@ -16,6 +16,7 @@ from pydantic import Field
 
 from pdm_pipeline.core import paths
 from pdm_pipeline.core.config import GateSettings, TrainingConfig, build_gate_settings, build_training_config
+from pdm_pipeline.defs.reexecution import check_reexecution
 
 
 class DataRootResource(dg.ConfigurableResource):
@@ -38,6 +39,7 @@ class DataRootResource(dg.ConfigurableResource):
         run, instance = context.dagster_run, context.instance
         if run is not None:
             check_unchecked_run(run, instance)
+            check_reexecution(instance, run)
         if run is None or instance is None or os.environ.get("PDM_EXECUTOR", "in_process") != "in_process":
             return
         mine = {"pdm/host": socket.gethostname(), "pdm/pid": str(os.getpid())}

@@ -16,6 +16,7 @@ The step also writes its outcome to `<staging>/<family>.result.json`, which `mac
 
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,14 @@ from pdm_pipeline.core.release import pooled_models
 from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.partitions import machines_partitions
 from pdm_pipeline.defs.recovery import mark_staging_owner
+from pdm_pipeline.defs.reexecution import result_file
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource, TrainingResource
 from pdm_pipeline.defs.tracking import log_evaluation, log_trained_model
 from pdm_pipeline.families.base import ModelFamily, TrainedModel
 
-RESULT_SUFFIX = ".result.json"
-
 
 def result_path(root: Path, machine_id: str, run_id: str, model_type: str) -> Path:
-    return paths.staging_dir(root, machine_id, run_id) / f"{model_type}{RESULT_SUFFIX}"
+    return result_file(root, machine_id, run_id, model_type)
 
 
 def write_result(path: Path, trained: TrainedModel, evaluation: Evaluation) -> None:
@@ -49,15 +49,27 @@ def write_result(path: Path, trained: TrainedModel, evaluation: Evaluation) -> N
     tmp.replace(path)
 
 
-def read_results(root: Path, machine_id: str, run_id: str) -> tuple[dict[str, TrainedModel], dict[str, Evaluation]]:
+def read_results(root: Path, machine_id: str, run_id: str, sources: Mapping[str, str] | None = None,
+                 ) -> tuple[dict[str, TrainedModel], dict[str, Evaluation]]:
+    """Each family's outcome from the run that trained it: `sources` (model type -> run id, a re-execution's
+    ancestor for the steps it reuses; reexecution.py), else `run_id`. A family whose source run's result is gone
+    raises ReusedWorkMissing: releasing without it would silently keep (or drop) that model."""
     trained, evaluations = {}, {}
     for family in families.all_families():
-        path = result_path(root, machine_id, run_id, family.model_type)
+        source = (sources or {}).get(family.model_type, run_id)
+        path = result_path(root, machine_id, source, family.model_type)
+        if source != run_id and not path.is_file():
+            raise ReusedWorkMissing(f"the {family.model_type} model trained by run {source[:8]} is no longer on disk "
+                                    f"({path.parent})")
         if path.is_file():
             record = json.loads(path.read_text())
             trained[family.model_type] = TrainedModel.from_dict(record["trained"])
             evaluations[family.model_type] = Evaluation.from_card(record["evaluation"])
     return trained, evaluations
+
+
+class ReusedWorkMissing(Exception):
+    """A re-execution's release finds the work of the run it reuses gone (removed since it was queued)."""
 
 
 def trained_data_version(context: dg.AssetExecutionContext, root: Any, data: MachineData) -> str:

@@ -3,23 +3,29 @@
 `core.release.release_machine` does the work (the same function `run_machine` and the benchmark use): models
 that passed their blocking gates are released, the others keep their previous version, the release as a whole
 must fit the Pi budgets, and `current` switches in one atomic rename. The asset reads this run's family
-outcomes from the staging directory, so a family missing from the run (excluded, or not selected) simply
-keeps its previous model.
+outcomes from the staging directory of the run that trained each (this run; for a re-execution that reuses a
+family's step, the ancestor that completed it: defs/reexecution.py), so a family missing from the run (excluded,
+or not selected) simply keeps its previous model, and a re-execution from failure of a run whose release failed
+publishes that run's models. A re-execution whose reused models are gone, or older than the machine's current
+release, fails here naming why (the queue refuses it first; this is for one that changed since it was queued).
 """
 
 
+import shutil
 from typing import Any
 
 import dagster as dg
 
 from pdm_pipeline import families
+from pdm_pipeline.core import paths
 from pdm_pipeline.core.contract import MachineData
 from pdm_pipeline.core.pipeline import FeatureFrames
 from pdm_pipeline.core.release import release_machine
-from pdm_pipeline.defs.assets.models import read_results, trained_data_version
+from pdm_pipeline.defs.assets.models import ReusedWorkMissing, read_results, trained_data_version
 from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.io_manager import remove_run_outputs
 from pdm_pipeline.defs.partitions import machines_partitions
+from pdm_pipeline.defs.reexecution import family_sources, newer_release, remove_superseded_staging
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource
 
 RELEASE_ASSET = "machine_release"
@@ -80,7 +86,19 @@ def build_release_asset() -> dg.AssetsDefinition:
         mlflow: dg.ResourceParam[Any],
     ):
         root, machine_id = data_root.root, context.partition_key
-        trained, evaluations = read_results(root, machine_id, context.run_id)
+        sources = family_sources(context.instance, context.run)
+        reused = sorted({s for s in sources.values() if s != context.run_id})
+        advice = f"nothing was released; launch a new run of {machine_id}"
+        try:
+            trained, evaluations = read_results(root, machine_id, context.run_id, sources)
+        except ReusedWorkMissing as exc:
+            raise dg.Failure(description=f"{exc}: {advice}") from None
+        if reused and (newer := newer_release(context.instance, context.run, root, machine_id)):
+            raise dg.Failure(description=f"{machine_id} has a newer release since run(s) {', '.join(reused)} trained "
+                             f"the models this re-execution would release ({newer}): {advice}")
+        for source in reused:
+            context.log.info(f"releasing the model(s) run {source[:8]} trained: "
+                             + ", ".join(sorted(t for t, s in sources.items() if s == source)))
         data_version = trained_data_version(context, root, machine_dataset)
         result = release_machine(
             root, machine_id, trained, evaluations, gates.settings(),
@@ -101,6 +119,7 @@ def build_release_asset() -> dg.AssetsDefinition:
             "gates": dg.MetadataValue.md(gate_table(result)),
             "champion": dg.MetadataValue.json(result.champion),
             "result": dg.MetadataValue.json(result.as_dict()),
+            "trained_in_runs": dg.MetadataValue.json(sources),
         }
         if result.bundle is not None:
             metadata.update({
@@ -116,8 +135,15 @@ def build_release_asset() -> dg.AssetsDefinition:
         yield dg.Output(result.as_dict(), output_name=RELEASE_ASSET, metadata=metadata)
         own = {"pi_total_size_gate", "bundle_size_gate"}  # (a refusal on the data names the data's checks too)
         yield from emit([g for g in result.release_gates if g.name in own], dg.AssetKey(RELEASE_ASSET), set())
+        for source in reused:  # decided on (like this run's own staging, core/release.py _finish): a re-execution
+            # of that run again finds nothing left to release, and is refused
+            shutil.rmtree(paths.staging_dir(root, machine_id, source), ignore_errors=True)
         if result.published:
-            remove_run_outputs(context.instance, context.run_id)
+            for run_id in (context.run_id, *reused):
+                remove_run_outputs(context.instance, run_id)
+            # failed runs of the machine this release supersedes: a re-execution of them is refused from now on
+            for line in remove_superseded_staging(context.instance, root, machine_id):
+                context.log.info(line)
 
     return machine_release
 

@@ -1,0 +1,231 @@
+"""Re-executions of a machine run: where each step's work comes from, and whether it is still there.
+
+A re-execution (the UI's "Re-execute from failure" / "from selected", `ReexecutionOptions`, a retry after a lost
+worker) runs only some steps of its parent's plan; the others' work is the parent's (or, up a chain of
+re-executions, the nearest ancestor's that completed the step: Dagster's own rule for the inputs it loads). For
+the model families that work is on disk twice: the pickled step outputs (io_manager.py, per run) and the trained
+models with their results in the ancestor's run-scoped staging (`<staging>/<machine>/<run>/`). The release step
+reads each family from the run that trained it (`family_sources`), never from another run.
+
+That work is kept for a while only (recovery.py: a run that did not succeed keeps its staging and outputs until
+OUTPUT_RETENTION after the last run of its re-execution group ended; a release that used them removes them, and a newer
+release of the machine by another run removes the staging it supersedes). A re-execution whose ancestor's work
+is gone, or that would replace a newer release of the machine with the ancestor's older models, is refused before
+it is queued (coordinator.py), and, for one that never reaches the queue (`execute_job`), when its resources
+start (resources.py): `reexecution_problem` says why and what to do (launch a new run).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from pdm_pipeline import families
+from pdm_pipeline.core import paths
+
+RESULT_SUFFIX = ".result.json"
+
+
+def family_step(model_type: str) -> str:
+    """The step key of a family's training step (its multi-asset is named train_<model_type>)."""
+    return f"train_{model_type}"
+
+
+def result_file(root: Path, machine_id: str, run_id: str, model_type: str) -> Path:
+    return paths.staging_dir(root, machine_id, run_id) / f"{model_type}{RESULT_SUFFIX}"
+
+
+def lineage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.DagsterRun]:
+    """The run, its parent, the parent's parent, ... (the runs whose work a re-execution may use)."""
+    chain, seen = [run], {run.run_id}
+    while chain[-1].parent_run_id and chain[-1].parent_run_id not in seen:
+        parent = instance.get_run_by_id(chain[-1].parent_run_id)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(parent.run_id)
+    return chain
+
+
+def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[str]:
+    if not run.execution_plan_snapshot_id:
+        return set()
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return {step.key for step in plan.steps}
+
+
+def _executes(run: dg.DagsterRun, step: str) -> bool:
+    return run.step_keys_to_execute is None or step in run.step_keys_to_execute
+
+
+def _succeeded(instance: dg.DagsterInstance, run_id: str, step: str) -> bool:
+    return any(s.step_key == step and s.status is not None and s.status.value == "SUCCESS"
+               for s in instance.get_run_step_stats(run_id, step_keys=[step]))
+
+
+def step_source(instance: dg.DagsterInstance, run: dg.DagsterRun, step: str,
+                chain: list[dg.DagsterRun] | None = None) -> str | None:
+    """The run whose work `run` uses for `step`: itself when it executes the step; else the nearest ancestor that
+    completed it. None when the step is not in the run's plan, or no ancestor completed it."""
+    for current in chain or lineage(instance, run):
+        if step not in _planned(instance, current):
+            return None
+        if _executes(current, step):
+            if current.run_id == run.run_id:
+                return current.run_id
+            return current.run_id if _succeeded(instance, current.run_id, step) else None
+    return None
+
+
+def family_sources(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
+    """model type -> the run that trained it for `run` (this run, or the ancestor a re-execution reuses); a family
+    missing here is not part of the run (not selected, or its step never completed): it keeps its previous model."""
+    chain = lineage(instance, run)
+    sources = {}
+    for family in families.all_families():
+        source = step_source(instance, run, family_step(family.model_type), chain)
+        if source is not None:
+            sources[family.model_type] = source
+    return sources
+
+
+def missing_work(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> list[str]:
+    """What `run` reuses from an ancestor and is no longer on disk ('<what> of run <id>'), in words."""
+    from pdm_pipeline.defs.io_manager import run_outputs_dir
+
+    if run.parent_run_id is None or run.step_keys_to_execute is None:
+        return []
+    chain = lineage(instance, run)
+    gone: dict[str, list[str]] = {}  # run id -> what of it is gone
+    for step in sorted(_planned(instance, run) - set(run.step_keys_to_execute)):
+        source = step_source(instance, run, step, chain)
+        if source is not None and source != run.run_id and not run_outputs_dir(instance, source).is_dir():
+            gone.setdefault(source, []).append(step)
+    missing = [f"the stored outputs of steps {', '.join(steps)} of run {source[:8]}" for source, steps in gone.items()]
+    for model_type, source in family_sources(instance, run).items():
+        if source == run.run_id:
+            continue
+        file = result_file(root, machine_id, source, model_type)
+        model = _trained_path(file)
+        if model is None or (model and not Path(model).is_dir()):
+            missing.append(f"the {model_type} model trained by run {source[:8]}")
+    return missing
+
+
+def _trained_path(file: Path) -> str | None:
+    """The trained model's directory a result file names ('' for a family that trained nothing); None when the
+    result file is gone or unreadable."""
+    try:
+        trained = json.loads(file.read_text())["trained"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return "" if trained.get("status") != "trained" else str(trained.get("path") or "")
+
+
+def _release_since(root: Path, machine_id: str, started: float, own: set[str]) -> str | None:
+    """The machine's current release when a run not in `own` made it at or after `started` (epoch seconds)."""
+    from pdm_pipeline.core.release import current_release_dir, read_release
+
+    current = current_release_dir(root, machine_id)
+    if current is None:
+        return None
+    try:
+        description = read_release(current)
+        created = datetime.fromisoformat(description["created_at"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if description.get("run_id") in own or created < started - 1:  # (created_at is to the second)
+        return None
+    return f"{current.name} (run {str(description.get('run_id'))[:8]})"
+
+
+def _started(instance: dg.DagsterInstance, run_ids: list[str]) -> float | None:
+    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
+    started = [r.start_time or r.create_timestamp.timestamp() for r in records]
+    return min(started, default=None)
+
+
+def newer_release(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> str | None:
+    """The machine's current release when another run published it after the models `run` reuses were trained
+    (releasing them would replace newer models with older ones); None otherwise."""
+    reused = sorted({s for s in family_sources(instance, run).values() if s != run.run_id})
+    started = _started(instance, reused) if reused else None
+    if started is None:
+        return None
+    return _release_since(root, machine_id, started, {r.run_id for r in lineage(instance, run)})
+
+
+def superseded(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> bool:
+    """A finished run that did not succeed whose machine has a release another run made since it started: a
+    re-execution of it would be refused (newer_release), so what it trained is of no use any more."""
+    if not run.is_finished or run.status == dg.DagsterRunStatus.SUCCESS or not paths.is_valid_machine_id(machine_id):
+        return False
+    started = _started(instance, [run.run_id])
+    if started is None:
+        return False
+    group = {run.run_id, run.root_run_id or run.run_id}
+    return _release_since(root, machine_id, started, group | {r.run_id for r in lineage(instance, run)}) is not None
+
+
+def remove_superseded_staging(instance: dg.DagsterInstance, root: Path, machine_id: str) -> list[str]:
+    """Remove the staging of the machine's failed runs that a newer release superseded (after each release, and by
+    the recovery sweep); returns what was removed, in words."""
+    import shutil
+
+    done = []
+    base = Path(root) / "staging" / machine_id
+    for run_dir in sorted(base.iterdir()) if base.is_dir() else []:
+        run = instance.get_run_by_id(run_dir.name) if len(run_dir.name) == 36 else None
+        if run is not None and superseded(instance, run, root, machine_id):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            done.append(f"removed staging of run {run_dir.name[:8]} ({machine_id}): a newer release superseded it")
+    return done
+
+
+def reexecution_problem(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path | None = None) -> str | None:
+    """Why this re-execution of a machine run must not run (None when it may, or is not a re-execution)."""
+    machine_id = (run.tags or {}).get("dagster/partition")
+    if run.parent_run_id is None or run.step_keys_to_execute is None or not machine_id \
+            or not paths.is_valid_machine_id(machine_id):
+        return None
+    root = paths.data_root() if root is None else Path(root)
+    advice = (f"launch a new run of {machine_id} instead (`pdm-pipeline train --machine-id {machine_id}`, or "
+              "Materialize in the UI)")
+    from pdm_pipeline.defs.recovery import OUTPUT_RETENTION_S
+
+    missing = missing_work(instance, run, root, machine_id)
+    if missing:
+        return (f"re-execution of run {run.parent_run_id[:8]}: what it would reuse is no longer on disk "
+                f"({'; '.join(missing)}): a failed run's work is kept {OUTPUT_RETENTION_S / 3600:g} h after the last run of its "
+                f"re-execution group ended, and removed once a release used it; {advice}")
+    newer = newer_release(instance, run, root, machine_id)
+    if newer:
+        return (f"re-execution of run {run.parent_run_id[:8]}: {machine_id} has a newer release since its models "
+                f"were trained ({newer}); releasing them would replace newer models with older ones; {advice}")
+    return None
+
+
+_CHECKED: set[str] = set()
+
+
+def check_reexecution(instance: Any, run: Any) -> None:
+    """Fail a re-execution that never came through the run queue (`execute_job`) as the queue would refuse it,
+    when its resources start, before any step's work. Checked once per run and process."""
+    if instance is None or run is None or run.parent_run_id is None or run.run_id in _CHECKED:
+        return
+    root = None
+    try:
+        from pdm_pipeline.defs.coordinator import resolved_settings
+
+        data_dir = (resolved_settings(run.run_config)["data_root"] or {}).get("data_dir")
+        root = Path(data_dir) if data_dir else None
+    except Exception:  # an unresolvable setting is the start check's business (check_unchecked_run)
+        pass
+    problem = reexecution_problem(instance, run, root)
+    if problem is not None:
+        raise dg.Failure(description=f"not run: {problem}")
+    _CHECKED.add(run.run_id)

@@ -1,0 +1,264 @@
+"""A run whose release failed, re-executed from failure (the UI's "Re-execute from failure", or
+`ReexecutionOptions.from_failure`), with real Dagster on the tiny sample data.
+
+The re-execution runs only the release step: the models it releases were trained by the parent run, in the parent's
+run-scoped staging. It must publish exactly those (same files, same metrics), through the same gates and atomic
+switch as any release, even after the crash-recovery sweep ran in between (it used to remove a failed run's staging
+at once, and the release read only its own, empty, staging: it published nothing and the run succeeded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pdm_pipeline.core import keys, paths
+from pdm_pipeline.core.release import current_release_dir, read_release, verify_release
+
+pytestmark = pytest.mark.slow
+
+MACHINE = "motor_001"
+FAST = {"time_limit_s": 5, "extra": {"forecast_validation_windows": 0}}
+
+
+def train_job() -> dg.JobDefinition:
+    from pdm_pipeline.defs.definitions import defs
+
+    return defs.resolve_job_def("train_machine")  # type: ignore[return-value]
+
+
+def reexecute_from_failure(instance: dg.DagsterInstance, parent_run_id: str) -> tuple[str, bool]:
+    """As the UI's "Re-execute from failure" does: the parent's tags (its machine partition) and run config.
+    Returns the re-execution's run id and whether it succeeded."""
+    from pdm_pipeline.defs.launch import run_config
+
+    parent = instance.get_run_by_id(parent_run_id)
+    assert parent is not None
+    tags = {k: v for k, v in parent.tags.items() if not k.startswith("dagster/") or k == "dagster/partition"}
+    try:
+        with dg.execute_job(dg.reconstructable(train_job), instance=instance, tags=tags, raise_on_error=False,
+                            run_config=run_config(FAST, None, "WARNING"),
+                            reexecution_options=dg.ReexecutionOptions.from_failure(parent_run_id, instance)) as result:
+            return result.run_id, result.success
+    except dg.DagsterResourceFunctionError:  # refused when its resources start: the run is recorded FAILED
+        run = next(r for r in instance.get_runs(limit=20) if r.parent_run_id == parent_run_id)  # (newest first)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        return run.run_id, False
+
+
+def hashes(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def site(tiny_fleet_root, tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_fleet_root, root)
+    monkeypatch.setenv("PDM_DATA_DIR", str(root))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield root, instance
+
+
+def fail_at_the_switch(monkeypatch) -> None:
+    from pdm_pipeline.core import release
+
+    def broken(directory, release_id):
+        raise OSError(28, "No space left on device (injected at the switch)")
+
+    monkeypatch.setattr(release, "_switch", broken)
+
+
+def test_a_release_that_failed_is_published_by_its_reexecution_from_failure(site, monkeypatch, capsys):
+    from pdm_pipeline.defs.launch import materialize_machine, run_progress
+    from pdm_pipeline.defs.recovery import sweep
+
+    root, instance = site
+    with monkeypatch.context() as patch:
+        fail_at_the_switch(patch)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not parent.success
+    assert run_progress(instance, parent.run_id)["failed"] == ["machine_release"]
+    assert current_release_dir(root, MACHINE) is None  # nothing switched
+    staging = paths.staging_dir(root, MACHINE, parent.run_id)
+    # the model's files (its signed manifest is written again by the release, over the metrics card)
+    trained = {name: sha for name, sha in hashes(staging / "anomaly").items() if not name.startswith("manifest.")}
+    evaluation = json.loads((staging / "anomaly.result.json").read_text())["evaluation"]
+    assert trained
+
+    sweep(instance, root)  # the CLI's start, or the recovery sensor every 30 s, between the failure and the retry
+    run_id, success = reexecute_from_failure(instance, parent.run_id)
+    assert success
+    child = instance.get_run_by_id(run_id)
+    assert child.parent_run_id == parent.run_id and set(child.step_keys_to_execute or []) == {"machine_release"}
+
+    # exactly the parent's trained model and its metrics, switched whole and verified
+    release = current_release_dir(root, MACHINE)
+    assert release is not None, "the re-execution released nothing"
+    description = verify_release(release, keys.local_trust(root))
+    assert description["models"]["anomaly"]["action"] == "released"
+    released = hashes(release / "anomaly")
+    assert {name: released[name] for name in trained} == trained
+    assert json.loads((release / "anomaly" / "metrics.json").read_text()) == evaluation
+    assert read_release(release)["run_id"] == run_id
+    assert not list(paths.releases_dir(root, MACHINE).glob(".building-*"))
+
+    # its status tells what happened: a release of the parent's models
+    progress = run_progress(instance, run_id)
+    assert progress["status"] == "SUCCESS" and progress["release"]["release_id"] == release.name
+    assert progress["release"]["outcome"] in ("published", "published with warnings")
+    assert progress["release"]["models"]["anomaly"]["action"] == "released"
+    assert progress["reexecution_of"] == parent.run_id and progress["steps_done"] == progress["steps_total"] == 1
+    from pdm_pipeline import cli
+
+    monkeypatch.setattr(cli, "_instance", lambda: instance)
+    assert cli.main(["status", run_id[:8]]) in (0, 3)
+    out = capsys.readouterr().out
+    assert f"re-execution of run {parent.run_id[:8]}" in out and f"release {release.name}: published" in out, out
+    assert "anomaly         released" in out, out
+
+    # what it used is removed once released: a second re-execution of the parent is refused, naming why
+    assert not staging.exists()
+    again, success = reexecute_from_failure(instance, parent.run_id)
+    assert not success
+    assert "no longer on disk" in run_failure(instance, again)
+    assert current_release_dir(root, MACHINE) == release
+
+
+def test_a_reexecution_that_retrains_one_family_releases_it_with_the_parents_other_models(site, monkeypatch):
+    """A family's step failed (its tracking store was down): the release never ran. The re-execution from failure
+    trains that family again and releases it together with the models the parent trained (each from the run that
+    trained it), in one release; a retry after a lost worker re-executes the same way."""
+    from pdm_pipeline.defs.assets import models
+    from pdm_pipeline.defs.launch import materialize_machine, run_progress
+    from pdm_pipeline.defs.recovery import sweep
+
+    root, instance = site
+    real = models.log_trained_model
+
+    def store_down(context, mlflow, trained, *args, **kwargs):
+        if trained.model_type == "regression":
+            raise ConnectionError("MLflow tracking store unreachable (injected)")
+        return real(context, mlflow, trained, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models, "log_trained_model", store_down)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly", "regression"],
+                                     log_level="CRITICAL")
+    assert not parent.success and run_progress(instance, parent.run_id)["failed"] == ["train_regression"]
+    staging = paths.staging_dir(root, MACHINE, parent.run_id)
+    trained = {n: h for n, h in hashes(staging / "anomaly").items() if not n.startswith("manifest.")}
+    sweep(instance, root)
+
+    run_id, success = reexecute_from_failure(instance, parent.run_id)
+    assert success
+    assert set(instance.get_run_by_id(run_id).step_keys_to_execute or []) == {"train_regression", "machine_release"}
+    release = current_release_dir(root, MACHINE)
+    assert release is not None
+    description = verify_release(release, keys.local_trust(root))
+    assert {t: description["models"][t]["action"] for t in ("anomaly", "regression")} == {
+        "anomaly": "released", "regression": "released"}, description["models"]
+    released = hashes(release / "anomaly")
+    assert {n: released[n] for n in trained} == trained  # the parent's anomaly model, not one trained again
+    summary = run_progress(instance, run_id)["release"]
+    assert summary["models"]["anomaly"]["action"] == summary["models"]["regression"]["action"] == "released"
+    assert not staging.exists() and not paths.staging_dir(root, MACHINE, run_id).exists()
+
+
+def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Everything the run's failure events say (resource init and step failures, with their errors)."""
+    texts = []
+    for event in instance.all_logs(run_id):
+        dagster_event = event.dagster_event
+        if dagster_event is not None and (dagster_event.is_failure
+                                          or dagster_event.event_type_value == "RESOURCE_INIT_FAILURE"):
+            error = getattr(dagster_event.event_specific_data, "error", None)
+            texts.append(f"{dagster_event.message} {error.to_string() if error is not None else ''}")
+    return "\n".join(texts)
+
+
+def test_a_reexecution_that_cannot_release_its_parents_models_is_refused_naming_why(site, monkeypatch):
+    """Refused, before it is queued (the run queue) or before any step's work (an in-process re-execution):
+    - when the parent's work is gone: a failed run's staging and outputs are kept a set time only (the sweep);
+    - when the machine has a newer release since the parent trained (it would replace newer models with older);
+      the sweep then removes the parent's staging, of no use any more."""
+    from dagster._core.run_coordinator.base import SubmitRunContext
+    from dagster._record import copy
+
+    from pdm_pipeline.core.config import GateSettings
+    from pdm_pipeline.core.pipeline import new_run_id
+    from pdm_pipeline.core.release import release_machine
+    from pdm_pipeline.defs import recovery
+    from pdm_pipeline.defs.assets.models import read_results
+    from pdm_pipeline.defs.coordinator import ValidatingRunCoordinator
+    from pdm_pipeline.defs.io_manager import run_outputs_dir
+    from pdm_pipeline.defs.launch import materialize_machine, run_progress
+
+    root, instance = site
+
+    def failed_release() -> str:
+        with monkeypatch.context() as patch:
+            fail_at_the_switch(patch)
+            parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+        assert not parent.success and paths.staging_dir(root, MACHINE, parent.run_id).is_dir()
+        return parent.run_id
+
+    def queued(run_id: str) -> dict:
+        """The same re-execution as the UI submits it: a new run, NOT_STARTED, through the instance's run queue."""
+        import uuid
+
+        template = instance.get_run_by_id(run_id)
+        assert template is not None
+        run = instance.add_run(copy(template, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED))
+        coordinator = ValidatingRunCoordinator()
+        coordinator.register_instance(instance)
+        refused = coordinator.submit_run(SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
+        assert refused.status == dg.DagsterRunStatus.FAILURE
+        assert not instance.all_logs(refused.run_id, of_type=dg.DagsterEventType.STEP_START)
+        return run_progress(instance, refused.run_id)
+
+    def refused_in_process(parent_run_id: str, *words: str) -> str:
+        run_id, success = reexecute_from_failure(instance, parent_run_id)
+        assert not success
+        message = run_failure(instance, run_id)
+        assert all(w in message for w in words) and "launch a new run of motor_001" in message, message
+        assert not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)  # no step's work
+        progress = run_progress(instance, run_id)  # `status` says why
+        assert progress["status"] == "FAILURE" and all(w in progress["failure"] for w in words), progress
+        return run_id
+
+    # A day after the failed run's group last ended, the sweep removes its staging and outputs ...
+    expired = failed_release()
+    with monkeypatch.context() as patch:
+        patch.setattr(recovery, "OUTPUT_RETENTION_S", -1)
+        done = recovery.sweep(instance, root)
+    assert f"removed staging of run {expired[:8]} ({MACHINE})" in done, done
+    assert not paths.staging_dir(root, MACHINE, expired).exists() and not run_outputs_dir(instance, expired).exists()
+    # ... and a re-execution of it is refused for that reason, with what to do instead
+    child = refused_in_process(expired, "no longer on disk", f"the anomaly model trained by run {expired[:8]}")
+    progress = queued(child)
+    assert progress["refused"] and "no longer on disk" in progress["failure"], progress
+    assert current_release_dir(root, MACHINE) is None
+
+    # A newer release since the failed run trained (here a core caller's, with the same code as any release)
+    superseded = failed_release()
+    staging = paths.staging_dir(root, MACHINE, superseded)
+    other = new_run_id()
+    shutil.copytree(staging, paths.staging_dir(root, MACHINE, other))
+    trained, evaluations = read_results(root, MACHINE, other)
+    trained["anomaly"].path = paths.staging_dir(root, MACHINE, other) / "anomaly"
+    newer = release_machine(root, MACHINE, trained, evaluations, GateSettings(), run_id=other)
+    assert newer.published
+    child = refused_in_process(superseded, "has a newer release since its models were trained", newer.release_id)
+    progress = queued(child)
+    assert progress["refused"] and "newer release" in progress["failure"], progress
+    assert current_release_dir(root, MACHINE).name == newer.release_id
+    # of no use any more: the sweep removes it (within the retention)
+    assert f"removed staging of run {superseded[:8]} ({MACHINE})" in recovery.sweep(instance, root)
