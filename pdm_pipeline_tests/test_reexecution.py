@@ -262,3 +262,49 @@ def test_a_reexecution_that_cannot_release_its_parents_models_is_refused_naming_
     assert current_release_dir(root, MACHINE).name == newer.release_id
     # of no use any more: the sweep removes it (within the retention)
     assert f"removed staging of run {superseded[:8]} ({MACHINE})" in recovery.sweep(instance, root)
+
+
+def test_a_reexecution_from_asset_failure_releases_the_parents_models(site, monkeypatch):
+    """The other re-execution strategy (ReexecutionStrategy.FROM_ASSET_FAILURE: GraphQL's launchPipelineReexecution,
+    the UI, a `dagster/retry_strategy` tag) runs a job subset to the assets that did not materialize, listing no
+    steps to execute: the family steps are not in its plan at all. It used to release its own (empty) staging,
+    succeed, and report "no model passed its blocking gates: nothing released"."""
+    from dagster._core.definitions.selector import JobSubsetSelector
+    from dagster._core.execution.api import execute_run
+    from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import ModuleTarget
+
+    from pdm_pipeline.defs.launch import materialize_machine, run_progress
+
+    root, instance = site
+    with monkeypatch.context() as patch:
+        fail_at_the_switch(patch)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not parent.success and current_release_dir(root, MACHINE) is None
+    failed = instance.get_run_by_id(parent.run_id)
+    staging = paths.staging_dir(root, MACHINE, parent.run_id)
+    trained = {n: h for n, h in hashes(staging / "anomaly").items() if not n.startswith("manifest.")}
+
+    target = ModuleTarget(module_name="pdm_pipeline.defs.definitions", attribute=None, working_directory=None,
+                          location_name="pdm_pipeline")
+    with WorkspaceProcessContext(instance, target) as workspace:  # as the GraphQL handler does
+        request = workspace.create_request_context()
+        location = request.get_code_location("pdm_pipeline")
+        repository = next(iter(location.get_repositories().values()))
+        remote_job = location.get_job(JobSubsetSelector(
+            location_name="pdm_pipeline", repository_name=repository.name, job_name=failed.job_name,
+            op_selection=None, asset_selection=list(failed.asset_selection or []) or None))
+        child = instance.create_reexecuted_run(parent_run=failed, request_context=request, code_location=location,
+                                               remote_job=remote_job, strategy=ReexecutionStrategy.FROM_ASSET_FAILURE,
+                                               use_parent_run_tags=True)
+    assert child.step_keys_to_execute is None and dg.AssetKey("anomaly_detector") not in child.asset_selection
+    result = execute_run(dg.reconstructable(train_job).get_subset(asset_selection=child.asset_selection), child,
+                         instance, raise_on_error=False)
+    assert result.success
+    release = current_release_dir(root, MACHINE)
+    assert release is not None, run_progress(instance, child.run_id)["release"]
+    assert verify_release(release, keys.local_trust(root))["models"]["anomaly"]["action"] == "released"
+    released = hashes(release / "anomaly")
+    assert {n: released[n] for n in trained} == trained  # the parent's model
+    assert read_release(release)["run_id"] == child.run_id and not staging.exists()

@@ -58,6 +58,20 @@ def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[str]:
     return {step.key for step in plan.steps}
 
 
+def _asset_resume_retry(run: dg.DagsterRun) -> bool:
+    """A re-execution "from asset failure" (ReexecutionStrategy.FROM_ASSET_FAILURE: GraphQL, the UI, a
+    `dagster/retry_strategy` tag) runs a job subset to the assets that did not materialize, with no steps to
+    execute listed: the steps of the others are not in its plan, and their work is its parent's."""
+    from dagster._core.storage.tags import ASSET_RESUME_RETRY_TAG
+
+    return run.parent_run_id is not None and (run.tags or {}).get(ASSET_RESUME_RETRY_TAG) == "true"
+
+
+def _reexecutes(run: dg.DagsterRun) -> bool:
+    """A re-execution that reuses some of its parent's work (from failure, from selected, from asset failure)."""
+    return run.parent_run_id is not None and (run.step_keys_to_execute is not None or _asset_resume_retry(run))
+
+
 def _executes(run: dg.DagsterRun, step: str) -> bool:
     return run.step_keys_to_execute is None or step in run.step_keys_to_execute
 
@@ -73,6 +87,8 @@ def step_source(instance: dg.DagsterInstance, run: dg.DagsterRun, step: str,
     completed it. None when the step is not in the run's plan, or no ancestor completed it."""
     for current in chain or lineage(instance, run):
         if step not in _planned(instance, current):
+            if _asset_resume_retry(current):  # (its parent's work for the assets it did not select)
+                continue
             return None
         if _executes(current, step):
             if current.run_id == run.run_id:
@@ -97,11 +113,11 @@ def missing_work(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, m
     """What `run` reuses from an ancestor and is no longer on disk ('<what> of run <id>'), in words."""
     from pdm_pipeline.defs.io_manager import run_outputs_dir
 
-    if run.parent_run_id is None or run.step_keys_to_execute is None:
+    if not _reexecutes(run):
         return []
     chain = lineage(instance, run)
     gone: dict[str, list[str]] = {}  # run id -> what of it is gone
-    for step in sorted(_planned(instance, run) - set(run.step_keys_to_execute)):
+    for step in sorted(_planned(instance, run) - set(run.step_keys_to_execute or ())):
         source = step_source(instance, run, step, chain)
         if source is not None and source != run.run_id and not run_outputs_dir(instance, source).is_dir():
             gone.setdefault(source, []).append(step)
@@ -189,8 +205,7 @@ def remove_superseded_staging(instance: dg.DagsterInstance, root: Path, machine_
 def reexecution_problem(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path | None = None) -> str | None:
     """Why this re-execution of a machine run must not run (None when it may, or is not a re-execution)."""
     machine_id = (run.tags or {}).get("dagster/partition")
-    if run.parent_run_id is None or run.step_keys_to_execute is None or not machine_id \
-            or not paths.is_valid_machine_id(machine_id):
+    if not _reexecutes(run) or not machine_id or not paths.is_valid_machine_id(machine_id):
         return None
     root = paths.data_root() if root is None else Path(root)
     advice = (f"launch a new run of {machine_id} instead (`pdm-pipeline train --machine-id {machine_id}`, or "
