@@ -308,3 +308,32 @@ def test_a_reexecution_from_asset_failure_releases_the_parents_models(site, monk
     released = hashes(release / "anomaly")
     assert {n: released[n] for n in trained} == trained  # the parent's model
     assert read_release(release)["run_id"] == child.run_id and not staging.exists()
+
+
+def test_a_reexecution_that_retrains_on_its_parents_data_is_refused_after_a_newer_release(site, monkeypatch):
+    """The parent failed in its only family's step (nothing of it to release): a re-execution from failure trains
+    that family again on the PARENT's stored dataset and features. When the machine has a newer release since
+    (another run, on newer data), that re-execution used to publish over it: models of older data replacing newer
+    ones. It is refused like one that would release the parent's models."""
+    from pdm_pipeline.defs.assets import models
+    from pdm_pipeline.defs.launch import materialize_machine, run_progress
+
+    root, instance = site
+
+    def store_down(context, mlflow, trained, *args, **kwargs):
+        raise ConnectionError("MLflow tracking store unreachable (injected)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models, "log_trained_model", store_down)
+        old = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not old.success and run_progress(instance, old.run_id)["failed"] == ["train_anomaly"]
+    newer = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert newer.success
+    release = current_release_dir(root, MACHINE)
+    assert release is not None and read_release(release)["run_id"] == newer.run_id
+
+    run_id, success = reexecute_from_failure(instance, old.run_id)
+    assert not success
+    assert "newer release" in run_failure(instance, run_id) and release.name in run_failure(instance, run_id)
+    assert not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)  # refused before any step
+    assert current_release_dir(root, MACHINE) == release

@@ -165,10 +165,24 @@ def _started(instance: dg.DagsterInstance, run_ids: list[str]) -> float | None:
     return min(started, default=None)
 
 
+def reused_sources(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[str]:
+    """The ancestors whose work `run` uses: the models it releases and the outputs of the steps it does not execute
+    (the dataset and features a retrained family learns from)."""
+    sources = set(family_sources(instance, run).values())
+    if run.parent_run_id is not None and run.step_keys_to_execute is not None:
+        chain = lineage(instance, run)
+        for step in _planned(instance, run) - set(run.step_keys_to_execute):
+            if (source := step_source(instance, run, step, chain)) is not None:
+                sources.add(source)
+    sources.discard(run.run_id)
+    return sources
+
+
 def newer_release(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> str | None:
-    """The machine's current release when another run published it after the models `run` reuses were trained
-    (releasing them would replace newer models with older ones); None otherwise."""
-    reused = sorted({s for s in family_sources(instance, run).values() if s != run.run_id})
+    """The machine's current release when another run published it after the work `run` reuses was done (its
+    models, or the data a family it trains again learns from: releasing would replace newer models with older
+    ones, or with ones trained on older data); None otherwise."""
+    reused = sorted(reused_sources(instance, run))
     started = _started(instance, reused) if reused else None
     if started is None:
         return None

@@ -25,7 +25,12 @@ from pdm_pipeline.defs.assets.models import ReusedWorkMissing, read_results, tra
 from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.io_manager import remove_run_outputs
 from pdm_pipeline.defs.partitions import machines_partitions
-from pdm_pipeline.defs.reexecution import family_sources, newer_release, remove_superseded_staging
+from pdm_pipeline.defs.reexecution import (
+    family_sources,
+    newer_release,
+    remove_superseded_staging,
+    reused_sources,
+)
 from pdm_pipeline.defs.resources import DataRootResource, GatesResource
 
 RELEASE_ASSET = "machine_release"
@@ -93,9 +98,10 @@ def build_release_asset() -> dg.AssetsDefinition:
             trained, evaluations = read_results(root, machine_id, context.run_id, sources)
         except ReusedWorkMissing as exc:
             raise dg.Failure(description=f"{exc}: {advice}") from None
-        if reused and (newer := newer_release(context.instance, context.run, root, machine_id)):
-            raise dg.Failure(description=f"{machine_id} has a newer release since run(s) {', '.join(reused)} trained "
-                             f"the models this re-execution would release ({newer}): {advice}")
+        if newer := newer_release(context.instance, context.run, root, machine_id):
+            raise dg.Failure(description=f"{machine_id} has a newer release since the run(s) whose work this "
+                             f"re-execution reuses ({', '.join(sorted(reused_sources(context.instance, context.run)))}) "
+                             f"started ({newer}): {advice}")
         for source in reused:
             context.log.info(f"releasing the model(s) run {source[:8]} trained: "
                              + ", ".join(sorted(t for t, s in sources.items() if s == source)))
