@@ -264,31 +264,20 @@ def test_a_reexecution_that_cannot_release_its_parents_models_is_refused_naming_
     assert f"removed staging of run {superseded[:8]} ({MACHINE})" in recovery.sweep(instance, root)
 
 
-def test_a_reexecution_from_asset_failure_releases_the_parents_models(site, monkeypatch):
-    """The other re-execution strategy (ReexecutionStrategy.FROM_ASSET_FAILURE: GraphQL's launchPipelineReexecution,
-    the UI, a `dagster/retry_strategy` tag) runs a job subset to the assets that did not materialize, listing no
-    steps to execute: the family steps are not in its plan at all. It used to release its own (empty) staging,
-    succeed, and report "no model passed its blocking gates: nothing released"."""
+def reexecute_from_asset_failure(instance: dg.DagsterInstance, parent_run_id: str) -> tuple[str, bool]:
+    """As GraphQL's launchPipelineReexecution with strategy FROM_ASSET_FAILURE creates it (a job subset to the
+    assets that did not materialize, no steps to execute listed), executed in this process."""
     from dagster._core.definitions.selector import JobSubsetSelector
     from dagster._core.execution.api import execute_run
     from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import ModuleTarget
 
-    from pdm_pipeline.defs.launch import materialize_machine, run_progress
-
-    root, instance = site
-    with monkeypatch.context() as patch:
-        fail_at_the_switch(patch)
-        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
-    assert not parent.success and current_release_dir(root, MACHINE) is None
-    failed = instance.get_run_by_id(parent.run_id)
-    staging = paths.staging_dir(root, MACHINE, parent.run_id)
-    trained = {n: h for n, h in hashes(staging / "anomaly").items() if not n.startswith("manifest.")}
-
+    failed = instance.get_run_by_id(parent_run_id)
+    assert failed is not None
     target = ModuleTarget(module_name="pdm_pipeline.defs.definitions", attribute=None, working_directory=None,
                           location_name="pdm_pipeline")
-    with WorkspaceProcessContext(instance, target) as workspace:  # as the GraphQL handler does
+    with WorkspaceProcessContext(instance, target) as workspace:
         request = workspace.create_request_context()
         location = request.get_code_location("pdm_pipeline")
         repository = next(iter(location.get_repositories().values()))
@@ -301,13 +290,57 @@ def test_a_reexecution_from_asset_failure_releases_the_parents_models(site, monk
     assert child.step_keys_to_execute is None and dg.AssetKey("anomaly_detector") not in child.asset_selection
     result = execute_run(dg.reconstructable(train_job).get_subset(asset_selection=child.asset_selection), child,
                          instance, raise_on_error=False)
-    assert result.success
+    return child.run_id, result.success
+
+
+def test_a_reexecution_from_asset_failure_releases_the_parents_models(site, monkeypatch):
+    """The other re-execution strategy (ReexecutionStrategy.FROM_ASSET_FAILURE: GraphQL's launchPipelineReexecution,
+    the UI, a `dagster/retry_strategy` tag) runs a job subset to the assets that did not materialize, listing no
+    steps to execute: the family steps are not in its plan at all. It used to release its own (empty) staging,
+    succeed, and report "no model passed its blocking gates: nothing released"."""
+    from pdm_pipeline.defs.launch import materialize_machine, run_progress
+
+    root, instance = site
+    with monkeypatch.context() as patch:
+        fail_at_the_switch(patch)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not parent.success and current_release_dir(root, MACHINE) is None
+    staging = paths.staging_dir(root, MACHINE, parent.run_id)
+    trained = {n: h for n, h in hashes(staging / "anomaly").items() if not n.startswith("manifest.")}
+
+    run_id, success = reexecute_from_asset_failure(instance, parent.run_id)
+    assert success
     release = current_release_dir(root, MACHINE)
-    assert release is not None, run_progress(instance, child.run_id)["release"]
+    assert release is not None, run_progress(instance, run_id)["release"]
     assert verify_release(release, keys.local_trust(root))["models"]["anomaly"]["action"] == "released"
     released = hashes(release / "anomaly")
     assert {n: released[n] for n in trained} == trained  # the parent's model
-    assert read_release(release)["run_id"] == child.run_id and not staging.exists()
+    assert read_release(release)["run_id"] == run_id and not staging.exists()
+
+
+def test_a_reexecution_from_asset_failure_does_not_release_models_of_other_data(site, monkeypatch):
+    """That re-execution reads the machine's data again (its dataset step is selected when a data check warned):
+    when the files changed since the parent read them, releasing the parent's models would record them as trained
+    on the new data (and the new data would never be trained). It fails naming why, releasing nothing."""
+    import pandas as pd
+
+    from pdm_pipeline.defs.launch import materialize_machine
+
+    root, instance = site
+    with monkeypatch.context() as patch:
+        fail_at_the_switch(patch)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not parent.success
+    test_file = root / "synthetic" / MACHINE / "test.parquet"
+    frame = pd.read_parquet(test_file)
+    column = next(c for c in frame.columns if frame[c].dtype.kind == "f")
+    frame.loc[frame.index[5], column] *= 1.001
+    frame.to_parquet(test_file)
+
+    run_id, success = reexecute_from_asset_failure(instance, parent.run_id)
+    assert not success
+    assert "changed since run" in run_failure(instance, run_id), run_failure(instance, run_id)
+    assert current_release_dir(root, MACHINE) is None
 
 
 def test_a_reexecution_that_retrains_on_its_parents_data_is_refused_after_a_newer_release(site, monkeypatch):

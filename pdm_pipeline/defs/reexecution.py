@@ -189,6 +189,18 @@ def newer_release(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, 
     return _release_since(root, machine_id, started, {r.run_id for r in lineage(instance, run)})
 
 
+def dataset_version(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The data version of the machine dataset `run_id` read (its machine_dataset materialization); None when that
+    run did not materialize it (it loaded its parent's)."""
+    from pdm_pipeline.defs.coordinator import DATA_ASSET
+
+    for entry in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)):
+        event = entry.dagster_event
+        if event is not None and event.asset_key == dg.AssetKey(DATA_ASSET):
+            return event.step_materialization_data.materialization.tags.get("dagster/data_version")
+    return None
+
+
 def superseded(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> bool:
     """A finished run that did not succeed whose machine has a release another run made since it started: a
     re-execution of it would be refused (newer_release), so what it trained is of no use any more."""

@@ -26,6 +26,7 @@ from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.io_manager import remove_run_outputs
 from pdm_pipeline.defs.partitions import machines_partitions
 from pdm_pipeline.defs.reexecution import (
+    dataset_version,
     family_sources,
     newer_release,
     remove_superseded_staging,
@@ -102,10 +103,18 @@ def build_release_asset() -> dg.AssetsDefinition:
             raise dg.Failure(description=f"{machine_id} has a newer release since the run(s) whose work this "
                              f"re-execution reuses ({', '.join(sorted(reused_sources(context.instance, context.run)))}) "
                              f"started ({newer}): {advice}")
+        data_version = trained_data_version(context, root, machine_dataset)
+        # A re-execution from asset failure reads the data again (its dataset step is selected when a data check
+        # warned): models another run trained on other data would be released as trained on this data.
+        other_data = {s[:8]: v[:12] for s in reused
+                      if data_version and (v := dataset_version(context.instance, s)) and v != data_version}
+        if other_data:
+            raise dg.Failure(description=f"the data of {machine_id} changed since run(s) {', '.join(other_data)} trained "
+                             f"the models this re-execution would release (data version {', '.join(other_data.values())} "
+                             f"then, {data_version[:12]} now): {advice}")
         for source in reused:
             context.log.info(f"releasing the model(s) run {source[:8]} trained: "
                              + ", ".join(sorted(t for t, s in sources.items() if s == source)))
-        data_version = trained_data_version(context, root, machine_dataset)
         result = release_machine(
             root, machine_id, trained, evaluations, gates.settings(),
             run_id=context.run_id, data=machine_dataset, features=machine_features,
