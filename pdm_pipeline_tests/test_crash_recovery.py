@@ -96,7 +96,7 @@ KILL_POINTS = [
 
 
 @pytest.mark.parametrize(("step", "delay", "models"), KILL_POINTS, ids=[k[0] for k in KILL_POINTS])
-def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, step, delay, models):
+def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, step, delay, models, monkeypatch):
     root, home, instance = site
     before = {m: released_id(root, m) for m in ("motor_001", "pump_002")}
     proc = subprocess.Popen([CLI, "train", "--machine-id", "motor_001", "--models", models, *FAST], cwd=home,
@@ -140,7 +140,14 @@ def test_sigkill_at_a_step_leaves_a_whole_release_and_the_next_runs_work(site, s
         assert new is not None and new != before[machine], f"{machine} did not publish a new release"
         release = read_release(current_release_dir(root, machine), keys.local_trust(root))
         assert release["models"][models]["action"] == "released", release["models"][models]
-    # Nothing of the dead run is left behind: no staging, no half-written release.
+    # Nothing of the dead run is left behind: no half-written release; its staging only while a re-execution (the
+    # daemon's retry) may still release from it, on the same data the next run published from, and not after.
+    from pdm_pipeline.defs import recovery
+
+    dead_run = instance.get_run_by_id(run_id)
+    assert not list((root / "staging").glob(f"*/{run_id}")) or recovery.kept_for_reexecution(instance, dead_run)
+    monkeypatch.setattr(recovery, "OUTPUT_RETENTION_S", -1)  # its re-execution window has passed
+    recovery.remove_stale_staging(instance, root, set())
     assert not list((root / "staging").glob(f"*/{run_id}"))
     assert not list((root / "releases").glob("*/.building-*"))
     # Its MLflow run did not stay RUNNING: FAILED, or FINISHED only when the killed run had already switched its

@@ -343,11 +343,16 @@ def test_a_reexecution_from_asset_failure_does_not_release_models_of_other_data(
     assert current_release_dir(root, MACHINE) is None
 
 
-def test_a_reexecution_that_retrains_on_its_parents_data_is_refused_after_a_newer_release(site, monkeypatch):
+@pytest.mark.parametrize("data_changed", [True, False], ids=["newer_data", "same_data"])
+def test_a_reexecution_that_retrains_on_its_parents_data_after_another_release(site, monkeypatch, data_changed):
     """The parent failed in its only family's step (nothing of it to release): a re-execution from failure trains
-    that family again on the PARENT's stored dataset and features. When the machine has a newer release since
-    (another run, on newer data), that re-execution used to publish over it: models of older data replacing newer
-    ones. It is refused like one that would release the parent's models."""
+    that family again on the PARENT's stored dataset and features. When another run has since released the machine
+    from newer data, that re-execution used to publish over it (models of older data replacing newer ones): it is
+    refused like one that would release the parent's models. When that release is of the same data (the daemon's
+    retry of a killed run after the machine's next queued run published), the re-execution finishes what was asked
+    and publishes."""
+    import pandas as pd
+
     from pdm_pipeline.defs.assets import models
     from pdm_pipeline.defs.launch import materialize_machine, run_progress
 
@@ -360,13 +365,26 @@ def test_a_reexecution_that_retrains_on_its_parents_data_is_refused_after_a_newe
         patch.setattr(models, "log_trained_model", store_down)
         old = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
     assert not old.success and run_progress(instance, old.run_id)["failed"] == ["train_anomaly"]
+    if data_changed:
+        test_file = root / "synthetic" / MACHINE / "test.parquet"
+        frame = pd.read_parquet(test_file)
+        column = next(c for c in frame.columns if frame[c].dtype.kind == "f")
+        frame.loc[frame.index[5], column] *= 1.001
+        frame.to_parquet(test_file)
     newer = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
     assert newer.success
     release = current_release_dir(root, MACHINE)
     assert release is not None and read_release(release)["run_id"] == newer.run_id
 
     run_id, success = reexecute_from_failure(instance, old.run_id)
-    assert not success
-    assert "newer release" in run_failure(instance, run_id) and release.name in run_failure(instance, run_id)
-    assert not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)  # refused before any step
-    assert current_release_dir(root, MACHINE) == release
+    if data_changed:
+        assert not success
+        assert "newer release" in run_failure(instance, run_id) and release.name in run_failure(instance, run_id)
+        assert not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)  # refused before any step
+        assert current_release_dir(root, MACHINE) == release
+    else:
+        assert success, run_failure(instance, run_id)
+        current = current_release_dir(root, MACHINE)
+        assert current is not None and current != release
+        assert read_release(current)["run_id"] == run_id
+        assert read_release(current)["data_version"] == read_release(release)["data_version"]

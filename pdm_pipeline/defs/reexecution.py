@@ -142,8 +142,12 @@ def _trained_path(file: Path) -> str | None:
     return "" if trained.get("status") != "trained" else str(trained.get("path") or "")
 
 
-def _release_since(root: Path, machine_id: str, started: float, own: set[str]) -> str | None:
-    """The machine's current release when a run not in `own` made it at or after `started` (epoch seconds)."""
+def _release_since(root: Path, machine_id: str, started: float, own: set[str], data_version: str | None = None
+                   ) -> str | None:
+    """The machine's current release when a run not in `own` made it at or after `started` (epoch seconds) from
+    other data than `data_version` (the data the reused work learnt from; None: unknown, any release counts). A
+    release of the same data is no newer than the reused work: a retry of a killed run, after the machine's next
+    queued run published, finishes what was asked on the data both read."""
     from pdm_pipeline.core.release import current_release_dir, read_release
 
     current = current_release_dir(root, machine_id)
@@ -155,6 +159,8 @@ def _release_since(root: Path, machine_id: str, started: float, own: set[str]) -
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if description.get("run_id") in own or created < started - 1:  # (created_at is to the second)
+        return None
+    if data_version and description.get("data_version") == data_version:
         return None
     return f"{current.name} (run {str(description.get('run_id'))[:8]})"
 
@@ -186,7 +192,19 @@ def newer_release(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, 
     started = _started(instance, reused) if reused else None
     if started is None:
         return None
-    return _release_since(root, machine_id, started, {r.run_id for r in lineage(instance, run)})
+    from pdm_pipeline.defs.coordinator import DATA_ASSET
+
+    # (a run that reads the data again learns from today's files, whose version is not known before it runs)
+    reads_data = DATA_ASSET in _planned(instance, run) and _executes(run, DATA_ASSET)
+    version = None if reads_data else _learnt_from(instance, reused)
+    return _release_since(root, machine_id, started, {r.run_id for r in lineage(instance, run)}, version)
+
+
+def _learnt_from(instance: dg.DagsterInstance, run_ids: list[str]) -> str | None:
+    """The one data version the machine dataset had in these runs (those that read it); None when none read it or
+    they read different versions."""
+    versions = {v for run_id in run_ids if (v := dataset_version(instance, run_id))}
+    return versions.pop() if len(versions) == 1 else None
 
 
 def dataset_version(instance: dg.DagsterInstance, run_id: str) -> str | None:
@@ -209,8 +227,10 @@ def superseded(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, mac
     started = _started(instance, [run.run_id])
     if started is None:
         return False
+    chain = lineage(instance, run)
     group = {run.run_id, run.root_run_id or run.run_id}
-    return _release_since(root, machine_id, started, group | {r.run_id for r in lineage(instance, run)}) is not None
+    version = _learnt_from(instance, [r.run_id for r in chain])
+    return _release_since(root, machine_id, started, group | {r.run_id for r in chain}, version) is not None
 
 
 def remove_superseded_staging(instance: dg.DagsterInstance, root: Path, machine_id: str) -> list[str]:
