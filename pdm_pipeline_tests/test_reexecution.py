@@ -124,11 +124,14 @@ def test_a_release_that_failed_is_published_by_its_reexecution_from_failure(site
     assert f"re-execution of run {parent.run_id[:8]}" in out and f"release {release.name}: published" in out, out
     assert "anomaly         released" in out, out
 
-    # what it used is removed once released: a second re-execution of the parent is refused, naming why
+    # what it used is removed once released: a second re-execution of the parent is refused, naming the run of
+    # the same re-execution group whose release is live (not "no longer on disk", which sent one hunting for files)
     assert not staging.exists()
     again, success = reexecute_from_failure(instance, parent.run_id)
     assert not success
-    assert "no longer on disk" in run_failure(instance, again)
+    failure = run_failure(instance, again)
+    assert f"run {run_id[:8]} (release {release.name}) of the same re-execution group already released" in failure
+    assert "no longer on disk" not in failure
     assert current_release_dir(root, MACHINE) == release
 
 
@@ -388,3 +391,31 @@ def test_a_reexecution_that_retrains_on_its_parents_data_after_another_release(s
         assert current is not None and current != release
         assert read_release(current)["run_id"] == run_id
         assert read_release(current)["data_version"] == read_release(release)["data_version"]
+
+
+def test_a_reexecution_of_a_run_whose_release_is_live_is_refused_naming_it(site, monkeypatch):
+    """The run failed after its switch (killed, or an error reporting the step): its release is live and its staging
+    gone. A re-execution of it (the daemon's retry, the UI) has nothing left to release: it is refused, naming the
+    live release, not sent hunting for files "no longer on disk"."""
+    from pdm_pipeline.defs.assets import release as release_asset
+    from pdm_pipeline.defs.launch import materialize_machine
+
+    root, instance = site
+
+    def fail_after_the_switch(*args, **kwargs):
+        raise OSError("lost the step's report (injected after the switch)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(release_asset, "release_table", fail_after_the_switch)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly"], log_level="CRITICAL")
+    assert not parent.success
+    live = current_release_dir(root, MACHINE)
+    assert live is not None and read_release(live)["run_id"] == parent.run_id  # published before the failure
+
+    run_id, success = reexecute_from_failure(instance, parent.run_id)
+    assert not success
+    failure = run_failure(instance, run_id)
+    assert f"run {parent.run_id[:8]} (release {live.name}) of the same re-execution group already released" in failure
+    assert "no longer on disk" not in failure
+    assert not instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)  # refused before any step
+    assert current_release_dir(root, MACHINE) == live

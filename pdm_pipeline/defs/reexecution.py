@@ -248,6 +248,25 @@ def remove_superseded_staging(instance: dg.DagsterInstance, root: Path, machine_
     return done
 
 
+def released_by_group(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> str | None:
+    """'run <id> (release <name>)' when another run of `run`'s re-execution group made the machine's current release;
+    None otherwise."""
+    from pdm_pipeline.core.release import current_release_dir, read_release
+
+    current = current_release_dir(root, machine_id)
+    if current is None:
+        return None
+    try:
+        publisher = str(read_release(current).get("run_id") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    other = instance.get_run_by_id(publisher) if publisher and publisher != run.run_id else None
+    group = run.root_run_id or run.parent_run_id
+    if other is None or (other.root_run_id or other.run_id) != group:
+        return None
+    return f"run {publisher[:8]} (release {current.name})"
+
+
 def reexecution_problem(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path | None = None) -> str | None:
     """Why this re-execution of a machine run must not run (None when it may, or is not a re-execution)."""
     machine_id = (run.tags or {}).get("dagster/partition")
@@ -258,6 +277,11 @@ def reexecution_problem(instance: dg.DagsterInstance, run: dg.DagsterRun, root: 
               "Materialize in the UI)")
     from pdm_pipeline.defs.recovery import OUTPUT_RETENTION_S
 
+    released = released_by_group(instance, run, root, machine_id)
+    if released:
+        return (f"re-execution of run {run.parent_run_id[:8]}: {released} of the same re-execution group already "
+                f"released {machine_id}, and that release is live: nothing is left to release (a run killed after "
+                f"its switch, or a second re-execution of one run); to train again, {advice}")
     missing = missing_work(instance, run, root, machine_id)
     if missing:
         return (f"re-execution of run {run.parent_run_id[:8]}: what it would reuse is no longer on disk "
