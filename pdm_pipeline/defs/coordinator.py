@@ -192,30 +192,15 @@ def refusal(run: DagsterRun, workspace: Any = None, instance: Any = None) -> str
     return None
 
 
-def _reexecution_refusal(instance: Any, run: DagsterRun) -> str | None:
-    """A re-execution whose reused work is gone, or whose models are older than the machine's current release
-    (defs/reexecution.py): refused here, with what to do instead."""
-    from pdm_pipeline.defs.reexecution import reexecution_problem
-
-    if run.parent_run_id is None:
-        return None
-    data_dir = None
-    try:
-        data_dir = (resolved_settings(run.run_config)["data_root"] or {}).get("data_dir")
-    except _Refused:
-        pass
-    from pathlib import Path
-
-    return reexecution_problem(instance, run, Path(data_dir) if data_dir else None)
-
-
 class ValidatingRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator that refuses invalid runs before they are queued."""
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
+        from pdm_pipeline.defs.reexecution import reexecution_problem
+
         run = context.dagster_run
         if run.status == DagsterRunStatus.NOT_STARTED:
-            reason = refusal(run, context.workspace, self._instance) or _reexecution_refusal(self._instance, run)
+            reason = refusal(run, context.workspace, self._instance) or reexecution_problem(self._instance, run)
             if reason is not None:
                 self._instance.add_run_tags(run.run_id, {REFUSED_TAG: "true"})
                 self._instance.report_run_failed(run, f"{REFUSED_PREFIX}{reason}")

@@ -218,9 +218,12 @@ def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[s
             # A run of this instance that ended: its staging goes, unless a re-execution may still release its
             # models. Any other may be another instance's run still training (sharing the data root): it goes
             # once its owner process is gone.
-            if (run.is_finished and not (kept_for_reexecution(instance, run)
-                                         and not superseded(instance, run, root, machine.name))
-                    if run is not None else _abandoned(run_dir)):
+            if run is None:
+                stale = _abandoned(run_dir)
+            else:
+                reusable = kept_for_reexecution(instance, run) and not superseded(instance, run, root, machine.name)
+                stale = run.is_finished and not reusable
+            if stale:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 done.append(f"removed staging of run {run_dir.name[:8]} ({machine.name})")
     return done

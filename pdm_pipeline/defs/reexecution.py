@@ -51,11 +51,18 @@ def lineage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.Dagster
     return chain
 
 
-def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[str]:
-    if not run.execution_plan_snapshot_id:
-        return set()
-    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-    return {step.key for step in plan.steps}
+_PLANNED_STEPS: dict[str, frozenset[str]] = {}  # plan snapshot id -> its step keys (a snapshot id names its content)
+
+
+def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> frozenset[str]:
+    """The step keys of the run's plan, read once per plan snapshot (every check walks the lineage per step)."""
+    snapshot_id = run.execution_plan_snapshot_id
+    if not snapshot_id:
+        return frozenset()
+    if snapshot_id not in _PLANNED_STEPS:
+        plan = instance.get_execution_plan_snapshot(snapshot_id)
+        _PLANNED_STEPS[snapshot_id] = frozenset(step.key for step in plan.steps)
+    return _PLANNED_STEPS[snapshot_id]
 
 
 def _asset_resume_retry(run: dg.DagsterRun) -> bool:
@@ -142,21 +149,32 @@ def _trained_path(file: Path) -> str | None:
     return "" if trained.get("status") != "trained" else str(trained.get("path") or "")
 
 
-def _release_since(root: Path, machine_id: str, started: float, own: set[str], data_version: str | None = None
-                   ) -> str | None:
-    """The machine's current release when a run not in `own` made it at or after `started` (epoch seconds) from
-    other data than `data_version` (the data the reused work learnt from; None: unknown, any release counts). A
-    release of the same data is no newer than the reused work: a retry of a killed run, after the machine's next
-    queued run published, finishes what was asked on the data both read."""
+def _current_release(root: Path, machine_id: str) -> tuple[Path, dict[str, Any]] | None:
+    """The machine's current release directory and its description; None when it has none or it does not read."""
     from pdm_pipeline.core.release import current_release_dir, read_release
 
     current = current_release_dir(root, machine_id)
     if current is None:
         return None
     try:
-        description = read_release(current)
-        created = datetime.fromisoformat(description["created_at"]).timestamp()
+        return current, read_release(current)
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _release_since(root: Path, machine_id: str, started: float, own: set[str], data_version: str | None = None
+                   ) -> str | None:
+    """The machine's current release when a run not in `own` made it at or after `started` (epoch seconds) from
+    other data than `data_version` (the data the reused work learnt from; None: unknown, any release counts). A
+    release of the same data is no newer than the reused work: a retry of a killed run, after the machine's next
+    queued run published, finishes what was asked on the data both read."""
+    release = _current_release(root, machine_id)
+    if release is None:
+        return None
+    current, description = release
+    try:
+        created = datetime.fromisoformat(description["created_at"]).timestamp()
+    except (ValueError, KeyError, TypeError):
         return None
     if description.get("run_id") in own or created < started - 1:  # (created_at is to the second)
         return None
@@ -251,15 +269,11 @@ def remove_superseded_staging(instance: dg.DagsterInstance, root: Path, machine_
 def released_by_group(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> str | None:
     """'run <id> (release <name>)' when another run of `run`'s re-execution group made the machine's current release;
     None otherwise."""
-    from pdm_pipeline.core.release import current_release_dir, read_release
-
-    current = current_release_dir(root, machine_id)
-    if current is None:
+    release = _current_release(root, machine_id)
+    if release is None:
         return None
-    try:
-        publisher = str(read_release(current).get("run_id") or "")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    current, description = release
+    publisher = str(description.get("run_id") or "")
     other = instance.get_run_by_id(publisher) if publisher and publisher != run.run_id else None
     group = run.root_run_id or run.parent_run_id
     if other is None or (other.root_run_id or other.run_id) != group:
@@ -267,12 +281,23 @@ def released_by_group(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Pa
     return f"run {publisher[:8]} (release {current.name})"
 
 
+def _run_data_root(run: dg.DagsterRun) -> Path | None:
+    """The data root the run's settings name (None: the default one)."""
+    from pdm_pipeline.defs.coordinator import resolved_settings
+
+    try:
+        data_dir = (resolved_settings(run.run_config)["data_root"] or {}).get("data_dir")
+    except Exception:  # an unresolvable setting is the settings checks' business (refusal, check_unchecked_run)
+        return None
+    return Path(data_dir) if data_dir else None
+
+
 def reexecution_problem(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path | None = None) -> str | None:
     """Why this re-execution of a machine run must not run (None when it may, or is not a re-execution)."""
     machine_id = (run.tags or {}).get("dagster/partition")
     if not _reexecutes(run) or not machine_id or not paths.is_valid_machine_id(machine_id):
         return None
-    root = paths.data_root() if root is None else Path(root)
+    root = (_run_data_root(run) or paths.data_root()) if root is None else Path(root)
     advice = (f"launch a new run of {machine_id} instead (`pdm-pipeline train --machine-id {machine_id}`, or "
               "Materialize in the UI)")
     from pdm_pipeline.defs.recovery import OUTPUT_RETENTION_S
@@ -302,15 +327,7 @@ def check_reexecution(instance: Any, run: Any) -> None:
     when its resources start, before any step's work. Checked once per run and process."""
     if instance is None or run is None or run.parent_run_id is None or run.run_id in _CHECKED:
         return
-    root = None
-    try:
-        from pdm_pipeline.defs.coordinator import resolved_settings
-
-        data_dir = (resolved_settings(run.run_config)["data_root"] or {}).get("data_dir")
-        root = Path(data_dir) if data_dir else None
-    except Exception:  # an unresolvable setting is the start check's business (check_unchecked_run)
-        pass
-    problem = reexecution_problem(instance, run, root)
+    problem = reexecution_problem(instance, run)
     if problem is not None:
         raise dg.Failure(description=f"not run: {problem}")
     _CHECKED.add(run.run_id)

@@ -38,10 +38,6 @@ from pdm_pipeline.defs.tracking import log_evaluation, log_trained_model
 from pdm_pipeline.families.base import ModelFamily, TrainedModel
 
 
-def result_path(root: Path, machine_id: str, run_id: str, model_type: str) -> Path:
-    return result_file(root, machine_id, run_id, model_type)
-
-
 def write_result(path: Path, trained: TrainedModel, evaluation: Evaluation) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -57,7 +53,7 @@ def read_results(root: Path, machine_id: str, run_id: str, sources: Mapping[str,
     trained, evaluations = {}, {}
     for family in families.all_families():
         source = (sources or {}).get(family.model_type, run_id)
-        path = result_path(root, machine_id, source, family.model_type)
+        path = result_file(root, machine_id, source, family.model_type)
         if source != run_id and not path.is_file():
             raise ReusedWorkMissing(f"the {family.model_type} model trained by run {source[:8]} is no longer on disk "
                                     f"({path.parent})")
@@ -203,7 +199,7 @@ def build_family_asset(family: ModelFamily) -> dg.AssetsDefinition:
                 context.log.error(f"{family.title}: {outcome.line()}: this model keeps its previous version")
             elif outcome.warns:
                 context.log.warning(f"{family.title}: {outcome.line()}")
-        write_result(result_path(root, machine_id, context.run_id, family.model_type), trained, evaluation)
+        write_result(result_file(root, machine_id, context.run_id, family.model_type), trained, evaluation)
         if eval_key in context.selected_asset_keys:
             yield dg.Output(evaluation, output_name=family.evaluation_asset,
                             metadata=evaluation_metadata(evaluation, trained))
