@@ -53,8 +53,10 @@ def test_the_weekly_retrain_walks_forward_one_model_per_week_and_finds_a_later_f
 
 def test_the_ai4i_label_ceiling_counts_each_types_rule_failures_among_its_test_failures(tmp_path):
     """A perfect model of the deterministic rules finds the HDF/PWF/OSF failures and only those: F1 = 2R / (R + T)
-    for R rule failures among T test failures, per Type and pooled. Test rows are traced back here by their
-    unique tool wear, a different route from the function's own matching."""
+    for R rule failures among T test failures, per Type and pooled. Rows exactly on the HDF limit at the published
+    0.1 K (some failed, some not, as in AI4I where only float64 rounding parts them) are flagged all or none,
+    whichever scores better. Test rows are traced back here by their unique tool wear, a different route from the
+    function's own matching."""
     import pandas as pd
 
     from pdm_pipeline.core.bench_real import ai4i_label_ceiling
@@ -72,24 +74,47 @@ def test_the_ai4i_label_ceiling_counts_each_types_rule_failures_among_its_test_f
         "Tool wear [min]": np.arange(rows), "Machine failure": (mode != "").astype(int),
         **{flag: (mode == flag).astype(int) for flag in ("TWF", "HDF", "PWF", "OSF", "RNF")},
     })
+    # 60 rows on the HDF limit below 1380 rpm (8.6 K at 0.1 K; in float64 8.599999999999966 and
+    # 8.600000000000023): 30 failed with HDF only, 30 did not
+    tied = rng.choice(rows, 60, replace=False)
+    mode[tied[:30]], mode[tied[30:]] = "HDF", ""
+    frame.loc[tied[:30], ["Air temperature [K]", "Process temperature [K]"]] = [300.8, 309.4]
+    frame.loc[tied[30:], ["Air temperature [K]", "Process temperature [K]"]] = [302.2, 310.8]
+    frame.loc[tied, "Rotational speed [rpm]"] = 1300
+    frame["Machine failure"] = (mode != "").astype(int)
+    for flag in ("TWF", "HDF", "PWF", "OSF", "RNF"):
+        frame[flag] = (mode == flag).astype(int)
+    # every row on the limit: the planted ones and any random row that landed there
+    on_limit = (((frame["Process temperature [K]"] - frame["Air temperature [K]"]).round(1) == 8.6)
+                & (frame["Rotational speed [rpm]"] < 1380)).to_numpy()
+    assert on_limit.sum() >= 60
     source = tmp_path / "realdata" / "ai4i2020"
     source.mkdir(parents=True)
     frame.to_csv(source / "ai4i2020.csv", index=False, encoding="utf-8-sig")
     root = tmp_path / "data"
     ids = import_ai4i2020(source / "ai4i2020.csv", root, seed=3)
 
+    def best_f1(reach: int, total: int, tied_failed: int, tied_normal: int) -> float:
+        return max(2 * reach / (reach + total), 2 * (reach + tied_failed) / (reach + tied_failed + total + tied_normal))
+
     ceiling = ai4i_label_ceiling(tmp_path / "realdata", root, ids)
-    reach_all = total_all = 0
+    counts = np.zeros(4, dtype=int)
     for machine_id in ids:
         test = load_machine(root, machine_id).splits["test"]
-        modes = mode[test.loc[test["failure_status"] == 1, "tool_wear_min"].astype(int).to_numpy()]
+        wear = test["tool_wear_min"].astype(int).to_numpy()
+        failed = test["failure_status"].to_numpy() == 1
+        modes = mode[wear[failed]]
         reach, total = int(np.isin(modes, ["PWF", "OSF"]).sum()), len(modes)
+        tied_failed = int((on_limit[wear[failed]] & ~np.isin(modes, ["PWF", "OSF"])).sum())
+        tied_normal = int(on_limit[wear[~failed]].sum())
         assert total > 0 and 0 < reach < total
         row = ceiling["per_type"][machine_id.rsplit("_", 1)[-1]]
         assert (row["rule_failures"], row["test_failures"]) == (reach, total)
-        assert row["f1"] == 2 * reach / (reach + total)
-        reach_all, total_all = reach_all + reach, total_all + total
-    assert ceiling["f1"] == 2 * reach_all / (reach_all + total_all) < 1
+        assert (row["failures_on_hdf_limit"], row["normal_rows_on_hdf_limit"]) == (tied_failed, tied_normal)
+        assert row["f1"] == best_f1(reach, total, tied_failed, tied_normal)
+        counts += (reach, total, tied_failed, tied_normal)
+    assert counts[2] > 0 and counts[3] > 0  # the split put rows of both kinds on the limit into test
+    assert ceiling["f1"] == best_f1(*counts) < 1
 
 
 def test_the_targets_table_shows_what_each_target_was_judged_on():

@@ -23,7 +23,10 @@ history (no restart at split boundaries).
 Without time order (e.g. AI4I 2020, independent rows) there is no history to summarise: the features are the raw
 sensor values and, for up to MAX_INTERACTION_SENSORS sensors, every pair's product and difference (physical
 quantities are often products or differences of what is measured: power = torque x speed, a temperature rise =
-process - ambient; trees approximate them only with many splits).
+process - ambient; trees approximate them only with many splits). Features are float32: computed in float64, then
+rounded, so two differences that are the same decimal number at the data's precision are one value (float64 keeps
+the rounding error of the subtraction apart: 309.4 - 300.8 != 310.8 - 302.2, and AI4I's labels follow exactly
+that error on its heat-dissipation limit, see core/bench_real.py).
 """
 
 from __future__ import annotations
