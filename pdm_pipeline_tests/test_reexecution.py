@@ -175,6 +175,47 @@ def test_a_reexecution_that_retrains_one_family_releases_it_with_the_parents_oth
     assert not staging.exists() and not paths.staging_dir(root, MACHINE, run_id).exists()
 
 
+def test_a_reexecution_of_the_release_alone_names_the_family_whose_training_failed(site, monkeypatch):
+    """"Re-execute selected" of only the release after a family's training step failed: the release publishes the
+    parent's other models, and the failed family, which keeps its previous model, is named with its failed step
+    and run (in the release's metadata, its log and `status`), not shown as a family nobody asked for."""
+    from pdm_pipeline.defs.assets import models
+    from pdm_pipeline.defs.launch import materialize_machine, run_config, run_progress
+
+    root, instance = site
+    real = models.log_trained_model
+
+    def store_down(context, mlflow, trained, *args, **kwargs):
+        if trained.model_type == "regression":
+            raise ConnectionError("MLflow tracking store unreachable (injected)")
+        return real(context, mlflow, trained, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models, "log_trained_model", store_down)
+        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly", "regression"],
+                                     log_level="CRITICAL")
+    assert run_progress(instance, parent.run_id)["failed"] == ["train_regression"]
+    tags = {k: v for k, v in instance.get_run_by_id(parent.run_id).tags.items()
+            if not k.startswith("dagster/") or k == "dagster/partition"}
+    with dg.execute_job(dg.reconstructable(train_job), instance=instance, tags=tags, raise_on_error=False,
+                        run_config=run_config(FAST, None, "WARNING"),
+                        reexecution_options=dg.ReexecutionOptions(parent.run_id, step_selection=["machine_release"])
+                        ) as result:
+        assert result.success
+        run_id = result.run_id
+    release = current_release_dir(root, MACHINE)
+    assert release is not None
+    assert verify_release(release, keys.local_trust(root))["models"]["anomaly"]["action"] == "released"
+    models_row = run_progress(instance, run_id)["release"]["models"]
+    assert models_row["anomaly"]["action"] == "released"
+    assert models_row["regression"]["action"] == "none"  # (no earlier release to keep)
+    failed_step = f"its step train_regression failed in run {parent.run_id[:8]}"
+    assert failed_step in models_row["regression"]["reason"]
+    warnings = [e.user_message for e in instance.all_logs(run_id) if e.level >= 30]
+    assert any(w.startswith("regression: none (" + failed_step) for w in warnings), warnings
+    assert not any(w.startswith("classification") and "failed" in w for w in warnings), warnings
+
+
 def run_failure(instance: dg.DagsterInstance, run_id: str) -> str:
     """Everything the run's failure events say (resource init and step failures, with their errors)."""
     texts = []

@@ -330,9 +330,10 @@ def _collect_garbage(root: Path, machine_id: str) -> None:
 
 def decide(
     trained: Mapping[str, TrainedModel], evaluations: Mapping[str, Evaluation], settings: GateSettings,
-    previous: dict[str, Any] | None,
+    previous: dict[str, Any] | None, not_trained: Mapping[str, str] | None = None,
 ) -> dict[str, ModelDecision]:
-    """Per family: released / kept previous / none, with every gate outcome."""
+    """Per family: released / kept previous / none, with every gate outcome. `not_trained`: why a family that
+    is missing from `trained` was not trained (default "not trained in this run")."""
     decisions: dict[str, ModelDecision] = {}
     previous_models = (previous or {}).get("models", {})
     for family in families.all_families():
@@ -343,7 +344,8 @@ def decide(
         keep = KEPT if had else NONE
         source = (previous_models.get(t, {}).get("source_release") if had else None)
         if model is None:
-            decisions[t] = ModelDecision(t, NOT_RUN, keep, "not trained in this run", source_release=source)
+            decisions[t] = ModelDecision(t, NOT_RUN, keep, (not_trained or {}).get(t, "not trained in this run"),
+                                         source_release=source)
             continue
         if model.skipped:
             gates = [check_model_size(t, None, settings.budget_mb(t), model.reason)]
@@ -408,6 +410,7 @@ def release_machine(
     data_version: str | None = None,
     tracking_uri: str | None = None,
     smoke_test: bool = True,
+    not_trained: Mapping[str, str] | None = None,
 ) -> ReleaseResult:
     """Gate every model, write the release aside, switch `current` atomically, bundle, promote champions."""
     root = Path(root)
@@ -421,7 +424,7 @@ def release_machine(
         previous = _trusted_previous(machine_id, previous_dir, trust)
         if previous is None:
             previous_dir = None
-        decisions = decide(trained, evaluations, settings, previous)
+        decisions = decide(trained, evaluations, settings, previous, not_trained)
         previous_id = previous["release_id"] if previous else None
         # The data's blocking checks, again: whatever trained these models (a run that selected only the steps
         # after the data, one that loaded an earlier stored dataset, a core caller), nothing trained on data that

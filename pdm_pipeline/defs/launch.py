@@ -252,7 +252,8 @@ def machine_summary(instance: dg.DagsterInstance, machine_id: str, run_id: str |
             "size_mb": meta.get(f"{family.model_type}_mb"),
             **{m: evaluation[m] for m, _ in family.headline_metrics if m in evaluation},
             "status": evaluation.get("status"),
-            "reason": evaluation.get("reason"),
+            # a re-execution that did not run again a training step that failed in its parent says so
+            "reason": (meta.get("not_retrained") or {}).get(family.model_type) or evaluation.get("reason"),
         }
     return summary
 

@@ -88,20 +88,42 @@ def _succeeded(instance: dg.DagsterInstance, run_id: str, step: str) -> bool:
                for s in instance.get_run_step_stats(run_id, step_keys=[step]))
 
 
-def step_source(instance: dg.DagsterInstance, run: dg.DagsterRun, step: str,
-                chain: list[dg.DagsterRun] | None = None) -> str | None:
-    """The run whose work `run` uses for `step`: itself when it executes the step; else the nearest ancestor that
-    completed it. None when the step is not in the run's plan, or no ancestor completed it."""
+def _step_executor(instance: dg.DagsterInstance, run: dg.DagsterRun, step: str,
+                   chain: list[dg.DagsterRun] | None = None) -> dg.DagsterRun | None:
+    """The run that executes `step` for `run`: itself, or the nearest ancestor that executed it. None when the
+    step is not in the run's plan."""
     for current in chain or lineage(instance, run):
         if step not in _planned(instance, current):
             if _asset_resume_retry(current):  # (its parent's work for the assets it did not select)
                 continue
             return None
         if _executes(current, step):
-            if current.run_id == run.run_id:
-                return current.run_id
-            return current.run_id if _succeeded(instance, current.run_id, step) else None
+            return current
     return None
+
+
+def step_source(instance: dg.DagsterInstance, run: dg.DagsterRun, step: str,
+                chain: list[dg.DagsterRun] | None = None) -> str | None:
+    """The run whose work `run` uses for `step`: itself when it executes the step; else the nearest ancestor that
+    completed it. None when the step is not in the run's plan, or the ancestor that executed it did not complete it."""
+    executor = _step_executor(instance, run, step, chain)
+    if executor is None or (executor.run_id != run.run_id and not _succeeded(instance, executor.run_id, step)):
+        return None
+    return executor.run_id
+
+
+def failed_sources(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
+    """model type -> the ancestor run whose training step of it did not complete, for a re-execution that does not
+    run that step again ("re-execute selected" of the release alone): that family keeps its previous model, and
+    the release says why instead of looking like a family that was never asked for."""
+    chain = lineage(instance, run)
+    failed = {}
+    for family in families.all_families():
+        executor = _step_executor(instance, run, family_step(family.model_type), chain)
+        if executor is not None and executor.run_id != run.run_id and not _succeeded(
+                instance, executor.run_id, family_step(family.model_type)):
+            failed[family.model_type] = executor.run_id
+    return failed
 
 
 def family_sources(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:

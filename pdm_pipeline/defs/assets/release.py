@@ -27,7 +27,9 @@ from pdm_pipeline.defs.io_manager import remove_run_outputs
 from pdm_pipeline.defs.partitions import machines_partitions
 from pdm_pipeline.defs.reexecution import (
     dataset_version,
+    failed_sources,
     family_sources,
+    family_step,
     newer_release,
     remove_superseded_staging,
     reused_sources,
@@ -115,10 +117,13 @@ def build_release_asset() -> dg.AssetsDefinition:
         for source in reused:
             context.log.info(f"releasing the model(s) run {source[:8]} trained: "
                              + ", ".join(sorted(t for t, s in sources.items() if s == source)))
+        # a training step that failed in the run this re-execution reuses, and that it does not run again
+        not_retrained = {t: f"its step {family_step(t)} failed in run {s[:8]} and this re-execution did not run it "
+                         "again" for t, s in failed_sources(context.instance, context.run).items()}
         result = release_machine(
             root, machine_id, trained, evaluations, gates.settings(),
             run_id=context.run_id, data=machine_dataset, features=machine_features,
-            data_version=data_version, tracking_uri=mlflow.tracking_uri,
+            data_version=data_version, tracking_uri=mlflow.tracking_uri, not_trained=not_retrained,
         )
         for t, d in result.decisions.items():
             line = f"{t}: {d.action} ({d.reason})"
@@ -136,6 +141,8 @@ def build_release_asset() -> dg.AssetsDefinition:
             "result": dg.MetadataValue.json(result.as_dict()),
             "trained_in_runs": dg.MetadataValue.json(sources),
         }
+        if not_retrained:
+            metadata["not_retrained"] = dg.MetadataValue.json(not_retrained)
         if result.bundle is not None:
             metadata.update({
                 "bundle_path": dg.MetadataValue.path(str(result.bundle.path)),
