@@ -754,3 +754,35 @@ def test_recovery_never_removes_a_release_that_was_current(tmp_path):
     (directory / ".switching-r3").write_text("run")  # r3 is current: its marker only goes
     assert recover_machine(tmp_path, "m1") == [] and (directory / "r3").is_dir()
     assert not (directory / ".switching-r3").exists()
+
+
+def test_a_release_precondition_is_checked_while_the_machine_lock_is_held(tmp_path):
+    """The check that no other run published since a re-execution's reused work was done ran before the release
+    took the machine's lock: a run publishing in between was replaced by older models. It is now called with the
+    lock held (another holder cannot take it), and a refusal writes nothing."""
+    import fcntl
+
+    from pdm_pipeline.core.release import ReleaseRefused
+
+    root, _, _, _ = _import_and_release(tmp_path, "Time stamp", {})
+    before = sorted(p.name for p in paths.releases_dir(root, "press").iterdir())
+    live = current_release_dir(root, "press")
+    seen = []
+
+    def lock_is_held() -> str | None:
+        with (paths.releases_dir(root, "press") / ".lock").open("a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                seen.append("held")
+                return "press has a newer release (injected)"
+            fcntl.flock(other, fcntl.LOCK_UN)
+            seen.append("free")
+            return None
+
+    with pytest.raises(ReleaseRefused, match="newer release"):
+        _retrain_and_release(root, precondition=lock_is_held)
+    assert seen == ["held"]
+    assert current_release_dir(root, "press") == live
+    assert sorted(p.name for p in paths.releases_dir(root, "press").iterdir()) == before
+    assert _retrain_and_release(root, precondition=lambda: None).published

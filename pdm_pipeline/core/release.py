@@ -37,7 +37,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ from pdm_pipeline.core.gates import (
     skipped_quality_gates,
 )
 from pdm_pipeline.edge.integrity import Trust, sign_bytes, verify_dir, write_manifest
+from pdm_pipeline.errors import PdmError
 from pdm_pipeline.families.base import CARD_FILE, EXCLUDED, METRICS_FILE, NOT_RUN, PREPROCESSING_FILE, TrainedModel
 
 log = logging.getLogger(__name__)
@@ -397,6 +398,10 @@ def _import_source(root: Path, machine_id: str, data: Any) -> dict[str, Any] | N
         return None
 
 
+class ReleaseRefused(PdmError):
+    """A release's precondition did not hold once it held the machine's lock: nothing was written."""
+
+
 def release_machine(
     root: Path,
     machine_id: str,
@@ -411,13 +416,20 @@ def release_machine(
     tracking_uri: str | None = None,
     smoke_test: bool = True,
     not_trained: Mapping[str, str] | None = None,
+    precondition: Callable[[], str | None] | None = None,
 ) -> ReleaseResult:
-    """Gate every model, write the release aside, switch `current` atomically, bundle, promote champions."""
+    """Gate every model, write the release aside, switch `current` atomically, bundle, promote champions.
+
+    `precondition` is called once the machine's lock is held, before anything is written: a reason it returns is
+    raised as ReleaseRefused (a check of the machine's current release, e.g. that no other run published since
+    the reused work was done, holds until the switch only when made under the lock)."""
     root = Path(root)
     signing_key = keys.signing_key(root)
     trust = keys.local_trust(root)
     directory = paths.releases_dir(root, machine_id)
     with machine_lock(root, machine_id):
+        if precondition is not None and (refusal := precondition()) is not None:
+            raise ReleaseRefused(refusal)
         for line in recover_machine(root, machine_id):
             log.warning(f"{machine_id}: recovery: {line}")
         previous_dir = current_release_dir(root, machine_id)

@@ -20,7 +20,7 @@ from pdm_pipeline import families
 from pdm_pipeline.core import paths
 from pdm_pipeline.core.contract import MachineData
 from pdm_pipeline.core.pipeline import FeatureFrames
-from pdm_pipeline.core.release import release_machine
+from pdm_pipeline.core.release import ReleaseRefused, release_machine
 from pdm_pipeline.defs.assets.models import ReusedWorkMissing, read_results, trained_data_version
 from pdm_pipeline.defs.checks.outcomes import emit
 from pdm_pipeline.defs.io_manager import remove_run_outputs
@@ -101,10 +101,13 @@ def build_release_asset() -> dg.AssetsDefinition:
             trained, evaluations = read_results(root, machine_id, context.run_id, sources)
         except ReusedWorkMissing as exc:
             raise dg.Failure(description=f"{exc}: {advice}") from None
-        if newer := newer_release(context.instance, context.run, root, machine_id):
-            raise dg.Failure(description=f"{machine_id} has a newer release since the run(s) whose work this "
-                             f"re-execution reuses ({', '.join(sorted(reused_sources(context.instance, context.run)))}) "
-                             f"started ({newer}): {advice}")
+
+        def no_newer_release() -> str | None:  # (checked under the machine's lock, up to the switch)
+            if newer := newer_release(context.instance, context.run, root, machine_id):
+                return (f"{machine_id} has a newer release since the run(s) whose work this re-execution reuses "
+                        f"({', '.join(sorted(reused_sources(context.instance, context.run)))}) started ({newer})")
+            return None
+
         data_version = trained_data_version(context, root, machine_dataset)
         # A re-execution from asset failure reads the data again (its dataset step is selected when a data check
         # warned): models another run trained on other data would be released as trained on this data.
@@ -120,11 +123,15 @@ def build_release_asset() -> dg.AssetsDefinition:
         # a training step that failed in the run this re-execution reuses, and that it does not run again
         not_retrained = {t: f"its step {family_step(t)} failed in run {s[:8]} and this re-execution did not run it "
                          "again" for t, s in failed_sources(context.instance, context.run).items()}
-        result = release_machine(
-            root, machine_id, trained, evaluations, gates.settings(),
-            run_id=context.run_id, data=machine_dataset, features=machine_features,
-            data_version=data_version, tracking_uri=mlflow.tracking_uri, not_trained=not_retrained,
-        )
+        try:
+            result = release_machine(
+                root, machine_id, trained, evaluations, gates.settings(),
+                run_id=context.run_id, data=machine_dataset, features=machine_features,
+                data_version=data_version, tracking_uri=mlflow.tracking_uri, not_trained=not_retrained,
+                precondition=no_newer_release,
+            )
+        except ReleaseRefused as exc:
+            raise dg.Failure(description=f"{exc}: {advice}") from None
         for t, d in result.decisions.items():
             line = f"{t}: {d.action} ({d.reason})"
             (context.log.info if d.action == "released" else context.log.warning)(line)
