@@ -330,6 +330,35 @@ def test_the_cli_uses_dagster_homes_instance_from_any_working_directory(tmp_path
     assert list(elsewhere.iterdir()) == []
 
 
+def test_dagster_started_outside_its_home_refuses_to_launch_into_a_second_store(tmp_path, monkeypatch):
+    """`dagster dev` or the daemon started from another directory read dagster.yaml's relative directories against
+    it: sensors, schedules and the UI recorded runs in a second, empty store beside the project's. Every launch
+    of such a process now fails naming both places (its run coordinator, which every launch goes through, will
+    not start); from the home, or opened by the CLI from anywhere, the instance works as before."""
+    from dagster._core.instance.ref import InstanceRef
+
+    from pdm_pipeline.defs.coordinator import ValidatingRunCoordinator
+    from pdm_pipeline.defs.instance_config import open_instance
+
+    home, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        with pytest.raises(RuntimeError) as refused:
+            instance.run_coordinator  # noqa: B018 (the property builds the coordinator)
+    message = str(refused.value)
+    assert f"working directory {elsewhere.resolve()}" in message
+    assert str(elsewhere.resolve() / ".dagster_home" / "storage") in message and f"under {home.resolve()}" in message
+    with open_instance(home) as instance:  # the CLI's way: directories made absolute against the home
+        assert isinstance(instance.run_coordinator, ValidatingRunCoordinator)
+    monkeypatch.chdir(home)
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        assert isinstance(instance.run_coordinator, ValidatingRunCoordinator)
+
+
 @pytest.mark.slow
 def test_every_job_meets_the_same_checks_and_the_one_run_per_machine_tag(webserver):
     """The UI's Materialize button and asset backfills run the implicit __ASSET_JOB, not train_machine: its runs

@@ -195,6 +195,16 @@ def refusal(run: DagsterRun, workspace: Any = None, instance: Any = None) -> str
 class ValidatingRunCoordinator(QueuedRunCoordinator):
     """QueuedRunCoordinator that refuses invalid runs before they are queued."""
 
+    def register_instance(self, instance: Any) -> None:
+        # The webserver and the daemon (every sensor, schedule, UI and GraphQL launch) reach the instance through
+        # its coordinator: one started outside DAGSTER_HOME would keep a second store (dagster.yaml's relative
+        # directories are read against the working directory).
+        from pdm_pipeline.defs.instance_config import misplaced_directories
+
+        if (problem := misplaced_directories(instance)) is not None:
+            raise RuntimeError(problem)
+        super().register_instance(instance)
+
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         from pdm_pipeline.defs.reexecution import reexecution_problem
 

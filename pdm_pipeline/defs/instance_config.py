@@ -99,6 +99,31 @@ def open_instance(home: Path | str) -> Any:
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=absolute_dirs(home)))
 
 
+def misplaced_directories(instance: Any, home: Path | str | None = None, cwd: Path | str | None = None) -> str | None:
+    """Why `instance` writes elsewhere than its home's dagster.yaml means, or None. Dagster reads a relative
+    `base_dir` against the process's working directory: `dagster dev` or the daemon started outside the home
+    (default $DAGSTER_HOME) would keep runs, events and logs in a second, empty store beside the project's."""
+    import yaml
+
+    home = home or os.environ.get("DAGSTER_HOME")
+    if not home or not (Path(home) / "dagster.yaml").is_file():
+        return None
+    home, cwd = Path(home).resolve(), Path(cwd or os.getcwd()).resolve()
+    if home == cwd:
+        return None
+    config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+    relative = [value for value in _map_local_dirs(config, lambda _section, value: value).values()
+                if not Path(value).is_absolute()]
+    used = set(instance_directories(instance))
+    wrong = [(cwd / value).resolve() for value in relative if (cwd / value).resolve() in used
+             and (home / value).resolve() not in used]
+    if not wrong:
+        return None
+    return (f"{home / 'dagster.yaml'} names relative directories ({', '.join(relative)}), which Dagster reads against "
+            f"the working directory {cwd}: this process would use {', '.join(map(str, wrong))} instead of the "
+            f"project's under {home}. Start it from {home} (`make dev` does)")
+
+
 def instance_directories(instance: Any) -> list[Path]:
     """The local directories the instance writes to (its SQLite storage, artifacts, compute logs), absolute as the
     instance resolves them (a relative one against this process's working directory). A database storage such as
