@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -32,9 +33,10 @@ def train_job() -> dg.JobDefinition:
     return defs.resolve_job_def("train_machine")  # type: ignore[return-value]
 
 
-def reexecute_from_failure(instance: dg.DagsterInstance, parent_run_id: str) -> tuple[str, bool]:
-    """As the UI's "Re-execute from failure" does: the parent's tags (its machine partition) and run config.
-    Returns the re-execution's run id and whether it succeeded."""
+def reexecute_from_failure(instance: dg.DagsterInstance, parent_run_id: str,
+                           steps: list[str] | None = None) -> tuple[str, bool]:
+    """As the UI's "Re-execute from failure" does (or, given `steps`, its "Re-execute selected"): the parent's tags
+    (its machine partition) and run config. Returns the re-execution's run id and whether it succeeded."""
     from pdm_pipeline.defs.launch import run_config
 
     parent = instance.get_run_by_id(parent_run_id)
@@ -43,7 +45,8 @@ def reexecute_from_failure(instance: dg.DagsterInstance, parent_run_id: str) -> 
     try:
         with dg.execute_job(dg.reconstructable(train_job), instance=instance, tags=tags, raise_on_error=False,
                             run_config=run_config(FAST, None, "WARNING"),
-                            reexecution_options=dg.ReexecutionOptions.from_failure(parent_run_id, instance)) as result:
+                            reexecution_options=dg.ReexecutionOptions(parent_run_id, step_selection=steps) if steps
+                            else dg.ReexecutionOptions.from_failure(parent_run_id, instance)) as result:
             return result.run_id, result.success
     except dg.DagsterResourceFunctionError:  # refused when its resources start: the run is recorded FAILED
         run = next(r for r in instance.get_runs(limit=20) if r.parent_run_id == parent_run_id)  # (newest first)
@@ -135,15 +138,12 @@ def test_a_release_that_failed_is_published_by_its_reexecution_from_failure(site
     assert current_release_dir(root, MACHINE) == release
 
 
-def test_a_reexecution_that_retrains_one_family_releases_it_with_the_parents_other_models(site, monkeypatch):
-    """A family's step failed (its tracking store was down): the release never ran. The re-execution from failure
-    trains that family again and releases it together with the models the parent trained (each from the run that
-    trained it), in one release; a retry after a lost worker re-executes the same way."""
+def run_failing_regression_training(instance: dg.DagsterInstance, monkeypatch) -> Any:
+    """A run of anomaly + regression whose regression step fails (its tracking store is down); the anomaly model
+    is trained, the release never runs."""
     from pdm_pipeline.defs.assets import models
-    from pdm_pipeline.defs.launch import materialize_machine, run_progress
-    from pdm_pipeline.defs.recovery import sweep
+    from pdm_pipeline.defs.launch import materialize_machine
 
-    root, instance = site
     real = models.log_trained_model
 
     def store_down(context, mlflow, trained, *args, **kwargs):
@@ -153,8 +153,19 @@ def test_a_reexecution_that_retrains_one_family_releases_it_with_the_parents_oth
 
     with monkeypatch.context() as patch:
         patch.setattr(models, "log_trained_model", store_down)
-        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly", "regression"],
-                                     log_level="CRITICAL")
+        return materialize_machine(instance, MACHINE, training=FAST, models=["anomaly", "regression"],
+                                   log_level="CRITICAL")
+
+
+def test_a_reexecution_that_retrains_one_family_releases_it_with_the_parents_other_models(site, monkeypatch):
+    """A family's step failed (its tracking store was down): the release never ran. The re-execution from failure
+    trains that family again and releases it together with the models the parent trained (each from the run that
+    trained it), in one release; a retry after a lost worker re-executes the same way."""
+    from pdm_pipeline.defs.launch import run_progress
+    from pdm_pipeline.defs.recovery import sweep
+
+    root, instance = site
+    parent = run_failing_regression_training(instance, monkeypatch)
     assert not parent.success and run_progress(instance, parent.run_id)["failed"] == ["train_regression"]
     staging = paths.staging_dir(root, MACHINE, parent.run_id)
     trained = {n: h for n, h in hashes(staging / "anomaly").items() if not n.startswith("manifest.")}
@@ -179,30 +190,13 @@ def test_a_reexecution_of_the_release_alone_names_the_family_whose_training_fail
     """"Re-execute selected" of only the release after a family's training step failed: the release publishes the
     parent's other models, and the failed family, which keeps its previous model, is named with its failed step
     and run (in the release's metadata, its log and `status`), not shown as a family nobody asked for."""
-    from pdm_pipeline.defs.assets import models
-    from pdm_pipeline.defs.launch import materialize_machine, run_config, run_progress
+    from pdm_pipeline.defs.launch import run_progress
 
     root, instance = site
-    real = models.log_trained_model
-
-    def store_down(context, mlflow, trained, *args, **kwargs):
-        if trained.model_type == "regression":
-            raise ConnectionError("MLflow tracking store unreachable (injected)")
-        return real(context, mlflow, trained, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(models, "log_trained_model", store_down)
-        parent = materialize_machine(instance, MACHINE, training=FAST, models=["anomaly", "regression"],
-                                     log_level="CRITICAL")
+    parent = run_failing_regression_training(instance, monkeypatch)
     assert run_progress(instance, parent.run_id)["failed"] == ["train_regression"]
-    tags = {k: v for k, v in instance.get_run_by_id(parent.run_id).tags.items()
-            if not k.startswith("dagster/") or k == "dagster/partition"}
-    with dg.execute_job(dg.reconstructable(train_job), instance=instance, tags=tags, raise_on_error=False,
-                        run_config=run_config(FAST, None, "WARNING"),
-                        reexecution_options=dg.ReexecutionOptions(parent.run_id, step_selection=["machine_release"])
-                        ) as result:
-        assert result.success
-        run_id = result.run_id
+    run_id, success = reexecute_from_failure(instance, parent.run_id, steps=["machine_release"])
+    assert success
     release = current_release_dir(root, MACHINE)
     assert release is not None
     assert verify_release(release, keys.local_trust(root))["models"]["anomaly"]["action"] == "released"
