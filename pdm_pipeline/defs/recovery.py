@@ -199,7 +199,8 @@ def kept_for_reexecution(instance: dg.DagsterInstance, run: dg.DagsterRun, now: 
     return last is None or (time.time() if now is None else now) - last <= OUTPUT_RETENTION_S
 
 
-def _known_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+def known_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+    """The run of this instance a staging or outputs directory is named after (None: not a run id it knows)."""
     return instance.get_run_by_id(name) if len(name) == 36 else None
 
 
@@ -214,15 +215,15 @@ def remove_stale_staging(instance: dg.DagsterInstance, root: Path, active: set[s
         for run_dir in machine.iterdir() if machine.is_dir() else []:
             if run_dir.name in active:
                 continue
-            run = _known_run(instance, run_dir.name)
+            run = known_run(instance, run_dir.name)
             # A run of this instance that ended: its staging goes, unless a re-execution may still release its
             # models. Any other may be another instance's run still training (sharing the data root): it goes
             # once its owner process is gone.
             if run is None:
                 stale = _abandoned(run_dir)
-            else:
-                reusable = kept_for_reexecution(instance, run) and not superseded(instance, run, root, machine.name)
-                stale = run.is_finished and not reusable
+            else:  # (the re-execution checks query the run storage: only for runs that ended)
+                stale = run.is_finished and not (kept_for_reexecution(instance, run)
+                                                 and not superseded(instance, run, root, machine.name))
             if stale:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 done.append(f"removed staging of run {run_dir.name[:8]} ({machine.name})")
@@ -237,7 +238,7 @@ def remove_old_outputs(instance: dg.DagsterInstance, active: set[str]) -> list[s
     for run_dir in base.iterdir():
         if run_dir.name in active:
             continue
-        run = _known_run(instance, run_dir.name)
+        run = known_run(instance, run_dir.name)
         if run is not None:  # counted from when its group's last run ended (a re-execution reads them)
             last = group_last_end(instance, run)
             old = last is not None and time.time() - last > OUTPUT_RETENTION_S

@@ -107,35 +107,37 @@ def step_source(instance: dg.DagsterInstance, run: dg.DagsterRun, step: str,
     """The run whose work `run` uses for `step`: itself when it executes the step; else the nearest ancestor that
     completed it. None when the step is not in the run's plan, or the ancestor that executed it did not complete it."""
     executor = _step_executor(instance, run, step, chain)
-    if executor is None or (executor.run_id != run.run_id and not _succeeded(instance, executor.run_id, step)):
-        return None
-    return executor.run_id
+    return executor.run_id if executor is not None and _completed(instance, run, executor, step) else None
+
+
+def _family_executors(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, dg.DagsterRun]:
+    """model type -> the run that executes its training step for `run` (itself or an ancestor; see _step_executor)."""
+    chain = lineage(instance, run)
+    executors = {}
+    for family in families.all_families():
+        if (executor := _step_executor(instance, run, family_step(family.model_type), chain)) is not None:
+            executors[family.model_type] = executor
+    return executors
+
+
+def _completed(instance: dg.DagsterInstance, run: dg.DagsterRun, executor: dg.DagsterRun, step: str) -> bool:
+    """Whether `run` can use `executor`'s work for `step`: its own step (running now), or an ancestor's that succeeded."""
+    return executor.run_id == run.run_id or _succeeded(instance, executor.run_id, step)
 
 
 def failed_sources(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
     """model type -> the ancestor run whose training step of it did not complete, for a re-execution that does not
     run that step again ("re-execute selected" of the release alone): that family keeps its previous model, and
     the release says why instead of looking like a family that was never asked for."""
-    chain = lineage(instance, run)
-    failed = {}
-    for family in families.all_families():
-        executor = _step_executor(instance, run, family_step(family.model_type), chain)
-        if executor is not None and executor.run_id != run.run_id and not _succeeded(
-                instance, executor.run_id, family_step(family.model_type)):
-            failed[family.model_type] = executor.run_id
-    return failed
+    return {t: e.run_id for t, e in _family_executors(instance, run).items()
+            if not _completed(instance, run, e, family_step(t))}
 
 
 def family_sources(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
     """model type -> the run that trained it for `run` (this run, or the ancestor a re-execution reuses); a family
     missing here is not part of the run (not selected, or its step never completed): it keeps its previous model."""
-    chain = lineage(instance, run)
-    sources = {}
-    for family in families.all_families():
-        source = step_source(instance, run, family_step(family.model_type), chain)
-        if source is not None:
-            sources[family.model_type] = source
-    return sources
+    return {t: e.run_id for t, e in _family_executors(instance, run).items()
+            if _completed(instance, run, e, family_step(t))}
 
 
 def missing_work(instance: dg.DagsterInstance, run: dg.DagsterRun, root: Path, machine_id: str) -> list[str]:
@@ -278,10 +280,12 @@ def remove_superseded_staging(instance: dg.DagsterInstance, root: Path, machine_
     the recovery sweep); returns what was removed, in words."""
     import shutil
 
+    from pdm_pipeline.defs.recovery import known_run
+
     done = []
     base = Path(root) / "staging" / machine_id
     for run_dir in sorted(base.iterdir()) if base.is_dir() else []:
-        run = instance.get_run_by_id(run_dir.name) if len(run_dir.name) == 36 else None
+        run = known_run(instance, run_dir.name)
         if run is not None and superseded(instance, run, root, machine_id):
             shutil.rmtree(run_dir, ignore_errors=True)
             done.append(f"removed staging of run {run_dir.name[:8]} ({machine_id}): a newer release superseded it")
