@@ -165,6 +165,12 @@ def test_the_targets_table_shows_what_each_target_was_judged_on():
     assert measured[("skab", "far<=0.15")] == "0.425 (threshold ceiling: F1 0.478 at false alarms <= 0.15)"
     assert measured[("nab", "false_positive_events<=2")] == "47 (weekly retrain: 33; threshold ceiling: 17)"
     assert "no threshold reaches F1 0.78" in report and "is 17 (threshold chosen on test" in report
+    # the file's NAB score stands beside the published detectors' scores of the same file, and says how each counts
+    result["nab"]["nab_score"] = {"standard": 36.2, "windows": 4, "windows_detected": 4, "false_positive_onsets": 48}
+    nab_section = markdown(result).split("## NAB machine temperature")[1].split("## Targets")[0]
+    assert "score of this file: 36.2 (4 of 4 windows, 48 false-positive alarm onsets" in nab_section
+    assert "ARTime 82.0 (10 false-positive rows)" in nab_section and "contextOSE 70.5 (1 false-positive row)" in nab_section
+    assert "NAB counts every flagged row" in nab_section
 
 
 def test_the_threshold_ceiling_finds_the_best_common_threshold_and_says_when_none_meets_the_target():
