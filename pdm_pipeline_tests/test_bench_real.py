@@ -171,6 +171,12 @@ def test_the_targets_table_shows_what_each_target_was_judged_on():
     assert "score of this file: 36.2 (4 of 4 windows, 48 false-positive alarm onsets" in nab_section
     assert "ARTime 82.0 (10 false-positive rows)" in nab_section and "contextOSE 70.5 (1 false-positive row)" in nab_section
     assert "NAB counts every flagged row" in nab_section
+    # each detector's raw-score ceiling stands in the SKAB section, a detector with no threshold within the limit as such
+    result["skab"]["raw_detector_threshold_ceilings"] = {
+        "zscore": {"best_f1_within_far_limit": {"f1": 0.735, "false_alarm_rate": 0.147}},
+        "one_class_svm": {"best_f1_within_far_limit": None}}
+    skab_section = markdown(result).split("## NAB machine temperature")[0]
+    assert "best F1 within 15% false alarms: zscore 0.735, one_class_svm none." in skab_section
 
 
 def test_the_threshold_ceiling_finds_the_best_common_threshold_and_says_when_none_meets_the_target():
@@ -215,3 +221,44 @@ def test_the_fewest_false_alarm_events_keep_every_window_and_cannot_hide_behind_
     assert best["false_alarm_events"] == 2 and 0.5 < best["threshold"] <= 0.6
     assert fewest_false_alarm_events(truth, score, 1, 1, max_false_alarm_rate=0.05) is None
     assert fewest_false_alarm_events(truth, score, 1, 1, max_false_alarm_rate=1.0)["false_alarm_events"] == 2
+
+
+def test_raw_detector_scores_keep_the_distance_the_ensembles_bounded_score_loses(tmp_path):
+    """The ensemble maps each detector through its reference rows' empirical CDF: a row a little outside the normal
+    range and one far outside both score ~1, so no threshold above the normal range can tell them apart. The
+    bench's diagnostic keeps each detector's raw score, scaled per machine by its normal train rows (median -> 0,
+    99th percentile -> 1), where the far row stays far."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pdm_pipeline import families
+    from pdm_pipeline.core.bench_real import _scaled_raw_scores
+    from pdm_pipeline.core.config import TrainingConfig
+    from pdm_pipeline.families.anomaly import ENSEMBLE
+    from pdm_pipeline.families.anomaly.runtime import load_dir
+    from pdm_pipeline_tests.helpers import views
+    from pdm_pipeline_tests.test_family_anomaly import FEATURES, make_split
+
+    splits = {"train": make_split(600, 1), "val": make_split(200, 2)}
+    normal = splits["train"][splits["train"]["failure_status"] == 0]
+    sd = normal[FEATURES].std().to_numpy()
+    test = normal.iloc[:2].copy()
+    test[FEATURES] = normal[FEATURES].mean().to_numpy() + np.outer([6.0, 60.0], sd)  # a little outside, far outside
+    splits["test"] = test
+    train_view, _ = views(splits, FEATURES)
+    families.get("anomaly").train(train_view, tmp_path / "model", TrainingConfig(seed=7))
+    runtime = load_dir(tmp_path / "model")
+
+    bounded = runtime.score(test[runtime.inputs].to_numpy(dtype=float))[ENSEMBLE].to_numpy()
+    assert bounded.min() > 0.95 and bounded.max() - bounded.min() < 0.05  # both at the top of the reference CDF
+    run = SimpleNamespace(features=SimpleNamespace(frames={"train": splits["train"], "test": test}))
+    scaled = _scaled_raw_scores(run, runtime)
+    assert set(scaled) == set(runtime.detectors)
+    for detector in ("zscore", "hotelling_t2", "spe_q", "local_outlier_factor"):
+        near, far = scaled[detector]
+        assert far > 3 * near > 3, (detector, near, far)
+    # the scale: the normal train rows' median maps to 0 and their 99th percentile to 1
+    on_train = _scaled_raw_scores(SimpleNamespace(features=SimpleNamespace(
+        frames={"train": splits["train"], "test": normal})), runtime)
+    assert abs(np.median(on_train["zscore"])) < 1e-9 and abs(np.quantile(on_train["zscore"], 0.99) - 1) < 1e-9
